@@ -1,0 +1,308 @@
+"""The engine: one resident base encoder, many LoRA classifiers, one forward per batch.
+
+Adapters are added, replaced and removed by `model_id`. `classify` takes a batch in which every text may
+name a different model and runs the encoder once for all of it; each text then gets its own pooling,
+head and a float32 softmax. Everything about an adapter is validated before the resident model is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_training_output
+from .errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
+from .layout import locate
+from .pooling import pool
+from .lora import ModuleWeights, MultiLoraLinear, plan_for_module, wrap_linear
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 512
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` → the first GPU when one is visible, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` → float32 on CPU, float16 on CUDA (half precision is not faster on CPUs)."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class ResidentAdapter:
+    """An adapter made resident: its LoRA weights per module, its head, labels and truncation length."""
+
+    model_id: str
+    stem: str
+    labels: tuple[str, ...]
+    head: ClassificationHead
+    max_length: int
+    modules: dict[str, ModuleWeights]
+    nbytes: int
+    loaded_at: float  # time.time() when it became resident
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    model_id: str
+    changed: bool  # False when the model was already loaded and nothing was done
+    adapter: ResidentAdapter
+
+    @property
+    def message(self) -> str:
+        if not self.changed:
+            return f"model {self.model_id} is already loaded"
+        return f"model {self.model_id} loaded in {self.adapter.load_seconds * 1000:.0f} ms"
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One text's result: probabilities over the model's labels, in the label map's order."""
+
+    model_id: str
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # float32, sums to 1
+
+    def top(self, n: int) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities, kind="stable")[: max(n, 0)]
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+
+class AdapterEngine:
+    def __init__(
+        self,
+        base_model_dir: Path,
+        models_root: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_adapters: int = 1024,
+    ) -> None:
+        self.models_root = Path(models_root)
+        self.max_adapters = max_adapters
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(base_model_dir), local_files_only=True, dtype=self.dtype)
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.signature = _signature_of(self.model)
+        self.max_length_limit = _max_length_limit(self.model, self.tokenizer)
+        self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self._adapters: dict[str, ResidentAdapter] = {}
+        self._wrappers: dict[str, MultiLoraLinear] = {}
+        self._state_lock = threading.Lock()  # guards _adapters and _wrappers
+        self._forward_lock = threading.Lock()  # the wrappers hold one batch's plan at a time
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
+        log.info(
+            "base encoder %s on %s (%s), hidden %d, %d Linear layers",
+            base_model_dir, self.device, self.dtype, self.signature.hidden_size, len(self.signature.linear_shapes),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: str | None = None) -> "AdapterEngine":
+        return cls(
+            settings.base_model_dir,
+            settings.models_root,
+            device=device or settings.device,
+            dtype=settings.dtype,
+            max_adapters=settings.max_adapters,
+        )
+
+    # ------------------------------------------------------------------------------ adapters
+
+    def load(self, model_dir: object, max_length: int | None = None, reload: bool = False) -> LoadResult:
+        """Locate, read, validate and add the training output at `model_dir` (its `model_id`)."""
+        paths = locate(self.models_root, model_dir)
+        max_length = self.check_max_length(max_length)
+        existing = self._adapters.get(paths.model_id)
+        if existing is not None and not reload:
+            return LoadResult(paths.model_id, changed=False, adapter=existing)
+        self._check_capacity(paths.model_id)
+        started = time.perf_counter()
+        output = read_training_output(paths, self.signature, self.models_root)
+        return self.add(output, max_length, replace=reload, started=started)
+
+    def add(
+        self, output: TrainingOutput, max_length: int | None = None, replace: bool = False, started: float | None = None
+    ) -> LoadResult:
+        """Make a validated training output resident. With `replace`, swap it in atomically for the old one."""
+        started = time.perf_counter() if started is None else started
+        model_id = output.paths.model_id
+        max_length = self.check_max_length(max_length)
+        modules = {
+            name: ModuleWeights(
+                a_t=m.a.t().to(self.device, self.dtype).contiguous(),
+                b_t=m.b.t().to(self.device, self.dtype).contiguous(),
+            )
+            for name, m in output.adapter.modules.items()
+        }
+        head = output.head.to(self.device)
+        with self._state_lock:
+            existing = self._adapters.get(model_id)
+            if existing is not None and not replace:
+                return LoadResult(model_id, changed=False, adapter=existing)
+            self._check_capacity(model_id)
+            for name in modules:
+                if name not in self._wrappers:
+                    with self._forward_lock:  # never rewire the model under a running forward
+                        self._wrappers[name] = wrap_linear(self.model, name)
+            adapter = ResidentAdapter(
+                model_id=model_id,
+                stem=output.paths.stem,
+                labels=output.labels,
+                head=head,
+                max_length=max_length,
+                modules=modules,
+                nbytes=sum(w.a_t.nbytes + w.b_t.nbytes for w in modules.values()) + head.nbytes,
+                loaded_at=time.time(),
+                load_seconds=time.perf_counter() - started,
+            )
+            self._adapters[model_id] = adapter  # one assignment: batches see the old or the new, never a mix
+        log.info(
+            "%s model %s (stem %s, %d modules, %d labels, max_length %d) in %.1f ms",
+            "reloaded" if existing else "loaded", model_id, adapter.stem, len(modules), len(adapter.labels),
+            max_length, adapter.load_seconds * 1000,
+        )
+        return LoadResult(model_id, changed=True, adapter=adapter)
+
+    def remove(self, model_id: str) -> None:
+        """Drop an adapter; its tensors are freed once no batch in flight still uses them."""
+        with self._state_lock:
+            if self._adapters.pop(model_id, None) is None:
+                raise ModelNotLoaded(f"model {model_id} is not loaded")
+        log.info("unloaded model %s", model_id)
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._adapters
+
+    def resident(self) -> list[ResidentAdapter]:
+        with self._state_lock:
+            return list(self._adapters.values())
+
+    def check_max_length(self, max_length: object) -> int:
+        """The truncation length to use: the default when None, else a positive int within the base's limit."""
+        if max_length is None:
+            return min(DEFAULT_MAX_LENGTH, self.max_length_limit)
+        if not isinstance(max_length, int) or isinstance(max_length, bool):
+            raise InvalidRequest(f"max_length must be an integer, got {type(max_length).__name__}")
+        if not 2 <= max_length <= self.max_length_limit:
+            raise InvalidRequest(f"max_length must be between 2 and {self.max_length_limit}, got {max_length}")
+        return max_length
+
+    def _check_capacity(self, model_id: str) -> None:
+        if model_id not in self._adapters and len(self._adapters) >= self.max_adapters:
+            raise CapacityExceeded(
+                f"cannot load {model_id}: {len(self._adapters)} adapters are resident and the maximum is "
+                f"{self.max_adapters}; unload one first"
+            )
+
+    # -------------------------------------------------------------------------------- classify
+
+    def classify(self, texts: Sequence[str], model_ids: Sequence[str]) -> list[Classification]:
+        """Classify `texts[i]` with model `model_ids[i]`, all in one encoder forward."""
+        if len(texts) != len(model_ids):
+            raise InvalidRequest(f"{len(texts)} texts but {len(model_ids)} model ids")
+        if not texts:
+            return []
+        adapters = self._snapshot(model_ids)  # fixed for this batch, whatever loads or unloads meanwhile
+        order = list(dict.fromkeys(model_ids))
+        row_adapter = [order.index(m) for m in model_ids] if len(order) > 1 else None
+        batch = self._tokenize(texts, [adapters[m].max_length for m in model_ids])
+        hidden = self._encode(batch, [adapters[m] for m in order], row_adapter)
+        return self._heads(hidden, batch["attention_mask"], model_ids, adapters)
+
+    def _snapshot(self, model_ids: Sequence[str]) -> dict[str, ResidentAdapter]:
+        with self._state_lock:
+            missing = sorted({m for m in model_ids if m not in self._adapters})
+            if missing:
+                raise ModelNotLoaded(f"model {', '.join(missing[:5])} is not loaded")
+            return {m: self._adapters[m] for m in set(model_ids)}
+
+    def _tokenize(self, texts: Sequence[str], max_lengths: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Tokenize each text at its own model's max_length, then pad the whole batch together."""
+        ids: list[list[int]] = [[] for _ in texts]
+        with self._tokenizer_lock:
+            for length in set(max_lengths):
+                rows = [i for i, m in enumerate(max_lengths) if m == length]
+                encoded = self.tokenizer([texts[i] for i in rows], truncation=True, max_length=length)
+                for row, input_ids in zip(rows, encoded["input_ids"]):
+                    ids[row] = input_ids
+        longest = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), longest), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if self._uses_token_types:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _encode(
+        self, batch: dict[str, torch.Tensor], adapters: list[ResidentAdapter], row_adapter: list[int] | None
+    ) -> torch.Tensor:
+        rows = None if row_adapter is None else torch.tensor(row_adapter, device=self.device)
+        with self._forward_lock, torch.inference_mode():
+            try:
+                for name, wrapper in self._wrappers.items():
+                    wrapper.plan = plan_for_module([a.modules.get(name) for a in adapters], rows)
+                return self.model(**batch).last_hidden_state
+            finally:
+                for wrapper in self._wrappers.values():
+                    wrapper.plan = None
+
+    def _heads(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        model_ids: Sequence[str],
+        adapters: dict[str, ResidentAdapter],
+    ) -> list[Classification]:
+        results: list[Classification | None] = [None] * len(model_ids)
+        with torch.inference_mode():
+            for model_id, adapter in adapters.items():
+                rows = [i for i, m in enumerate(model_ids) if m == model_id]
+                index = torch.tensor(rows, device=hidden.device)
+                pooled = pool(hidden.index_select(0, index).float(), attention_mask.index_select(0, index), adapter.head.pooling)
+                probabilities = torch.softmax(adapter.head.logits(pooled), dim=-1).cpu().numpy()
+                for row, p in zip(rows, probabilities):
+                    results[row] = Classification(model_id, adapter.labels, p)
+        return results  # type: ignore[return-value]
+
+
+def _signature_of(model: torch.nn.Module) -> BaseSignature:
+    linear_shapes = {
+        name: (module.out_features, module.in_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    return BaseSignature(
+        hidden_size=int(model.config.hidden_size),
+        linear_shapes=linear_shapes,
+        prefix=getattr(model, "base_model_prefix", "") or "",
+    )
+
+
+def _max_length_limit(model: torch.nn.Module, tokenizer) -> int:
+    limits = [int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH))]
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits)

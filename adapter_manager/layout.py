@@ -1,0 +1,132 @@
+"""Where a training output lives: `model_dir` → the three artifact paths, safely inside the models root.
+
+Only locating happens here; reading the files is `artifacts`' job.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidModel, InvalidRequest, ModelNotFound
+
+HEAD_SUFFIX = ".head.pt"
+LABELS_SUFFIX = ".head.pt.pkl"
+ADAPTER_SUFFIX = ".lora"
+MAX_MODEL_DIR_CHARS = 512
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """The files of one training output, all resolved and inside the models root."""
+
+    model_id: str
+    directory: Path
+    stem: str
+    adapter_dir: Path
+    head_file: Path
+    labels_file: Path
+
+
+def normalize_model_dir(model_dir: object) -> str:
+    """Validate a client-supplied `model_dir` and return its canonical form, which is the `model_id`.
+
+    Relative, '/'-separated, no '..' component, no empty or control characters; './' and repeated
+    slashes are folded away so that 'a//b/' and 'a/b' name the same model.
+    """
+    if not isinstance(model_dir, str):
+        raise InvalidRequest(f"model_dir must be a string, got {type(model_dir).__name__}")
+    if not model_dir.strip():
+        raise InvalidRequest("model_dir must not be empty")
+    if len(model_dir) > MAX_MODEL_DIR_CHARS:
+        raise InvalidRequest(f"model_dir is {len(model_dir)} characters long; the limit is {MAX_MODEL_DIR_CHARS}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in model_dir) or "\\" in model_dir:
+        raise InvalidRequest("model_dir contains control characters or backslashes")
+    if model_dir.startswith(("/", "~")):
+        raise InvalidRequest(f"model_dir must be relative to the models root, got {model_dir!r}")
+    if ".." in model_dir.split("/"):
+        raise InvalidRequest(f"model_dir must not contain '..': {model_dir!r}")
+    normalized = posixpath.normpath(model_dir)
+    if normalized in (".", "") or normalized.startswith(".."):
+        raise InvalidRequest(f"model_dir {model_dir!r} does not name a directory inside the models root")
+    return normalized
+
+
+def resolve_inside(root: Path, relative: str, what: str) -> Path:
+    """Resolve `root/relative` (symlinks included) and refuse anything that ends up outside `root`."""
+    real_root = root.resolve()
+    candidate = (real_root / relative).resolve()
+    if candidate != real_root and real_root not in candidate.parents:
+        raise InvalidRequest(f"{what} {relative!r} resolves outside the models root")
+    return candidate
+
+
+def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
+    """Find the training output named by `model_dir`: its directory, `<stem>`, and the three artifacts."""
+    model_id = normalize_model_dir(model_dir)
+    directory = resolve_inside(models_root, model_id, "model_dir")
+    if not directory.is_dir():
+        raise ModelNotFound(f"model_dir {model_id!r} does not exist under the models root")
+    stem = discover_stem(directory, model_id)
+    paths = {
+        "adapter": (f"{stem}{ADAPTER_SUFFIX}", "directory"),
+        "head": (f"{stem}{HEAD_SUFFIX}", "file"),
+        "labels": (f"{stem}{LABELS_SUFFIX}", "file"),
+    }
+    resolved: dict[str, Path] = {}
+    for role, (name, kind) in paths.items():
+        path = resolve_inside(models_root, f"{model_id}/{name}", "artifact")
+        present = path.is_dir() if kind == "directory" else path.is_file()
+        if not present:
+            raise InvalidModel(f"{model_id}: the {role} {kind} {name} is missing")
+        resolved[role] = path
+    return ArtifactPaths(
+        model_id=model_id,
+        directory=directory,
+        stem=stem,
+        adapter_dir=resolved["adapter"],
+        head_file=resolved["head"],
+        labels_file=resolved["labels"],
+    )
+
+
+def discover_stem(directory: Path, model_id: str) -> str:
+    """The one `<stem>` for which `<stem>.head.pt` exists in `directory`."""
+    heads = sorted(p.name for p in directory.iterdir() if p.name.endswith(HEAD_SUFFIX))
+    if not heads:
+        found = sorted(p.name for p in directory.iterdir())[:10]
+        raise InvalidModel(f"{model_id}: no *{HEAD_SUFFIX} file found (directory holds: {found or 'nothing'})")
+    if len(heads) > 1:
+        raise InvalidModel(f"{model_id}: several models in one directory, expected exactly one: {heads}")
+    return heads[0][: -len(HEAD_SUFFIX)]
+
+
+def list_training_outputs(models_root: Path, max_depth: int = 4) -> list[str]:
+    """Every directory under the models root that looks like a training output (has a `*.head.pt`).
+
+    Used for the models listing; each entry is validated by `locate`, so a listed id can be loaded.
+    Symlinked directories are not followed while walking (they may point anywhere).
+    """
+    root = models_root.resolve()
+    if not root.is_dir():
+        return []
+    found: list[str] = []
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    while stack:
+        directory, depth = stack.pop()
+        try:
+            entries = list(directory.iterdir())
+        except OSError:
+            continue
+        if any(e.name.endswith(HEAD_SUFFIX) for e in entries):
+            relative = directory.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    found.append(locate(models_root, relative).model_id)
+                except (InvalidModel, InvalidRequest, ModelNotFound):
+                    pass
+            continue
+        if depth < max_depth:
+            stack.extend((e, depth + 1) for e in entries if e.is_dir() and not e.is_symlink())
+    return sorted(found)

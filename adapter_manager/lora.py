@@ -1,0 +1,115 @@
+"""Batched LoRA: one base forward in which every row of the batch may use a different adapter.
+
+Each adapted base `Linear` is wrapped once in a `MultiLoraLinear`. Before a forward the engine hands each
+wrapper a `RowLora` plan (which adapter's A and B apply to which row); the wrapper adds that row's delta
+to the base output. The work per row is the same whether the batch holds one adapter or many: rows are
+gathered into per-row A/B stacks and applied with one `bmm` pair, instead of a loop over adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModuleWeights:
+    """One adapter's weights for one Linear, transposed for `x @ a_t @ b_t`, on the engine's device/dtype."""
+
+    a_t: torch.Tensor  # [in_features, rank]
+    b_t: torch.Tensor  # [rank, out_features], LoRA scaling folded in
+
+
+@dataclass(frozen=True)
+class RowLora:
+    """The LoRA delta for one Linear over one batch.
+
+    Either `shared` (every row uses the same adapter: two plain matmuls), or per-row stacks
+    `a_rows [B, in, r]` and `b_rows [B, r, out]` with zeros for rows whose adapter leaves this module alone.
+    """
+
+    shared: ModuleWeights | None = None
+    a_rows: torch.Tensor | None = None
+    b_rows: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.shared is not None:
+            return y.add_((x @ self.shared.a_t) @ self.shared.b_t)
+        if x.dim() == 2:  # [B, in]: treat each row as a sequence of length one
+            return y.add_(torch.bmm(torch.bmm(x.unsqueeze(1), self.a_rows), self.b_rows).squeeze(1))
+        return torch.baddbmm(y, torch.bmm(x, self.a_rows), self.b_rows)
+
+
+class MultiLoraLinear(nn.Module):
+    """A base Linear plus the current batch's per-row LoRA deltas (none when no plan is set)."""
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        self.plan: RowLora | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # some model code reads .weight of its projections
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        plan = self.plan
+        return y if plan is None else plan.apply(x, y)
+
+
+def plan_for_module(
+    per_adapter: Sequence[ModuleWeights | None], row_adapter: torch.Tensor | None
+) -> RowLora | None:
+    """Build the plan for one module.
+
+    `per_adapter[i]` is adapter i's weights for this module (None where it does not adapt it);
+    `row_adapter[b]` is the adapter index of row b, or None when every row uses adapter 0.
+    """
+    if row_adapter is None:
+        return RowLora(shared=per_adapter[0]) if per_adapter[0] is not None else None
+    present = [w for w in per_adapter if w is not None]
+    if not present:
+        return None
+    rank = max(w.a_t.shape[1] for w in present)
+    in_features, out_features = present[0].a_t.shape[0], present[0].b_t.shape[1]
+    like = present[0].a_t
+    # Slot 0 stays zero: rows whose adapter leaves this module alone point there.
+    a_bank = like.new_zeros((len(per_adapter) + 1, in_features, rank))
+    b_bank = like.new_zeros((len(per_adapter) + 1, rank, out_features))
+    for i, weights in enumerate(per_adapter, start=1):
+        if weights is not None:
+            r = weights.a_t.shape[1]
+            a_bank[i, :, :r] = weights.a_t
+            b_bank[i, :r, :] = weights.b_t
+    slots = row_adapter + 1
+    return RowLora(a_rows=a_bank.index_select(0, slots), b_rows=b_bank.index_select(0, slots))
+
+
+def wrap_linear(model: nn.Module, module_name: str) -> MultiLoraLinear:
+    """Replace the Linear at `module_name` with a `MultiLoraLinear` (idempotent) and return the wrapper."""
+    parent_name, _, child_name = module_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    child = getattr(parent, child_name)
+    if isinstance(child, MultiLoraLinear):
+        return child
+    if not isinstance(child, nn.Linear):
+        raise TypeError(f"{module_name} is {type(child).__name__}, not a Linear")
+    wrapper = MultiLoraLinear(child)
+    setattr(parent, child_name, wrapper)
+    return wrapper

@@ -1,0 +1,82 @@
+"""Settings, in one place.
+
+Each setting has a fixed environment name (operators and tools rely on it), a documented default, and
+may also come from a mapping of parameters (Triton's config.pbtxt). Precedence: environment, then
+parameters, then the default. Values are validated once, naming the setting that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _setting(env: str, default: str, help: str) -> Any:
+    return field(metadata={"env": env, "default": default, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_model_dir: Path = _setting(
+        "BASE_MODEL_DIR", "/models/base", "Local Hugging Face encoder directory (config, weights, tokenizer)."
+    )
+    models_root: Path = _setting(
+        "MODELS_ROOT", "/models/outputs", "Directory holding the training outputs; every model_dir is inside it."
+    )
+    state_dir: Path = _setting(
+        "STATE_DIR", "/var/lib/lora-classifier", "Where the desired-state manifest of loaded adapters is kept."
+    )
+    max_adapters: int = _setting("MAX_ADAPTERS", "1024", "Most adapters resident at once (>= 1).")
+    device: str = _setting("DEVICE", "auto", "auto | cpu | cuda; auto picks cuda when a GPU is visible.")
+    dtype: str = _setting(
+        "DTYPE", "auto", "auto | float32 | float16 | bfloat16; auto is float32 on CPU and float16 on CUDA."
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_adapters < 1:
+            raise ValueError(f"MAX_ADAPTERS must be >= 1, got {self.max_adapters}")
+        if self.device not in DEVICES and not _is_cuda_index(self.device):
+            raise ValueError(f"DEVICE must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @classmethod
+    def load(
+        cls, parameters: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> "Settings":
+        """Read every setting: environment first, then `parameters`, then the documented default."""
+        environ = os.environ if environ is None else environ
+        parameters = parameters or {}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = environ.get(name) or parameters.get(name) or f.metadata["default"]
+            values[f.name] = _convert(name, raw.strip(), f.type)
+        return cls(**values)
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        """(environment name, default, help) for every setting, for docs and `--help` output."""
+        return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def _convert(name: str, raw: str, kind: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    if kind == "Path":
+        return Path(raw).expanduser()
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    return raw
