@@ -36,9 +36,8 @@ WORDS = [w for w in vocabulary() if len(w) == 4 and w.isalpha()]
 def make_tiny_base(directory: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
     """Save a randomly initialised tiny BERT and its tokenizer to `directory` (loadable with AutoModel)."""
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5 takes the vocabulary itself (`vocab_file=` would be silently ignored: all [UNK]).
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocabulary())}, do_lower_case=True)
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(str(directory))
     config = BertConfig(

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+
+from adapter_manager.settings import Settings
+
+
+def test_defaults_are_documented_and_used_when_nothing_is_set():
+    settings = Settings.load(environ={})
+    documented = {name: default for name, default, _ in Settings.documentation()}
+    assert set(documented) == {"BASE_MODEL_DIR", "MODELS_ROOT", "STATE_DIR", "MAX_ADAPTERS", "DEVICE", "DTYPE"}
+    assert settings.base_model_dir == Path(documented["BASE_MODEL_DIR"])
+    assert settings.max_adapters == int(documented["MAX_ADAPTERS"])
+    assert (settings.device, settings.dtype) == ("auto", "auto")
+
+
+def test_environment_overrides_parameters_which_override_defaults():
+    parameters = {"MODELS_ROOT": "/from/params", "MAX_ADAPTERS": "7", "DTYPE": "float16"}
+    environ = {"MODELS_ROOT": "/from/env", "DEVICE": "cpu"}
+    settings = Settings.load(parameters, environ)
+    assert settings.models_root == Path("/from/env")
+    assert settings.max_adapters == 7
+    assert (settings.device, settings.dtype) == ("cpu", "float16")
+
+
+@pytest.mark.parametrize(
+    "environ, field",
+    [
+        ({"MAX_ADAPTERS": "0"}, "MAX_ADAPTERS"),
+        ({"MAX_ADAPTERS": "many"}, "MAX_ADAPTERS"),
+        ({"DEVICE": "tpu"}, "DEVICE"),
+        ({"DTYPE": "int8"}, "DTYPE"),
+    ],
+)
+def test_invalid_values_name_the_setting(environ, field):
+    with pytest.raises(ValueError, match=field):
+        Settings.load(environ=environ)
+
+
+def test_cuda_device_index_is_accepted():
+    assert Settings.load(environ={"DEVICE": "cuda:1"}).device == "cuda:1"
