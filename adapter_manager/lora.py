@@ -86,7 +86,13 @@ def plan_for_module(
     present = [w for w in per_adapter if w is not None]
     if not present:
         return None
-    rank = max(w.a_t.shape[1] for w in present)
+    ranks = {w.a_t.shape[1] for w in present}
+    if len(present) == len(per_adapter) and len(ranks) == 1:
+        # Common case: every adapter in the batch adapts this module at one rank, so no padding is needed.
+        a_bank = torch.stack([w.a_t for w in per_adapter])
+        b_bank = torch.stack([w.b_t for w in per_adapter])
+        return RowLora(a_rows=a_bank.index_select(0, row_adapter), b_rows=b_bank.index_select(0, row_adapter))
+    rank = max(ranks)
     in_features, out_features = present[0].a_t.shape[0], present[0].b_t.shape[1]
     like = present[0].a_t
     # Slot 0 stays zero: rows whose adapter leaves this module alone point there.
