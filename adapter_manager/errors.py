@@ -5,6 +5,8 @@ Every layer (Triton model, REST shim) maps these; none invents its own codes or 
 
 from __future__ import annotations
 
+import re
+
 
 class AdapterError(Exception):
     """Base of every error the service reports to a client."""
@@ -76,3 +78,17 @@ ERRORS_BY_CODE: dict[str, type[AdapterError]] = {
 def error_from_code(code: str, message: str) -> AdapterError:
     """Rebuild a domain error from its wire form (unknown codes become internal errors)."""
     return ERRORS_BY_CODE.get(code, InternalError)(message)
+
+
+_WIRE_PATTERN = re.compile(r"\[(" + "|".join(ERRORS_BY_CODE) + r")\] ?(.*)", re.DOTALL)
+
+
+def to_wire(error: AdapterError) -> str:
+    """How an error travels inside another system's message (e.g. a TritonError): `[code] message`."""
+    return f"[{error.code}] {error.message}"
+
+
+def from_wire(text: str) -> AdapterError | None:
+    """The domain error inside a message produced by `to_wire` (wherever it starts), if there is one."""
+    match = _WIRE_PATTERN.search(text)
+    return None if match is None else error_from_code(match.group(1), match.group(2).strip())

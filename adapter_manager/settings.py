@@ -36,12 +36,22 @@ class Settings:
     dtype: str = _setting(
         "DTYPE", "auto", "auto | float32 | float16 | bfloat16; auto is float32 on CPU and float16 on CUDA."
     )
+    torch_threads: int = _setting(
+        "TORCH_THREADS", "0", "Intra-op threads per CPU model instance; 0 shares the cores among the instances."
+    )
+    max_text_chars: int = _setting(
+        "MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters (longer ones are payload_too_large)."
+    )
 
     def __post_init__(self) -> None:
         if self.max_adapters < 1:
             raise ValueError(f"MAX_ADAPTERS must be >= 1, got {self.max_adapters}")
         if self.device not in DEVICES and not _is_cuda_index(self.device):
             raise ValueError(f"DEVICE must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}")
+        if self.torch_threads < 0:
+            raise ValueError(f"TORCH_THREADS must be >= 0, got {self.torch_threads}")
+        if self.max_text_chars < 1:
+            raise ValueError(f"MAX_TEXT_CHARS must be >= 1, got {self.max_text_chars}")
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

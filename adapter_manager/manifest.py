@@ -1,0 +1,157 @@
+"""The desired-state manifest: which models are loaded, shared by every instance through STATE_DIR.
+
+One JSON file, replaced atomically (write, fsync, rename) under an exclusive `flock`, with a generation
+number that grows on every change. Readers need no lock: a rename swaps the whole file. A manifest that
+cannot be read whole is copied aside (never deleted) and rewritten with what could be read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = "manifest.lock"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    model_id: str
+    max_length: int
+    version: int  # bumped by every (re)load, so other instances know to reload from disk
+    loaded_at: float  # time.time() of the load that created this version
+
+
+@dataclass(frozen=True)
+class ManifestState:
+    generation: int
+    entries: dict[str, ManifestEntry]
+    problems: list[str] = field(default_factory=list)  # what could not be read, for status reports
+
+
+class AdapterManifest:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / MANIFEST_NAME
+        self._lock_path = self.state_dir / LOCK_NAME
+
+    def signature(self) -> tuple[int, int, int] | None:
+        """A cheap change detector (one stat): every write is a rename, so the inode changes."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def read(self) -> ManifestState:
+        """The current desired state. Unreadable parts are reported, kept aside, and left out."""
+        state, damaged = self._parse()
+        if not damaged:
+            return state
+        with self._locked():
+            state, damaged = self._parse()  # another instance may have repaired it meanwhile
+            if damaged:
+                kept = self._keep_aside()
+                state.problems.append(f"manifest was damaged; a copy is kept at {kept.name}")
+                self._write(ManifestState(state.generation + 1, state.entries))
+                log.error("manifest %s was damaged (%s); kept aside as %s", self.path, "; ".join(state.problems), kept)
+        return state
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict[str, ManifestEntry]]:
+        """Change the entries under the lock; on a clean exit they are written with the next generation."""
+        with self._locked():
+            state, damaged = self._parse()
+            if damaged:
+                self._keep_aside()
+            entries = dict(state.entries)
+            yield entries
+            self._write(ManifestState(state.generation + 1, entries))
+
+    # ------------------------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _parse(self) -> tuple[ManifestState, bool]:
+        """(state, damaged): whatever entries are valid, and whether anything was not."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return ManifestState(0, {}), False
+        try:
+            document = json.loads(raw)
+            generation = document["generation"]
+            models = document["models"]
+            if not isinstance(generation, int) or not isinstance(models, dict):
+                raise ValueError("generation must be an integer and models an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            return ManifestState(0, {}, [f"manifest unreadable: {exc}"]), True
+        entries: dict[str, ManifestEntry] = {}
+        problems: list[str] = []
+        for model_id, fields in models.items():
+            try:
+                entry = ManifestEntry(
+                    model_id=str(fields["model_id"]),
+                    max_length=int(fields["max_length"]),
+                    version=int(fields["version"]),
+                    loaded_at=float(fields["loaded_at"]),
+                )
+                if entry.model_id != model_id:
+                    raise ValueError("model_id does not match its key")
+                entries[model_id] = entry
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"manifest entry {model_id!r} skipped: {exc!r}")
+        return ManifestState(generation, entries, problems), bool(problems)
+
+    def _write(self, state: ManifestState) -> None:
+        document = {
+            "format": FORMAT_VERSION,
+            "generation": state.generation,
+            "written_at": time.time(),
+            "models": {model_id: asdict(entry) for model_id, entry in sorted(state.entries.items())},
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".manifest-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, ensure_ascii=False, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_directory(self.state_dir)
+
+    def _keep_aside(self) -> Path:
+        kept = self.state_dir / f"{MANIFEST_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        shutil.copy2(self.path, kept)
+        return kept
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,246 @@
+"""The adapter service: what one serving instance does, independent of Triton.
+
+It keeps the instance's engine reconciled with the shared manifest, answers the control operations
+(`load`, `unload`, `list`, `status`), and classifies a batch of requests with one encoder forward while
+failing only the requests that are wrong. `model.py` converts tensors to and from these calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .engine import AdapterEngine, Classification
+from .errors import AdapterError, CapacityExceeded, InvalidRequest, ModelNotLoaded, PayloadTooLarge
+from .layout import list_training_outputs, normalize_model_dir
+from .manifest import AdapterManifest, ManifestEntry
+
+log = logging.getLogger(__name__)
+
+CONTROL_OPS = ("load", "unload", "list", "status")
+
+
+@dataclass(frozen=True)
+class ClassifyRequest:
+    texts: Sequence[str]
+    model_ids: Sequence[str]
+
+
+class AdapterService:
+    def __init__(self, engine: AdapterEngine, manifest: AdapterManifest, instance: str, max_text_chars: int) -> None:
+        self.engine = engine
+        self.manifest = manifest
+        self.instance = instance
+        self.max_text_chars = max_text_chars
+        self.started_at = time.time()
+        self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
+        self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
+        self._synced: tuple[int, int, int] | None = None
+        self._synced_once = False
+
+    # ------------------------------------------------------------------------------ reconciliation
+
+    def sync(self) -> None:
+        """Make the resident adapters match the manifest; costs one stat when nothing changed."""
+        signature = self.manifest.signature()
+        if self._synced_once and signature == self._synced:
+            return
+        state = self.manifest.read()
+        for problem in state.problems:
+            log.error("%s: %s", self.instance, problem)
+        desired = state.entries
+        for model_id in [m for m in self._versions if m not in desired]:
+            self._drop(model_id)
+        for model_id, entry in desired.items():
+            if self._versions.get(model_id) != entry.version:
+                self._make_resident(entry)
+        self.problems = {m: p for m, p in self.problems.items() if m in desired}
+        self._synced, self._synced_once = signature, True
+
+    def _make_resident(self, entry: ManifestEntry) -> None:
+        try:
+            self.engine.load(entry.model_id, entry.max_length, reload=True)
+        except AdapterError as exc:
+            # Reported and skipped, never a crash; a stale version is not served in its place.
+            self._drop(entry.model_id)
+            self.problems[entry.model_id] = exc.message
+            log.error("%s: manifest entry %s could not be loaded: %s", self.instance, entry.model_id, exc.message)
+            return
+        self._versions[entry.model_id] = entry.version
+        self.problems.pop(entry.model_id, None)
+
+    def _drop(self, model_id: str) -> None:
+        self._versions.pop(model_id, None)
+        if self.engine.is_loaded(model_id):
+            self.engine.remove(model_id)
+
+    # ----------------------------------------------------------------------------------- control
+
+    def control(self, request: Any) -> dict[str, Any]:
+        """Run one control operation, given as the decoded CONTROL JSON object."""
+        if not isinstance(request, dict):
+            raise InvalidRequest("CONTROL must be a JSON object with an 'op' field")
+        op = request.get("op")
+        if op not in CONTROL_OPS:
+            raise InvalidRequest(f"unknown control op {op!r}; expected one of {', '.join(CONTROL_OPS)}")
+        self.sync()
+        if op == "load":
+            return self.load(request.get("model_dir"), request.get("max_length"), _flag(request, "reload"))
+        if op == "unload":
+            return self.unload(request.get("model_id"))
+        if op == "list":
+            return self.list_models()
+        return self.status()
+
+    def load(self, model_dir: object, max_length: object = None, reload: bool = False) -> dict[str, Any]:
+        """Validate and load here (errors come back now), then record it for every other instance."""
+        model_id = normalize_model_dir(model_dir)
+        self.engine.check_max_length(max_length)  # a bad value is refused even when nothing would change
+        if model_id in self._versions and not reload:
+            return self._load_answer(model_id, changed=False)
+        was_resident = self.engine.is_loaded(model_id)
+        result = self.engine.load(model_id, max_length, reload=True)
+        try:
+            with self.manifest.update() as entries:
+                previous = entries.get(model_id)
+                if previous is None and len(entries) >= self.engine.max_adapters:
+                    raise CapacityExceeded(
+                        f"cannot load {model_id}: {len(entries)} adapters are loaded and the maximum is "
+                        f"{self.engine.max_adapters}; unload one first"
+                    )
+                entry = ManifestEntry(
+                    model_id=model_id,
+                    max_length=result.adapter.max_length,
+                    version=(previous.version if previous else 0) + 1,
+                    loaded_at=time.time(),
+                )
+                entries[model_id] = entry
+        except BaseException:
+            if not was_resident:
+                self.engine.remove(model_id)
+            raise
+        self._versions[model_id] = entry.version
+        self.problems.pop(model_id, None)
+        return self._load_answer(model_id, changed=True)
+
+    def _load_answer(self, model_id: str, changed: bool) -> dict[str, Any]:
+        adapter = next(a for a in self.engine.resident() if a.model_id == model_id)
+        message = (
+            f"model {model_id} loaded in {adapter.load_seconds * 1000:.0f} ms"
+            if changed
+            else f"model {model_id} is already loaded"
+        )
+        return {
+            "model_id": model_id,
+            "status": "loaded",
+            "message": message,
+            "changed": changed,
+            "labels": list(adapter.labels),
+            "max_length": adapter.max_length,
+            "load_seconds": adapter.load_seconds,
+            "instance": self.instance,
+        }
+
+    def unload(self, model_id: object) -> dict[str, Any]:
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidRequest("model_id must be a non-empty string")
+        with self.manifest.update() as entries:
+            if entries.pop(model_id, None) is None:
+                raise ModelNotLoaded(f"model {model_id} is not loaded")
+        self._drop(model_id)
+        return {"model_id": model_id, "status": "unloaded", "message": f"model {model_id} unloaded"}
+
+    def list_models(self) -> dict[str, Any]:
+        """Every model: the loaded ones (from the manifest), then every valid training output as unloaded."""
+        state = self.manifest.read()
+        resident = {a.model_id: a for a in self.engine.resident()}
+        models = []
+        for model_id, entry in sorted(state.entries.items()):
+            adapter = resident.get(model_id)
+            models.append(
+                {
+                    "model_id": model_id,
+                    "status": "loaded",
+                    "loaded_at": entry.loaded_at,
+                    "version": entry.version,
+                    "max_length": entry.max_length,
+                    "device": str(self.engine.device),
+                    "labels": list(adapter.labels) if adapter else None,
+                    "load_seconds": adapter.load_seconds if adapter else None,
+                    "problem": self.problems.get(model_id),
+                }
+            )
+        for model_id in list_training_outputs(self.engine.models_root):
+            if model_id not in state.entries:
+                models.append({"model_id": model_id, "status": "unloaded", "loaded_at": None, "device": None})
+        return {"models": models, "generation": state.generation, "instance": self.instance}
+
+    def status(self) -> dict[str, Any]:
+        device = self.engine.device
+        answer: dict[str, Any] = {
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "device": str(device),
+            "kind": "gpu" if device.type == "cuda" else "cpu",
+            "gpu_index": None,
+            "gpu_uuid": None,
+            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "torch_threads": torch.get_num_threads(),
+            "resident": sorted(a.model_id for a in self.engine.resident()),
+            "adapter_bytes": sum(a.nbytes for a in self.engine.resident()),
+            "max_adapters": self.engine.max_adapters,
+            "problems": dict(self.problems),
+            "uptime_seconds": time.time() - self.started_at,
+        }
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            properties = torch.cuda.get_device_properties(index)
+            answer.update(gpu_index=index, gpu_uuid=f"GPU-{properties.uuid}", gpu_name=properties.name)
+        return answer
+
+    # ---------------------------------------------------------------------------------- classify
+
+    def classify(self, requests: Sequence[ClassifyRequest]) -> list[list[Classification] | AdapterError]:
+        """Classify many requests in one forward; a bad request gets its own error, the others their results."""
+        answers: list[list[Classification] | AdapterError | None] = [None] * len(requests)
+        good: list[int] = []
+        for i, request in enumerate(requests):
+            try:
+                self._check(request)
+                good.append(i)
+            except AdapterError as exc:
+                answers[i] = exc
+        if good:
+            texts = [t for i in good for t in requests[i].texts]
+            model_ids = [m for i in good for m in requests[i].model_ids]
+            results = self.engine.classify(texts, model_ids)
+            start = 0
+            for i in good:
+                count = len(requests[i].texts)
+                answers[i] = results[start : start + count]
+                start += count
+        return answers  # type: ignore[return-value]
+
+    def _check(self, request: ClassifyRequest) -> None:
+        if len(request.texts) != len(request.model_ids):
+            raise InvalidRequest(f"TEXT has {len(request.texts)} rows but MODEL_ID has {len(request.model_ids)}")
+        if not request.texts:
+            raise InvalidRequest("a request needs at least one text")
+        longest = max(len(t) for t in request.texts)
+        if longest > self.max_text_chars:
+            raise PayloadTooLarge(f"a text is {longest} characters long; the limit is {self.max_text_chars}")
+        missing = sorted({m for m in request.model_ids if not self.engine.is_loaded(m)})
+        if missing:
+            raise ModelNotLoaded(f"model {', '.join(missing[:5])} is not loaded")
+
+
+def _flag(request: dict, name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false, got {value!r}")
+    return value

@@ -1,0 +1,202 @@
+"""Triton Python-backend model `lora_classifier`: tensors in, adapter_manager calls, tensors out.
+
+All logic lives in `adapter_manager.service`; this file converts between Triton tensors and Python
+objects, maps domain errors to `TritonError`, and keeps the per-model metrics.
+"""
+
+import os
+import sys
+
+# The backend stub's interpreter ignores PYTHONPATH; take the environment's packages from our own variable.
+for _path in reversed(os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.pathsep)):
+    if _path and _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from adapter_manager.engine import AdapterEngine  # noqa: E402
+from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, to_wire  # noqa: E402
+from adapter_manager.manifest import AdapterManifest  # noqa: E402
+from adapter_manager.service import AdapterService, ClassifyRequest  # noqa: E402
+from adapter_manager.settings import Settings  # noqa: E402
+
+log = logging.getLogger("lora_classifier")
+
+# By name: the stub adds TritonError to pb_utils only after this module is imported.
+_TRITON_CODES = {
+    "invalid_request": "INVALID_ARG",
+    "payload_too_large": "INVALID_ARG",
+    "invalid_model": "INVALID_ARG",
+    "model_not_found": "NOT_FOUND",
+    "model_not_loaded": "NOT_FOUND",
+    "capacity_exceeded": "UNAVAILABLE",
+    "backend_unavailable": "UNAVAILABLE",
+}
+
+
+def _triton_error(error: AdapterError) -> "pb_utils.TritonError":
+    code = getattr(pb_utils.TritonError, _TRITON_CODES.get(error.code, "INTERNAL"))
+    return pb_utils.TritonError(to_wire(error), code)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.model_config = json.loads(args["model_config"])
+        self.instance = args["model_instance_name"]
+        self._setup_settings()
+        self._setup_threads()
+        self._setup_service(args)
+        self._setup_metrics()
+        self.service.sync()  # everything the manifest lists is loaded before the first request
+        log.info("%s ready on %s with %d adapters", self.instance, self.service.engine.device, len(self.service.engine.resident()))
+
+    def _setup_settings(self) -> None:
+        parameters = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
+        self.settings = Settings.load(parameters)
+
+    def _setup_threads(self) -> None:
+        threads = self.settings.torch_threads
+        if threads == 0:  # share the cores among this model's CPU instances
+            cpu_instances = sum(
+                int(group.get("count", 1))
+                for group in self.model_config.get("instance_group", [])
+                if group.get("kind", "KIND_CPU") == "KIND_CPU"
+            )
+            threads = max(1, (os.cpu_count() or 1) // max(1, cpu_instances))
+        torch.set_num_threads(threads)
+
+    def _setup_service(self, args) -> None:
+        device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
+        engine = AdapterEngine.from_settings(self.settings, device=device)
+        manifest = AdapterManifest(self.settings.state_dir)
+        self.service = AdapterService(engine, manifest, self.instance, self.settings.max_text_chars)
+
+    def _setup_metrics(self) -> None:
+        counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
+        self._families = {
+            "requests": pb_utils.MetricFamily("lora_requests_total", "Requests per model_id and instance", counter),
+            "texts": pb_utils.MetricFamily("lora_texts_total", "Texts classified per model_id and instance", counter),
+            "failures": pb_utils.MetricFamily("lora_failures_total", "Failed requests per model_id and instance", counter),
+            "load_seconds": pb_utils.MetricFamily("lora_load_seconds", "Duration of the last load per model_id and instance", gauge),
+        }
+        self._metrics = {}
+
+    def _metric(self, family: str, model_id: str):
+        key = (family, model_id)
+        if key not in self._metrics:
+            labels = {"model_id": model_id, "instance": self.instance}
+            self._metrics[key] = self._families[family].Metric(labels=labels)
+        return self._metrics[key]
+
+    # -------------------------------------------------------------------------------------- execute
+
+    def execute(self, requests):
+        try:
+            self.service.sync()
+        except Exception:  # never fail a batch because of the manifest; it is retried on the next one
+            log.exception("%s: manifest sync failed", self.instance)
+        responses = [None] * len(requests)
+        data = []
+        for i, request in enumerate(requests):
+            control = pb_utils.get_input_tensor_by_name(request, "CONTROL")
+            if control is not None:
+                responses[i] = self._control(control)
+                continue
+            try:
+                data.append((i, _classify_request(request)))
+            except AdapterError as exc:
+                responses[i] = pb_utils.InferenceResponse(error=_triton_error(exc))
+        if data:
+            for (i, request), answer in zip(data, self._classify([r for _, r in data])):
+                responses[i] = answer
+        return responses
+
+    def _classify(self, requests):
+        try:
+            answers = self.service.classify(requests)
+        except AdapterError as exc:
+            answers = [exc] * len(requests)
+        except Exception:
+            log.exception("%s: classify failed", self.instance)
+            answers = [InternalError("classification failed; see the server log")] * len(requests)
+        responses = []
+        for request, answer in zip(requests, answers):
+            known = {m for m in set(request.model_ids) if self.service.engine.is_loaded(m)}
+            if isinstance(answer, AdapterError):
+                for model_id in known or {"_unknown"}:
+                    self._metric("failures", model_id).increment(1)
+                responses.append(pb_utils.InferenceResponse(error=_triton_error(answer)))
+                continue
+            for model_id in known:
+                self._metric("requests", model_id).increment(1)
+                self._metric("texts", model_id).increment(sum(1 for m in request.model_ids if m == model_id))
+            responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(answer)))
+        return responses
+
+    def _control(self, tensor):
+        started = time.perf_counter()
+        try:
+            raw = tensor.as_numpy().reshape(-1)
+            if raw.size != 1:
+                raise InvalidRequest("CONTROL takes exactly one JSON document")
+            try:
+                request = json.loads(_decode(raw[0], "CONTROL"))
+            except ValueError as exc:
+                raise InvalidRequest(f"CONTROL is not valid JSON: {exc}") from None
+            answer = self.service.control(request)
+        except AdapterError as exc:
+            return pb_utils.InferenceResponse(error=_triton_error(exc))
+        except Exception:
+            log.exception("%s: control operation failed", self.instance)
+            return pb_utils.InferenceResponse(error=_triton_error(InternalError("control operation failed; see the server log")))
+        if answer.get("status") == "loaded" and answer.get("changed"):
+            self._metric("load_seconds", answer["model_id"]).set(time.perf_counter() - started)
+        payload = np.array([[json.dumps(answer, ensure_ascii=False).encode("utf-8")]], dtype=object)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("CONTROL_RESULT", payload)])
+
+    def finalize(self):
+        log.info("%s stopping", self.instance)
+        self.service = None
+
+
+def _decode(value, name: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{name} is not valid UTF-8") from None
+    return str(value)
+
+
+def _classify_request(request) -> ClassifyRequest:
+    text = pb_utils.get_input_tensor_by_name(request, "TEXT")
+    model_id = pb_utils.get_input_tensor_by_name(request, "MODEL_ID")
+    if text is None or model_id is None:
+        raise InvalidRequest("a request needs TEXT and MODEL_ID, or CONTROL")
+    texts = [_decode(v, "TEXT") for v in text.as_numpy().reshape(-1)]
+    model_ids = [_decode(v, "MODEL_ID") for v in model_id.as_numpy().reshape(-1)]
+    return ClassifyRequest(texts=texts, model_ids=model_ids)
+
+
+def _result_tensors(results):
+    width = max(len(r.labels) for r in results)
+    probabilities = np.zeros((len(results), width), dtype=np.float32)
+    labels = np.full((len(results), width), b"", dtype=object)
+    counts = np.zeros((len(results), 1), dtype=np.int32)
+    for row, result in enumerate(results):
+        n = len(result.labels)
+        probabilities[row, :n] = result.probabilities
+        labels[row, :n] = [name.encode("utf-8") for name in result.labels]
+        counts[row, 0] = n
+    return [
+        pb_utils.Tensor("PROBABILITIES", probabilities),
+        pb_utils.Tensor("LABELS", labels),
+        pb_utils.Tensor("NUM_LABELS", counts),
+    ]

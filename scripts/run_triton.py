@@ -1,0 +1,116 @@
+"""Run the real tritonserver from the nvidia-pytriton wheel against model_repository/, without Docker.
+
+    .venv/bin/python scripts/run_triton.py [--http-port 8010] [--instances 2] [--kind cpu] [--run-dir DIR]
+
+Steps (see docs/ARCHITECTURE notes): the wheel's tritonserver tree is copied somewhere writable, the
+backend stub for this Python goes into backends/python, the wheel's bundled libraries go on
+LD_LIBRARY_PATH, and the model sees this interpreter's packages through LORA_CLASSIFIER_PYTHONPATH
+(the stub ignores PYTHONPATH). Run it with the .venv made from /usr/bin/python3: the stub links the
+system libpython, and a venv from another build fails inside it. The model repository is copied to the
+run directory with its instance_group set from --instances/--kind; settings come from the environment
+(BASE_MODEL_DIR, MODELS_ROOT, STATE_DIR, ...). Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_NAME = "lora_classifier"
+
+
+def site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def wheel_root() -> Path:
+    root = site_packages() / "pytriton" / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        sys.exit(f"tritonserver not found under {root}: install nvidia-pytriton==0.7.0 (make venv)")
+    return root
+
+
+def prepare_runtime(runtime: Path) -> Path:
+    """A writable copy of the wheel's tritonserver tree with this Python's backend stub in place."""
+    source = wheel_root()
+    stamp = runtime / ".source"
+    if not (stamp.exists() and stamp.read_text() == str(source)):
+        if runtime.exists():
+            shutil.rmtree(runtime)
+        shutil.copytree(source, runtime, symlinks=True)
+        stamp.write_text(str(source))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = runtime / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = runtime / "backends" / "python" / "triton_python_backend_stub"
+    if not target.exists():
+        shutil.copy2(stub, target)
+    return runtime
+
+
+def prepare_repository(run_dir: Path, instances: int, kind: str) -> Path:
+    """Copy model_repository/ with the instance_group block set for this run."""
+    repository = run_dir / "model_repository"
+    if repository.exists():
+        shutil.rmtree(repository)
+    shutil.copytree(REPO / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / MODEL_NAME / "config.pbtxt"
+    group = f"instance_group [ {{ count: {instances}, kind: KIND_{kind.upper()} }} ]"
+    text, replaced = re.subn(r"^instance_group\s*\[.*?\]", group, config.read_text(), flags=re.M | re.S)
+    if replaced != 1:
+        sys.exit(f"{config}: expected exactly one instance_group block")
+    config.write_text(text)
+    return repository
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = site_packages() / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join([str(REPO), str(site_packages())])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8010)))
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8011)))
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8012)))
+    parser.add_argument("--instances", type=int, default=int(os.environ.get("TRITON_INSTANCES", 1)))
+    parser.add_argument("--kind", choices=("cpu", "gpu"), default=os.environ.get("TRITON_KIND", "cpu"))
+    parser.add_argument("--run-dir", type=Path, default=REPO / "var" / "run" / "triton")
+    parser.add_argument("--runtime-dir", type=Path, default=REPO / "var" / "triton-runtime")
+    parser.add_argument("--log-verbose", type=int, default=0)
+    args, extra = parser.parse_known_args(argv)
+
+    runtime = prepare_runtime(args.runtime_dir)
+    repository = prepare_repository(args.run_dir, args.instances, args.kind)
+    command = [
+        str(runtime / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={runtime / 'backends'}",
+        f"--http-port={args.http_port}",
+        f"--grpc-port={args.grpc_port}",
+        f"--metrics-port={args.metrics_port}",
+        "--allow-metrics=true",
+        "--allow-cpu-metrics=true",
+        f"--allow-gpu-metrics={'true' if args.kind == 'gpu' else 'false'}",
+        "--metrics-interval-ms=1000",
+        "--exit-timeout-secs=10",
+        f"--log-verbose={args.log_verbose}",
+        *extra,
+    ]
+    print(" ".join(command), flush=True)
+    os.execve(command[0], command, server_environment())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
