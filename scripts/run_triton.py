@@ -75,6 +75,7 @@ def server_environment() -> dict[str, str]:
     env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join([str(REPO), str(site_packages())])
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return env
 
 

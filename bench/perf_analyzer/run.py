@@ -1,0 +1,178 @@
+"""Triton's perf_analyzer against lora_classifier over a concurrency sweep, beside the in-process engine.
+
+    .venv/bin/python bench/perf_analyzer/run.py [--url HOST:PORT] [--concurrency 1,4,8] [--rounds 3]
+
+Without --url it starts its own tritonserver (scripts/run_triton.py) on all-MiniLM-L6-v2 when installed
+(`make demo-base`), else on a generated BERT of the same shape, and creates the adapters bench-0..7
+(r=8, query/value) that the input files name. With --url the server must already see bench-0..7 under its
+MODELS_ROOT; they are loaded through CONTROL. Every figure is texts/s (perf_analyzer's infer/sec with
+16-row requests); the in-process engine is measured on the same texts and adapters in the same run, and
+the ratio is computed round by round. perf_analyzer comes from the tritonclient platform wheel and needs
+Debian's libb64-0d and PyPI's nvidia-cuda-runtime-cu12 (both installed by `make venv`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ADAPTERS = [f"bench-{i}" for i in range(8)]
+DEFAULT_INPUTS = ("one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long")
+
+
+def perf_analyzer_env() -> dict[str, str]:
+    site = Path(sysconfig.get_paths()["purelib"])
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(site / "nvidia" / "cuda_runtime" / "lib"), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    return env
+
+
+def perf_analyzer(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
+    """One perf_analyzer measurement: texts/s and latency percentiles in ms."""
+    binary = Path(sys.executable).parent / "perf_analyzer"
+    with tempfile.NamedTemporaryFile(suffix=".csv") as report:
+        command = [
+            str(binary), "-m", "lora_classifier", "-u", url, "-i", "http", "--input-data", str(input_file),
+            "-b", str(batch), "--concurrency-range", str(concurrency), "--measurement-interval", str(measurement_ms),
+            "--stability-percentage", "25", "--max-trials", "6", "-f", report.name,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(), timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        row = next(csv.DictReader(io.StringIO(Path(report.name).read_text())))
+    return {
+        "texts_per_s": float(row["Inferences/Second"]),
+        "p50_ms": float(row["p50 latency"]) / 1000,
+        "p99_ms": float(row["p99 latency"]) / 1000,
+    }
+
+
+def input_rows(name: str) -> tuple[list[str], list[str]]:
+    data = json.loads((HERE / f"{name}.json").read_text(encoding="utf-8"))["data"]
+    return [d["TEXT"]["content"][0] for d in data], [d["MODEL_ID"]["content"][0] for d in data]
+
+
+def in_process(engine, texts: list[str], model_ids: list[str], seconds: float) -> float:
+    engine.classify(texts, model_ids)
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
+        engine.classify(texts, model_ids)
+        calls += 1
+    return calls * len(texts) / elapsed
+
+
+def prepare_models(work: Path, base: Path | None) -> tuple[Path, Path]:
+    from engine_throughput import default_base
+    from factories import OutputSpec, make_tiny_base, make_training_output
+
+    base = base or default_base() or make_tiny_base(work / "tiny-base", hidden=384, layers=6)
+    root = work / "models"
+    for i, model_id in enumerate(ADAPTERS):
+        if not (root / model_id).exists():
+            make_training_output(root, model_id, base, OutputSpec(stem=f"bench{i}", rank=8, alpha=16, num_labels=4, seed=i))
+    return base, root
+
+
+def summary(values: list[float], digits: int = 0) -> str:
+    fmt = f"{{:.{digits}f}}"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running Triton (HOST:PORT); default: start one")
+    parser.add_argument("--base", type=Path, help="base encoder when starting a server (default: MiniLM if installed)")
+    parser.add_argument("--instances", type=int, default=1, help="CPU instances when starting a server")
+    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--inputs", default=",".join(DEFAULT_INPUTS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--measurement-ms", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process comparison")
+    args = parser.parse_args(argv)
+
+    from triton_harness import LoraClient, TritonServer
+
+    server = None
+    base = root = None
+    url = args.url
+    if url is None:
+        work = REPO / "var" / "bench" / "perf_analyzer"
+        work.mkdir(parents=True, exist_ok=True)
+        base, root = prepare_models(work, args.base)
+        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"), "DTYPE": "float32"}
+        server = TritonServer(work, env, instances=args.instances)
+        server.start()
+        url = server.url
+    try:
+        client = LoraClient(url)
+        for model_id in ADAPTERS:
+            client.control({"op": "load", "model_dir": model_id})
+        client.close()
+
+        engine = None
+        if not args.no_in_process and base is not None:
+            import torch
+
+            from adapter_manager import AdapterEngine
+
+            torch.set_num_threads(os.cpu_count() or 1)
+            engine = AdapterEngine(base, root, device="cpu", dtype="float32")
+            for model_id in ADAPTERS:
+                engine.load(model_id)
+
+        inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
+        levels = [int(c) for c in args.concurrency.split(",")]
+        triton: dict[tuple[str, int], list[dict[str, float]]] = {(n, c): [] for n in inputs for c in levels}
+        ceiling: dict[str, list[float]] = {n: [] for n in inputs}
+        for _ in range(args.rounds):
+            for name in inputs:
+                if engine is not None:
+                    ceiling[name].append(in_process(engine, *input_rows(name), seconds=args.measurement_ms / 1000))
+                for level in levels:
+                    triton[(name, level)].append(perf_analyzer(url, HERE / f"{name}.json", level, args.batch, args.measurement_ms))
+
+        print(f"lora_classifier via perf_analyzer at {url}: {args.batch}-text requests, {args.rounds} round(s), "
+              f"{args.measurement_ms} ms windows; median [min-max] where rounds > 1")
+        header = f"{'input':<18} {'conc':>4} {'texts/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'in-process':>16} {'triton/in-proc':>16}"
+        print(header)
+        print("-" * len(header))
+        for name in inputs:
+            for level in levels:
+                runs = triton[(name, level)]
+                tps = [r["texts_per_s"] for r in runs]
+                ratio = [t / c for t, c in zip(tps, ceiling[name])] if ceiling[name] else []
+                print(
+                    f"{name:<18} {level:>4} {summary(tps):>18} {summary([r['p50_ms'] for r in runs], 1):>16} "
+                    f"{summary([r['p99_ms'] for r in runs], 1):>16} {summary(ceiling[name]) if ceiling[name] else '-':>16} "
+                    f"{summary(ratio, 2) if ratio else '-':>16}"
+                )
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Test harness for a real tritonserver (started through scripts/run_triton.py) and a small client for
+the lora_classifier model. Every test talks HTTP to the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import requests
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from adapter_manager.errors import AdapterError, from_wire
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "lora_classifier"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonServer:
+    """One tritonserver process; `restart()` keeps its environment (and so its STATE_DIR)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], instances: int = 1) -> None:
+        self.workdir = workdir
+        self.env = {**os.environ, **env}
+        self.instances = instances
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.log_path = workdir / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    def start(self, timeout: float = 180) -> None:
+        command = [
+            sys.executable, str(REPO / "scripts" / "run_triton.py"),
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+            f"--instances={self.instances}", "--kind=cpu", f"--run-dir={self.workdir / 'run'}",
+        ]
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"http://{self.url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"tritonserver not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        return requests.get(f"http://localhost:{self.metrics_port}/metrics", timeout=5).text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels` (0 when absent)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+            if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+                total += float(match.group(2))
+        return total
+
+    def statistics(self) -> dict[str, int]:
+        stats = requests.get(f"http://{self.url}/v2/models/{MODEL}/stats", timeout=5).json()["model_stats"][0]
+        return {"requests": stats["inference_stats"]["success"]["count"], "executions": stats["execution_count"]}
+
+
+class LoraClient:
+    """The lora_classifier protocol: CONTROL documents and TEXT/MODEL_ID predictions."""
+
+    def __init__(self, url: str) -> None:
+        self.client = triton_http.InferenceServerClient(url, network_timeout=120)
+
+    def control(self, document: Any, raw: bytes | None = None) -> dict[str, Any]:
+        payload = raw if raw is not None else json.dumps(document).encode()
+        tensor = triton_http.InferInput("CONTROL", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[payload]], dtype=object))
+        result = self._infer([tensor], ["CONTROL_RESULT"])
+        return json.loads(result.as_numpy("CONTROL_RESULT")[0][0])
+
+    def predict(self, texts: Sequence[str], model_ids: Sequence[str]) -> list[dict[str, float]]:
+        inputs = []
+        for name, values in (("TEXT", texts), ("MODEL_ID", model_ids)):
+            tensor = triton_http.InferInput(name, [len(values), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[v.encode()] for v in values], dtype=object))
+            inputs.append(tensor)
+        result = self._infer(inputs, ["PROBABILITIES", "LABELS", "NUM_LABELS"])
+        probabilities, labels = result.as_numpy("PROBABILITIES"), result.as_numpy("LABELS")
+        rows = []
+        for row, count in enumerate(result.as_numpy("NUM_LABELS")[:, 0]):
+            rows.append({labels[row, i].decode(): float(probabilities[row, i]) for i in range(count)})
+        return rows
+
+    def _infer(self, inputs, outputs):
+        try:
+            return self.client.infer(MODEL, inputs, outputs=[triton_http.InferRequestedOutput(n) for n in outputs])
+        except InferenceServerException as exc:
+            error = from_wire(exc.message() or "")
+            if error is None:
+                raise
+            raise error from exc
+
+    def loaded(self) -> list[str]:
+        return [m["model_id"] for m in self.control({"op": "list"})["models"] if m["status"] == "loaded"]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def expect_error(code: str, fn, *args, **kwargs) -> AdapterError:
+    try:
+        fn(*args, **kwargs)
+    except AdapterError as exc:
+        assert exc.code == code, f"expected {code}, got {exc.code}: {exc.message}"
+        return exc
+    raise AssertionError(f"expected {code}, but the call succeeded")
