@@ -1,6 +1,6 @@
-# Two commands: `make serve` (arrives with the Triton and shim issues) and `make test`.
+# Two commands: `make serve` (arrives with the shim) and `make test`.
 # Both bootstrap .venv with the system Python: the Triton Python-backend stub links Debian's
-# libpython3.11, so a venv from any other 3.11 build fails inside the stub (see docs).
+# libpython3.11, so a venv from any other 3.11 build fails inside the stub (undefined symbol _PyModule_Add).
 
 SYSTEM_PYTHON ?= /usr/bin/python3
 VENV          ?= .venv
@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv test test-unit demo-base clean
+.PHONY: venv test test-unit demo-base triton clean
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -36,6 +36,10 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest tests/adapter_manager $(PYTEST_ARGS)
+
+# Triton alone, against whatever BASE_MODEL_DIR / MODELS_ROOT / STATE_DIR the environment names.
+triton: venv
+	$(PY) scripts/run_triton.py $(TRITON_ARGS)
 
 clean:
 	rm -rf var .pytest_cache
