@@ -222,11 +222,18 @@ class AdapterEngine:
         if not texts:
             return []
         adapters = self._snapshot(model_ids)  # fixed for this batch, whatever loads or unloads meanwhile
-        order = list(dict.fromkeys(model_ids))
-        row_adapter = [order.index(m) for m in model_ids] if len(order) > 1 else None
+        rows_of: dict[str, list[int]] = {}  # model_id -> its rows, in first-seen order of the models
+        for row, model_id in enumerate(model_ids):
+            rows_of.setdefault(model_id, []).append(row)
+        row_adapter = None
+        if len(rows_of) > 1:
+            row_adapter = [0] * len(model_ids)
+            for index, rows in enumerate(rows_of.values()):
+                for row in rows:
+                    row_adapter[row] = index
         batch = self._tokenize(texts, [adapters[m].max_length for m in model_ids])
-        hidden = self._encode(batch, [adapters[m] for m in order], row_adapter)
-        return self._heads(hidden, batch["attention_mask"], model_ids, adapters)
+        hidden = self._encode(batch, [adapters[m] for m in rows_of], row_adapter)
+        return self._heads(hidden, batch["attention_mask"], rows_of, adapters, len(texts))
 
     def _snapshot(self, model_ids: Sequence[str]) -> dict[str, ResidentAdapter]:
         with self._state_lock:
@@ -273,13 +280,15 @@ class AdapterEngine:
         self,
         hidden: torch.Tensor,
         attention_mask: torch.Tensor,
-        model_ids: Sequence[str],
+        rows_of: dict[str, list[int]],
         adapters: dict[str, ResidentAdapter],
+        size: int,
     ) -> list[Classification]:
-        results: list[Classification | None] = [None] * len(model_ids)
+        """Each model's pooling, head and float32 softmax on its own rows."""
+        results: list[Classification | None] = [None] * size
         with torch.inference_mode():
-            for model_id, adapter in adapters.items():
-                rows = [i for i, m in enumerate(model_ids) if m == model_id]
+            for model_id, rows in rows_of.items():
+                adapter = adapters[model_id]
                 index = torch.tensor(rows, device=hidden.device)
                 pooled = pool(hidden.index_select(0, index).float(), attention_mask.index_select(0, index), adapter.head.pooling)
                 probabilities = torch.softmax(adapter.head.logits(pooled), dim=-1).cpu().numpy()

@@ -53,19 +53,25 @@ def normalize_model_dir(model_dir: object) -> str:
     return normalized
 
 
-def resolve_inside(root: Path, relative: str, what: str) -> Path:
-    """Resolve `root/relative` (symlinks included) and refuse anything that ends up outside `root`."""
+def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
+    """Resolve `root/relative` (symlinks included) and refuse anything that ends up outside `root`.
+
+    A `model_dir` outside the root is a bad request; a file *inside* a training output that links out of
+    the root makes that training output unsafe, so it is refused as an invalid model.
+    """
     real_root = root.resolve()
     candidate = (real_root / relative).resolve()
     if candidate != real_root and real_root not in candidate.parents:
-        raise InvalidRequest(f"{what} {relative!r} resolves outside the models root")
+        if what == "model_dir":
+            raise InvalidRequest(f"model_dir {relative!r} resolves outside the models root")
+        raise InvalidModel(f"{relative} links outside the models root; a training output must be self-contained")
     return candidate
 
 
 def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
     """Find the training output named by `model_dir`: its directory, `<stem>`, and the three artifacts."""
     model_id = normalize_model_dir(model_dir)
-    directory = resolve_inside(models_root, model_id, "model_dir")
+    directory = resolve_inside(models_root, model_id)
     if not directory.is_dir():
         raise ModelNotFound(f"model_dir {model_id!r} does not exist under the models root")
     stem = discover_stem(directory, model_id)

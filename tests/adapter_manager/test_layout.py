@@ -55,7 +55,7 @@ def test_an_artifact_symlinked_out_of_the_root_is_refused(models_root, tmp_path)
     secret.write_bytes(b"not yours")
     (directory / "m.head.pt").unlink()
     os.symlink(secret, directory / "m.head.pt")
-    with pytest.raises(InvalidRequest, match="outside the models root"):
+    with pytest.raises(InvalidModel, match="job/m.head.pt links outside the models root"):
         locate(models_root, "job")
 
 
