@@ -1,4 +1,4 @@
-# Two commands: `make serve` (arrives with the shim) and `make test`.
+# Two commands: `make serve` and `make test`.
 # Both bootstrap .venv with the system Python: the Triton Python-backend stub links Debian's
 # libpython3.11, so a venv from any other 3.11 build fails inside the stub (undefined symbol _PyModule_Add).
 
@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv test test-unit demo-base triton clean
+.PHONY: venv serve test test-unit demo-base triton clean
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -30,6 +30,10 @@ $(VENV)/bin/python:
 $(VENV)/.deps-installed: requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
 	touch $@
+
+# Triton + the REST shim in the foreground (Ctrl-C stops both); see scripts/serve.py for the settings.
+serve: venv
+	$(PY) scripts/serve.py
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

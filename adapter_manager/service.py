@@ -197,10 +197,14 @@ class AdapterService:
             "problems": dict(self.problems),
             "uptime_seconds": time.time() - self.started_at,
         }
+        # Every visible GPU's index and UUID: Triton labels its GPU metrics by UUID only.
+        answer["gpus"] = [
+            {"index": i, "uuid": _gpu_uuid(i), "name": torch.cuda.get_device_properties(i).name}
+            for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        ]
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
-            properties = torch.cuda.get_device_properties(index)
-            answer.update(gpu_index=index, gpu_uuid=f"GPU-{properties.uuid}", gpu_name=properties.name)
+            answer.update(gpu_index=index, gpu_uuid=_gpu_uuid(index))
         return answer
 
     # ---------------------------------------------------------------------------------- classify
@@ -237,6 +241,12 @@ class AdapterService:
         missing = sorted({m for m in request.model_ids if not self.engine.is_loaded(m)})
         if missing:
             raise ModelNotLoaded(f"model {', '.join(missing[:5])} is not loaded")
+
+
+def _gpu_uuid(index: int) -> str:
+    """The GPU's UUID as nvidia-smi and Triton's metrics spell it: GPU-xxxxxxxx-...."""
+    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
 
 
 def _flag(request: dict, name: str) -> bool:

@@ -10,36 +10,59 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _setting(env: str, default: str, help: str) -> Any:
+def setting(env: str, default: str, help: str) -> Any:
+    """A dataclass field read from the environment variable `env` (see `load_settings`)."""
     return field(metadata={"env": env, "default": default, "help": help})
+
+
+T = TypeVar("T")
+
+
+def load_settings(
+    cls: type[T], parameters: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> T:
+    """Build a settings dataclass: each field from its environment variable, then `parameters`, then its default."""
+    environ = os.environ if environ is None else environ
+    parameters = parameters or {}
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        name = f.metadata["env"]
+        raw = environ.get(name) or parameters.get(name) or f.metadata["default"]
+        values[f.name] = _convert(name, raw.strip(), f.type)
+    return cls(**values)
+
+
+def documentation(cls: type) -> list[tuple[str, str, str]]:
+    """(environment name, default, help) for every field of a settings dataclass."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
 
 
 @dataclass(frozen=True)
 class Settings:
-    base_model_dir: Path = _setting(
+    base_model_dir: Path = setting(
         "BASE_MODEL_DIR", "/models/base", "Local Hugging Face encoder directory (config, weights, tokenizer)."
     )
-    models_root: Path = _setting(
+    models_root: Path = setting(
         "MODELS_ROOT", "/models/outputs", "Directory holding the training outputs; every model_dir is inside it."
     )
-    state_dir: Path = _setting(
+    state_dir: Path = setting(
         "STATE_DIR", "/var/lib/lora-classifier", "Where the desired-state manifest of loaded adapters is kept."
     )
-    max_adapters: int = _setting("MAX_ADAPTERS", "1024", "Most adapters resident at once (>= 1).")
-    device: str = _setting("DEVICE", "auto", "auto | cpu | cuda; auto picks cuda when a GPU is visible.")
-    dtype: str = _setting(
+    max_adapters: int = setting("MAX_ADAPTERS", "1024", "Most adapters resident at once (>= 1).")
+    device: str = setting("DEVICE", "auto", "auto | cpu | cuda; auto picks cuda when a GPU is visible.")
+    dtype: str = setting(
         "DTYPE", "auto", "auto | float32 | float16 | bfloat16; auto is float32 on CPU and float16 on CUDA."
     )
-    torch_threads: int = _setting(
+    torch_threads: int = setting(
         "TORCH_THREADS", "0", "Intra-op threads per CPU model instance; 0 shares the cores among the instances."
     )
-    max_text_chars: int = _setting(
+    max_text_chars: int = setting(
         "MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters (longer ones are payload_too_large)."
     )
 
@@ -60,19 +83,12 @@ class Settings:
         cls, parameters: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
     ) -> "Settings":
         """Read every setting: environment first, then `parameters`, then the documented default."""
-        environ = os.environ if environ is None else environ
-        parameters = parameters or {}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = f.metadata["env"]
-            raw = environ.get(name) or parameters.get(name) or f.metadata["default"]
-            values[f.name] = _convert(name, raw.strip(), f.type)
-        return cls(**values)
+        return load_settings(cls, parameters, environ)
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str, str]]:
         """(environment name, default, help) for every setting, for docs and `--help` output."""
-        return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
+        return documentation(cls)
 
 
 def _is_cuda_index(device: str) -> bool:

@@ -47,13 +47,26 @@ def perf_analyzer_env() -> dict[str, str]:
 
 
 def perf_analyzer(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
-    """One perf_analyzer measurement: texts/s and latency percentiles in ms."""
+    """One perf_analyzer measurement: texts/s and latency percentiles in ms.
+
+    perf_analyzer gives up when a shared machine's noise keeps its windows apart; then it is tried once
+    more with windows twice as long before the run fails.
+    """
+    try:
+        return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms)
+    except RuntimeError as exc:
+        if "stable measurement" not in str(exc):
+            raise
+        return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms * 2)
+
+
+def _perf_analyzer_once(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
     binary = Path(sys.executable).parent / "perf_analyzer"
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
         command = [
             str(binary), "-m", "lora_classifier", "-u", url, "-i", "http", "--input-data", str(input_file),
             "-b", str(batch), "--concurrency-range", str(concurrency), "--measurement-interval", str(measurement_ms),
-            "--stability-percentage", "25", "--max-trials", "6", "-f", report.name,
+            "--stability-percentage", "25", "--max-trials", "8", "-f", report.name,
         ]
         done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(), timeout=600)
         if done.returncode != 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triton_model.conftest import MAX_ADAPTERS
+from conftest import MAX_ADAPTERS
 from triton_harness import expect_error
 
 

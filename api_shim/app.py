@@ -1,0 +1,102 @@
+"""The application factory: settings, the Triton gateway, blueprints, auth and the one error handler."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from pathlib import Path
+
+import yaml
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, InvalidRequest, PayloadTooLarge, Unauthorized
+
+from .gateway import TritonGateway
+from .routes import inference
+from .settings import ShimSettings
+
+log = logging.getLogger("api_shim")
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+meta = Blueprint("meta", __name__, url_prefix="/api/v1")
+
+
+@meta.get("/health/live")
+def live():
+    """The process answers: for liveness probes (no auth, no Triton call)."""
+    return jsonify({"status": "live"})
+
+
+@meta.get("/health/ready")
+def ready():
+    """Triton answers and the model is ready: for readiness probes and load balancers (no auth)."""
+    if not current_app.extensions["triton_gateway"].model_ready():
+        raise BackendUnavailable("the lora_classifier model is not ready")
+    return jsonify({"status": "ready"})
+
+
+@meta.get("/openapi.json")
+def openapi():
+    return jsonify(current_app.extensions["openapi"])
+
+
+def create_app(settings: ShimSettings | None = None) -> Flask:
+    settings = settings or ShimSettings.load()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.ensure_ascii = False  # "类别A", not "\u7c7b..."
+    app.json.sort_keys = False  # label_probabilities keep the label map's order
+    app.extensions["shim_settings"] = settings
+    app.extensions["triton_gateway"] = TritonGateway(
+        settings.triton_url, settings.triton_timeout_s, settings.predict_concurrency
+    )
+    app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+    app.register_blueprint(inference)
+    app.register_blueprint(meta)
+    if settings.api_key:
+        app.before_request(_require_api_key)
+    app.register_error_handler(Exception, _error_response)
+    return app
+
+
+def _require_api_key() -> None:
+    if request.path.startswith("/api/v1/health/"):
+        return  # probes carry no credentials
+    expected = current_app.extensions["shim_settings"].api_key
+    supplied = request.headers.get("X-API-Key", "")
+    authorization = request.headers.get("Authorization", "")
+    if not supplied and authorization.lower().startswith("bearer "):
+        supplied = authorization[7:].strip()
+    if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
+
+
+def _error_response(exc: Exception) -> tuple[Response, int]:
+    """Every failure becomes the contract's body {"error", "message"}; nothing else reaches the client."""
+    error = _as_domain_error(exc)
+    if isinstance(error, InternalError) and not isinstance(exc, AdapterError):
+        reference = uuid.uuid4().hex[:12]
+        log.exception("internal error %s on %s %s", reference, request.method, request.path, exc_info=exc)
+        error = InternalError(f"internal error (reference {reference}); the details are in the service log")
+    elif error.http_status >= 500:
+        log.warning("%s on %s %s: %s", error.code, request.method, request.path, error.message)
+    response = jsonify(error.to_dict())
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response, error.http_status
+
+
+def _as_domain_error(exc: Exception) -> AdapterError:
+    if isinstance(exc, AdapterError):
+        return exc
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = current_app.extensions["shim_settings"].max_body_bytes
+        return PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    if isinstance(exc, HTTPException):
+        error = InvalidRequest(f"{request.method} {request.path}: {exc.description or exc.name}")
+        error.http_status = exc.code or 400  # 404 unknown path, 405 wrong method: their own statuses
+        return error
+    return InternalError(str(type(exc).__name__))
+

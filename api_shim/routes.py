@@ -1,0 +1,92 @@
+"""The `/api/v1/inference` blueprint: six endpoints, thin. Validation, gateway call, response shape."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from adapter_manager.errors import InvalidRequest
+
+from .responses import listing_body, predict_body
+from .status import service_status
+from .validation import bool_field, int_field, json_object, string_field, string_list_field
+
+inference = Blueprint("inference", __name__, url_prefix="/api/v1/inference")
+
+MAX_MODEL_ID_CHARS = 512
+MAX_LENGTH_LIMIT = 1 << 20  # the engine refuses lengths beyond the base's positions with its own message
+
+
+def _gateway():
+    return current_app.extensions["triton_gateway"]
+
+
+def _settings():
+    return current_app.extensions["shim_settings"]
+
+
+@inference.post("/models/load")
+def load_model():
+    body = json_object(request)
+    document = {
+        "op": "load",
+        "model_dir": string_field(body, "model_dir", max_chars=MAX_MODEL_ID_CHARS),
+        "max_length": int_field(body, "max_length", None, 1, MAX_LENGTH_LIMIT),
+        "reload": bool_field(body, "reload"),
+    }
+    answer = _gateway().control(document)
+    return jsonify(
+        {
+            "model_id": answer["model_id"],
+            "status": answer["status"],
+            "message": answer["message"],
+            "reloaded": document["reload"] and answer["changed"],
+            "max_length": answer["max_length"],
+            "labels": answer["labels"],
+        }
+    )
+
+
+@inference.post("/models/unload")
+def unload_model():
+    body = json_object(request)
+    model_id = string_field(body, "model_id", max_chars=MAX_MODEL_ID_CHARS)
+    answer = _gateway().control({"op": "unload", "model_id": model_id})
+    return jsonify({"model_id": answer["model_id"], "status": answer["status"], "message": answer["message"]})
+
+
+@inference.post("/predict")
+def predict():
+    settings = _settings()
+    body = json_object(request)
+    model_id = string_field(body, "model_id", max_chars=MAX_MODEL_ID_CHARS)
+    texts = string_list_field(body, "texts", settings.max_texts_per_request, settings.max_text_chars)
+    top_n = int_field(body, "top_n", 3, 1, settings.max_top_n)
+    batch_size = int_field(body, "batch_size", 16, 1, settings.max_batch_size)
+    chunks = [
+        (texts[start : start + batch_size], [model_id] * len(texts[start : start + batch_size]))
+        for start in range(0, len(texts), batch_size)
+    ]
+    predictions = [p for chunk in _gateway().predict(chunks) for p in chunk]
+    return jsonify(predict_body(model_id, predictions, top_n))
+
+
+@inference.get("/models")
+def list_models():
+    return jsonify(listing_body(_gateway().control({"op": "list"})["models"]))
+
+
+@inference.post("/models/query")
+def query_models():
+    body = json_object(request)
+    if "model_ids" not in body or body["model_ids"] is None:
+        raise InvalidRequest("model_ids is required")
+    if isinstance(body["model_ids"], list) and not body["model_ids"]:
+        raise InvalidRequest("model_ids must not be empty")
+    wanted = set(string_list_field(body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS))
+    models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
+    return jsonify(listing_body(models))
+
+
+@inference.get("/status")
+def status():
+    return jsonify(service_status(_gateway(), _settings().triton_metrics_url))

@@ -1,0 +1,38 @@
+"""The shim's settings, from the environment (documented defaults; see the README's table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from adapter_manager.settings import documentation, load_settings, setting
+
+
+@dataclass(frozen=True)
+class ShimSettings:
+    triton_url: str = setting("TRITON_URL", "localhost:8010", "Triton's HTTP endpoint (host:port).")
+    triton_metrics_url: str = setting(
+        "TRITON_METRICS_URL", "http://localhost:8012/metrics", "Triton's Prometheus metrics endpoint."
+    )
+    triton_timeout_s: int = setting("TRITON_TIMEOUT_S", "120", "Seconds to wait for one Triton call.")
+    api_key: str = setting("API_KEY", "", "When set, every /inference endpoint needs it (X-API-Key or Bearer).")
+    max_texts_per_request: int = setting("MAX_TEXTS_PER_REQUEST", "1024", "Most texts in one predict request.")
+    max_text_chars: int = setting("MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters.")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", "16777216", "Largest request body accepted, in bytes.")
+    max_top_n: int = setting("MAX_TOP_N", "1000", "Largest top_n accepted.")
+    max_batch_size: int = setting("MAX_BATCH_SIZE", "64", "Largest batch_size accepted (Triton's max_batch_size).")
+    predict_concurrency: int = setting("PREDICT_CONCURRENCY", "4", "Chunks of one predict request in flight at once.")
+
+    def __post_init__(self) -> None:
+        for name in ("triton_timeout_s", "max_texts_per_request", "max_text_chars", "max_body_bytes", "max_top_n",
+                     "max_batch_size", "predict_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> "ShimSettings":
+        return load_settings(cls, None, environ)
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        return documentation(cls)

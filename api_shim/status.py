@@ -1,0 +1,101 @@
+"""The status endpoint: one worker per Triton model instance, with memory figures from Triton's metrics.
+
+Workers are named `cuda<gpu>-<k>` / `cpu-<k>` from the model's instance groups. A GPU worker's memory is
+its GPU's (Triton labels GPU metrics by UUID; the model's `status` op maps GPU indexes to UUIDs); a CPU
+worker's is the host's. The endpoint always answers: when Triton is unreachable it says `error`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adapter_manager.errors import AdapterError
+
+from .gateway import TritonGateway
+from .metrics import MetricsSnapshot, read_metrics
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+def worker_slots(config: dict[str, Any], gpu_count: int) -> list[tuple[str, str, int | None]]:
+    """(worker_id, device, gpu index) for every instance the model config declares."""
+    slots: list[tuple[str, str, int | None]] = []
+    cpu_index = 0
+    per_gpu: dict[int, int] = {}
+    for group in config.get("instance_group", []):
+        count = int(group.get("count", 1))
+        if group.get("kind", "KIND_GPU") == "KIND_CPU":
+            for _ in range(count):
+                slots.append((f"cpu-{cpu_index}", "cpu", None))
+                cpu_index += 1
+            continue
+        for gpu in group.get("gpus") or list(range(gpu_count)):
+            for _ in range(count):
+                k = per_gpu.get(gpu, 0)
+                per_gpu[gpu] = k + 1
+                slots.append((f"cuda{gpu}-{k}", f"cuda:{gpu}", gpu))
+    return slots
+
+
+def worker_entry(worker_id: str, device: str, total_bytes: float | None, used_bytes: float | None) -> dict[str, Any]:
+    total = round((total_bytes or 0) / MB)
+    used = round((used_bytes or 0) / MB)
+    return {
+        "worker_id": worker_id,
+        "device": device,
+        "total_memory_mb": total,
+        "used_memory_mb": used,
+        "free_memory_mb": max(0, total - used),
+        "memory_usage_percent": round(100.0 * used / total, 1) if total else 0.0,
+    }
+
+
+def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[int, str]) -> list[dict[str, Any]]:
+    gpu_total = metrics.by_label("nv_gpu_memory_total_bytes", "gpu_uuid")
+    gpu_used = metrics.by_label("nv_gpu_memory_used_bytes", "gpu_uuid")
+    host_total = metrics.value("nv_cpu_memory_total_bytes")
+    host_used = metrics.value("nv_cpu_memory_used_bytes")
+    entries = []
+    for worker_id, device, gpu in worker_slots(config, gpu_count=len(gpu_uuids) or len(gpu_total)):
+        if gpu is None:
+            entries.append(worker_entry(worker_id, device, host_total, host_used))
+        else:
+            uuid = gpu_uuids.get(gpu)
+            entries.append(worker_entry(worker_id, device, gpu_total.get(uuid), gpu_used.get(uuid)))
+    return entries
+
+
+def service_status(gateway: TritonGateway, metrics_url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "service_status": "error",
+        "workers": [],
+        "total_workers": 0,
+        "loaded_models_count": 0,
+        "pending_requests": 0,
+    }
+    try:
+        state = gateway.model_state()
+    except AdapterError as exc:
+        answer["message"] = exc.message
+        return answer
+    if state != "READY":
+        answer["service_status"] = "starting" if state == "LOADING" else "error"
+        answer["message"] = f"model {gateway.model} is {state}"
+        return answer
+    try:
+        metrics = read_metrics(metrics_url)
+        config = gateway.model_config()
+        instance = gateway.control({"op": "status"})
+        listing = gateway.control({"op": "list"})
+    except AdapterError as exc:
+        answer["message"] = exc.message
+        return answer
+    gpu_uuids = {int(g["index"]): g["uuid"] for g in instance.get("gpus", [])}
+    answer["workers"] = workers(config, metrics, gpu_uuids)
+    answer["total_workers"] = len(answer["workers"])
+    answer["loaded_models_count"] = sum(1 for m in listing["models"] if m["status"] == "loaded")
+    answer["pending_requests"] = int(metrics.value("nv_inference_pending_request_count", model=gateway.model) or 0)
+    answer["service_status"] = "running"
+    return answer
