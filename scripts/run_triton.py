@@ -9,6 +9,9 @@ LD_LIBRARY_PATH, and the model sees this interpreter's packages through LORA_CLA
 system libpython, and a venv from another build fails inside it. The model repository is copied to the
 run directory with its instance_group set from --instances/--kind; settings come from the environment
 (BASE_MODEL_DIR, MODELS_ROOT, STATE_DIR, ...). Only the standard library is used here.
+
+In the Triton container (scripts/docker/triton.Dockerfile) the same script runs the image's own server:
+`--tritonserver-root /opt/tritonserver` skips the wheel and uses that tree's binary and backends.
 """
 
 from __future__ import annotations
@@ -53,12 +56,15 @@ def prepare_runtime(runtime: Path) -> Path:
     return runtime
 
 
-def prepare_repository(run_dir: Path, instances: int, kind: str) -> Path:
-    """Copy model_repository/ with the instance_group block set for this run."""
+def prepare_repository(source: Path, run_dir: Path, instances: int, kind: str) -> Path:
+    """Copy the model repository with the instance_group block set for this run.
+
+    KIND_GPU without a `gpus` list places `instances` instances on every visible GPU.
+    """
     repository = run_dir / "model_repository"
     if repository.exists():
         shutil.rmtree(repository)
-    shutil.copytree(REPO / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, repository, ignore=shutil.ignore_patterns("__pycache__"))
     config = repository / MODEL_NAME / "config.pbtxt"
     group = f"instance_group [ {{ count: {instances}, kind: KIND_{kind.upper()} }} ]"
     text, replaced = re.subn(r"^instance_group\s*\[.*?\]", group, config.read_text(), flags=re.M | re.S)
@@ -68,10 +74,11 @@ def prepare_repository(run_dir: Path, instances: int, kind: str) -> Path:
     return repository
 
 
-def server_environment() -> dict[str, str]:
+def server_environment(from_wheel: bool) -> dict[str, str]:
     env = dict(os.environ)
-    libs = site_packages() / "nvidia_pytriton.libs"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    if from_wheel:
+        libs = site_packages() / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
     env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join([str(REPO), str(site_packages())])
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -88,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("cpu", "gpu"), default=os.environ.get("TRITON_KIND", "cpu"))
     parser.add_argument("--run-dir", type=Path, default=REPO / "var" / "run" / "triton")
     parser.add_argument("--runtime-dir", type=Path, default=REPO / "var" / "triton-runtime")
+    parser.add_argument("--model-repository", type=Path, default=REPO / "model_repository")
+    parser.add_argument("--tritonserver-root", type=Path, default=os.environ.get("TRITONSERVER_ROOT") or None,
+                        help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel")
     parser.add_argument("--log-verbose", type=int, default=0)
     args, extra = parser.parse_known_args(argv)
 
-    runtime = prepare_runtime(args.runtime_dir)
-    repository = prepare_repository(args.run_dir, args.instances, args.kind)
+    runtime = args.tritonserver_root or prepare_runtime(args.runtime_dir)
+    repository = prepare_repository(args.model_repository, args.run_dir, args.instances, args.kind)
     command = [
         str(runtime / "bin" / "tritonserver"),
         f"--model-repository={repository}",
@@ -109,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         *extra,
     ]
     print(" ".join(command), flush=True)
-    os.execve(command[0], command, server_environment())
+    os.execve(command[0], command, server_environment(from_wheel=args.tritonserver_root is None))
     return 0
 
 
