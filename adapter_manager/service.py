@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .engine import AdapterEngine, Classification
+from .engine import AdapterEngine, Classification, LoadResult
 from .errors import AdapterError, CapacityExceeded, InvalidRequest, ModelNotLoaded, PayloadTooLarge
 from .layout import list_training_outputs, normalize_model_dir
 from .manifest import AdapterManifest, ManifestEntry
@@ -102,7 +102,7 @@ class AdapterService:
         model_id = normalize_model_dir(model_dir)
         self.engine.check_max_length(max_length)  # a bad value is refused even when nothing would change
         if model_id in self._versions and not reload:
-            return self._load_answer(model_id, changed=False)
+            return self._load_answer(LoadResult(model_id, changed=False, adapter=self._resident(model_id)))
         was_resident = self.engine.is_loaded(model_id)
         result = self.engine.load(model_id, max_length, reload=True)
         try:
@@ -126,20 +126,18 @@ class AdapterService:
             raise
         self._versions[model_id] = entry.version
         self.problems.pop(model_id, None)
-        return self._load_answer(model_id, changed=True)
+        return self._load_answer(result)
 
-    def _load_answer(self, model_id: str, changed: bool) -> dict[str, Any]:
-        adapter = next(a for a in self.engine.resident() if a.model_id == model_id)
-        message = (
-            f"model {model_id} loaded in {adapter.load_seconds * 1000:.0f} ms"
-            if changed
-            else f"model {model_id} is already loaded"
-        )
+    def _resident(self, model_id: str):
+        return next(a for a in self.engine.resident() if a.model_id == model_id)
+
+    def _load_answer(self, result: LoadResult) -> dict[str, Any]:
+        adapter = result.adapter
         return {
-            "model_id": model_id,
+            "model_id": result.model_id,
             "status": "loaded",
-            "message": message,
-            "changed": changed,
+            "message": result.message,
+            "changed": result.changed,
             "labels": list(adapter.labels),
             "max_length": adapter.max_length,
             "load_seconds": adapter.load_seconds,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from adapter_manager.errors import InvalidRequest
-
 from .responses import listing_body, predict_body
 from .status import service_status
 from .validation import bool_field, int_field, json_object, string_field, string_list_field
@@ -78,10 +76,6 @@ def list_models():
 @inference.post("/models/query")
 def query_models():
     body = json_object(request)
-    if "model_ids" not in body or body["model_ids"] is None:
-        raise InvalidRequest("model_ids is required")
-    if isinstance(body["model_ids"], list) and not body["model_ids"]:
-        raise InvalidRequest("model_ids must not be empty")
     wanted = set(string_list_field(body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS))
     models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
     return jsonify(listing_body(models))

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Request
 
-from adapter_manager.errors import InvalidRequest
+from adapter_manager.errors import InvalidRequest, PayloadTooLarge
 
 _MISSING = object()
 
@@ -60,8 +60,6 @@ def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
 
 def string_list_field(body: dict[str, Any], name: str, max_items: int, max_item_chars: int) -> list[str]:
     """A required, non-empty list of strings; too many items or too long an item is payload_too_large."""
-    from adapter_manager.errors import PayloadTooLarge
-
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
         raise InvalidRequest(f"{name} is required")

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +17,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from adapter_manager.errors import AdapterError, from_wire
+from process_harness import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "lora_classifier"
@@ -39,8 +37,7 @@ class TritonServer:
         self.env = {**os.environ, **env}
         self.instances = instances
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.log_path = workdir / "tritonserver.log"
-        self.process: subprocess.Popen | None = None
+        self.server = ManagedProcess(workdir / "tritonserver.log")
 
     @property
     def url(self) -> str:
@@ -52,37 +49,14 @@ class TritonServer:
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
             f"--instances={self.instances}", "--kind=cpu", f"--run-dir={self.workdir / 'run'}",
         ]
-        log = self.log_path.open("a")
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"http://{self.url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"tritonserver not ready after {timeout}s:\n{self.log_tail()}")
+        self.server.start(command, self.env, f"http://{self.url}/v2/models/{MODEL}/ready", timeout)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        self.server.stop()
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def metrics(self) -> str:
         return requests.get(f"http://localhost:{self.metrics_port}/metrics", timeout=5).text
