@@ -79,10 +79,6 @@ class LoraAdapter:
     alpha: float
     use_rslora: bool
 
-    @property
-    def nbytes(self) -> int:
-        return sum(m.a.nbytes + m.b.nbytes for m in self.modules.values())
-
 
 @dataclass(frozen=True)
 class ClassificationHead:
