@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Any, Sequence
 
+import gevent
 import numpy as np
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
@@ -19,6 +21,9 @@ from tritonclient.utils import InferenceServerException
 from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, from_wire
 
 MODEL = "lora_classifier"
+# What a failed connection to Triton raises (refused, reset, closed mid-response, timed out). Anything else
+# is a bug of ours and must not be reported as Triton being unavailable.
+TRANSPORT_ERRORS = (OSError, HTTPException, gevent.Timeout)
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,7 @@ class TritonGateway:
             return fn()
         except InferenceServerException as exc:
             raise self._domain_error(exc) from exc
-        except AdapterError:
-            raise
-        except Exception as exc:  # connection refused, reset, timeouts from geventhttpclient and sockets
+        except TRANSPORT_ERRORS as exc:
             self._reset()
             raise BackendUnavailable(f"Triton is unreachable at {self.url}: {type(exc).__name__}") from exc
 

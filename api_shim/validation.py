@@ -15,7 +15,10 @@ def json_object(request: Request) -> dict[str, Any]:
     """The request's JSON body, which must be an object."""
     if not request.is_json:
         raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply") from None
     if body is None:
         raise InvalidRequest("the body is not valid JSON")
     if not isinstance(body, dict):
@@ -35,7 +38,7 @@ def string_field(body: dict[str, Any], name: str, required: bool = True, max_cha
         raise InvalidRequest(f"{name} must not be empty")
     if len(value) > max_chars:
         raise InvalidRequest(f"{name} is {len(value)} characters long; the limit is {max_chars}")
-    return value
+    return _valid_unicode(name, value)
 
 
 def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
@@ -74,6 +77,16 @@ def string_list_field(body: dict[str, Any], name: str, max_items: int, max_item_
             raise InvalidRequest(f"{name}[{i}] must be a string, got {_json_type(item)}")
         if len(item) > max_item_chars:
             raise PayloadTooLarge(f"{name}[{i}] is {len(item)} characters long; the limit is {max_item_chars}")
+        _valid_unicode(f"{name}[{i}]", item)
+    return value
+
+
+def _valid_unicode(name: str, value: str) -> str:
+    """JSON escapes can smuggle lone surrogates ("\\ud800") that no UTF-8 encoder accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} is not valid Unicode (it holds an unpaired surrogate)") from None
     return value
 
 

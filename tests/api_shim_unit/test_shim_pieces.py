@@ -130,3 +130,31 @@ def test_the_gateway_error_mapping_survives_a_refused_connection():
     gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5)
     with pytest.raises(BackendUnavailable, match="unreachable"):
         gateway.control({"op": "list"})
+
+
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        ("/api/v1/inference/predict", '{"model_id": "a", "texts": ["ok", "\\ud800"]}', "texts[1] is not valid Unicode"),
+        ("/api/v1/inference/predict", '{"model_id": "\\udfff", "texts": ["ok"]}', "model_id is not valid Unicode"),
+        ("/api/v1/inference/models/load", '{"model_dir": "x\\ud800"}', "model_dir is not valid Unicode"),
+        ("/api/v1/inference/models/query", '{"model_ids": ["\\ud800"]}', "model_ids[0] is not valid Unicode"),
+        ("/api/v1/inference/predict", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_bodies_no_encoder_accepts_are_invalid_requests(path, body, words):
+    port = free_port()
+    settings = ShimSettings.load({"TRITON_URL": f"127.0.0.1:{port}", "TRITON_TIMEOUT_S": "5"})
+    response = create_app(settings).test_client().post(path, data=body, content_type="application/json")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_request" and words in response.json["message"]
+
+
+def test_a_bug_is_not_reported_as_triton_being_unavailable():
+    gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5)
+
+    def bug():
+        raise ValueError("a programming error")
+
+    with pytest.raises(ValueError):
+        gateway._call(bug)
