@@ -23,6 +23,7 @@ from .manifest import AdapterManifest, ManifestEntry
 log = logging.getLogger(__name__)
 
 CONTROL_OPS = ("load", "unload", "list", "status")
+_NEVER_SYNCED = object()  # differs from every manifest signature, None (no manifest yet) included
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,14 @@ class AdapterService:
         self.started_at = time.time()
         self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
-        self._synced: tuple[int, int, int] | None = None
-        self._synced_once = False
+        self._synced: object = _NEVER_SYNCED
 
     # ------------------------------------------------------------------------------ reconciliation
 
     def sync(self) -> None:
         """Make the resident adapters match the manifest; costs one stat when nothing changed."""
         signature = self.manifest.signature()
-        if self._synced_once and signature == self._synced:
+        if signature == self._synced:
             return
         state = self.manifest.read()
         for problem in state.problems:
@@ -60,7 +60,7 @@ class AdapterService:
             if self._versions.get(model_id) != entry.version:
                 self._make_resident(entry)
         self.problems = {m: p for m, p in self.problems.items() if m in desired}
-        self._synced, self._synced_once = signature, True
+        self._synced = signature
 
     def _make_resident(self, entry: ManifestEntry) -> None:
         try:
@@ -189,6 +189,7 @@ class AdapterService:
             "gpu_uuid": None,
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "torch_threads": torch.get_num_threads(),
+            "loaded_models": len(self.manifest.read().entries),
             "resident": sorted(a.model_id for a in self.engine.resident()),
             "adapter_bytes": sum(a.nbytes for a in self.engine.resident()),
             "max_adapters": self.engine.max_adapters,

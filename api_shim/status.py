@@ -88,14 +88,13 @@ def service_status(gateway: TritonGateway, metrics_url: str) -> dict[str, Any]:
         metrics = read_metrics(metrics_url)
         config = gateway.model_config()
         instance = gateway.control({"op": "status"})
-        listing = gateway.control({"op": "list"})
     except AdapterError as exc:
         answer["message"] = exc.message
         return answer
     gpu_uuids = {int(g["index"]): g["uuid"] for g in instance.get("gpus", [])}
     answer["workers"] = workers(config, metrics, gpu_uuids)
     answer["total_workers"] = len(answer["workers"])
-    answer["loaded_models_count"] = sum(1 for m in listing["models"] if m["status"] == "loaded")
+    answer["loaded_models_count"] = instance["loaded_models"]
     answer["pending_requests"] = int(metrics.value("nv_inference_pending_request_count", model=gateway.model) or 0)
     answer["service_status"] = "running"
     return answer

@@ -63,7 +63,10 @@ def throughput(fn: Callable[[], object], texts_per_call: int, seconds: float) ->
 
 
 def summary(values: list[float], digits: int = 0) -> str:
+    """median [min-max], or the one value when there is only one."""
     fmt = f"{{:.{digits}f}}"
+    if len(values) == 1:
+        return fmt.format(values[0])
     return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 

@@ -18,12 +18,10 @@ import csv
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -84,15 +82,6 @@ def input_rows(name: str) -> tuple[list[str], list[str]]:
     return [d["TEXT"]["content"][0] for d in data], [d["MODEL_ID"]["content"][0] for d in data]
 
 
-def in_process(engine, texts: list[str], model_ids: list[str], seconds: float) -> float:
-    engine.classify(texts, model_ids)
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        engine.classify(texts, model_ids)
-        calls += 1
-    return calls * len(texts) / elapsed
-
-
 def prepare_models(work: Path, base: Path | None) -> tuple[Path, Path]:
     from engine_throughput import default_base
     from factories import OutputSpec, make_tiny_base, make_training_output
@@ -103,13 +92,6 @@ def prepare_models(work: Path, base: Path | None) -> tuple[Path, Path]:
         if not (root / model_id).exists():
             make_training_output(root, model_id, base, OutputSpec(stem=f"bench{i}", rank=8, alpha=16, num_labels=4, seed=i))
     return base, root
-
-
-def summary(values: list[float], digits: int = 0) -> str:
-    fmt = f"{{:.{digits}f}}"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process comparison")
     args = parser.parse_args(argv)
 
+    from engine_throughput import summary, throughput
     from triton_harness import LoraClient, TritonServer
 
     server = None
@@ -162,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name in inputs:
                 if engine is not None:
-                    ceiling[name].append(in_process(engine, *input_rows(name), seconds=args.measurement_ms / 1000))
+                    texts, model_ids = input_rows(name)
+                    ceiling[name].append(
+                        throughput(lambda: engine.classify(texts, model_ids), len(texts), args.measurement_ms / 1000)
+                    )
                 for level in levels:
                     triton[(name, level)].append(perf_analyzer(url, HERE / f"{name}.json", level, args.batch, args.measurement_ms))
 

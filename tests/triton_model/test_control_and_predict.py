@@ -63,6 +63,7 @@ def test_status_describes_the_instance(client):
     assert status["device"] == "cpu" and status["kind"] == "cpu" and status["gpu_uuid"] is None
     assert status["instance"].startswith("lora_classifier_")
     assert status["resident"] == ["gamma"] and status["problems"] == {}
+    assert status["loaded_models"] == 1
 
 
 def test_unload_then_predict_is_model_not_loaded(client):
