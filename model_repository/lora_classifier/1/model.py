@@ -14,6 +14,7 @@ for _path in reversed(os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.
 
 import json  # noqa: E402
 import logging  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -50,6 +51,7 @@ class TritonPythonModel:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.model_config = json.loads(args["model_config"])
         self.instance = args["model_instance_name"]
+        _exit_with_tritonserver()
         self._setup_settings()
         self._setup_threads()
         self._setup_service(args)
@@ -164,6 +166,33 @@ class TritonPythonModel:
     def finalize(self):
         log.info("%s stopping", self.instance)
         self.service = None
+
+
+# Kills the stub (pid $1, started at clock tick $3) once its parent tritonserver ($2) is gone. Seen with
+# Triton 2.51: a tritonserver killed (SIGKILL, OOM) while a stub waits on it inside a custom-metric call
+# leaves the stub blocked forever, holding the base model's memory; the stub's own parent check then
+# deadlocks. It holds the GIL meanwhile, so the watcher is a shell process rather than a thread. It checks
+# the start time so that a recycled pid is never killed, and ends by itself when the stub ends.
+_WATCHER = """
+while fields=$(cat /proc/$1/stat 2>/dev/null); do
+  set -- $1 $2 $3 $fields
+  [ "${25}" = "$3" ] || exit 0
+  [ "$7" = "$2" ] || { echo "lora_classifier: tritonserver $2 is gone; killing its backend stub $1" >&2; kill -9 $1; exit 0; }
+  sleep 1
+done
+"""
+
+
+def _exit_with_tritonserver() -> None:
+    try:
+        with open("/proc/self/stat") as handle:
+            start = handle.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+        subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHER, "lora-classifier-watcher", str(os.getpid()), str(os.getppid()), start],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,  # stderr: the server's log
+        )
+    except OSError as exc:  # no /proc or no /bin/sh: serve anyway, without the watcher
+        log.warning("cannot watch tritonserver (pid %d): %s", os.getppid(), exc)
 
 
 def _decode(value, name: str) -> str:
