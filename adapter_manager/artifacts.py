@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file as load_safetensors
 
 from .errors import InvalidModel
-from .layout import ArtifactPaths, resolve_inside
+from .layout import ADAPTER_SUFFIX, HEAD_SUFFIX, LABELS_SUFFIX, ArtifactPaths, resolve_inside
 from .pooling import POOLINGS
 from .safe_pickle import restricted_loads
 
@@ -131,19 +132,23 @@ class TrainingOutput:
 def read_training_output(paths: ArtifactPaths, base: BaseSignature, models_root: Path) -> TrainingOutput:
     """Read and validate all three artifacts; raises `InvalidModel` naming the file and the problem."""
     adapter = read_adapter(paths, base, models_root)
-    head = read_head(paths.head_file, base.hidden_size, _label(paths, paths.head_file))
-    labels = read_labels(paths.labels_file, _label(paths, paths.labels_file))
+    head_name, labels_name = paths.stem + HEAD_SUFFIX, paths.stem + LABELS_SUFFIX
+    head = read_head(paths.head_file, base.hidden_size, _label(paths, head_name))
+    labels = read_labels(paths.labels_file, _label(paths, labels_name))
     if head.num_labels != len(labels):
         raise InvalidModel(
-            f"{paths.model_id}: the head {paths.head_file.name} has {head.num_labels} outputs but the label map "
-            f"{paths.labels_file.name} has {len(labels)} labels"
+            f"{paths.model_id}: the head {head_name} has {head.num_labels} outputs but the label map "
+            f"{labels_name} has {len(labels)} labels"
         )
     return TrainingOutput(paths=paths, adapter=adapter, head=head, labels=labels)
 
 
-def _label(paths: ArtifactPaths, file: Path) -> str:
-    """How messages name a file: relative to the models root, as the client knows it."""
-    return f"{paths.model_id}/{file.relative_to(paths.directory).as_posix()}"
+def _label(paths: ArtifactPaths, name: str) -> str:
+    """How messages name a file: by the name the client knows, relative to the models root.
+
+    Never by where it resolves to: an artifact may be a symlink to elsewhere inside the root.
+    """
+    return f"{paths.model_id}/{name}"
 
 
 def _check_size(path: Path, limit: int, label: str) -> None:
@@ -161,21 +166,21 @@ def _read_bounded(path: Path, limit: int, label: str) -> bytes:
 
 
 def read_adapter(paths: ArtifactPaths, base: BaseSignature, models_root: Path) -> LoraAdapter:
-    lora_label = _label(paths, paths.adapter_dir)
-    config_rel = f"{paths.model_id}/{paths.adapter_dir.name}/{ADAPTER_CONFIG}"
+    lora_label = _label(paths, paths.stem + ADAPTER_SUFFIX)
+    config_rel = f"{lora_label}/{ADAPTER_CONFIG}"
     config_path = resolve_inside(models_root, config_rel, "artifact")
     if not config_path.is_file():
         raise InvalidModel(f"{lora_label}/{ADAPTER_CONFIG} is missing")
     config = _read_lora_config(config_path, f"{lora_label}/{ADAPTER_CONFIG}")
 
     for name in ADAPTER_WEIGHTS:
-        weights_path = resolve_inside(models_root, f"{paths.model_id}/{paths.adapter_dir.name}/{name}", "artifact")
+        weights_path = resolve_inside(models_root, f"{lora_label}/{name}", "artifact")
         if weights_path.is_file():
             break
     else:
         raise InvalidModel(f"{lora_label} holds neither {ADAPTER_WEIGHTS[0]} nor {ADAPTER_WEIGHTS[1]}")
-    weights_label = f"{lora_label}/{weights_path.name}"
-    state = _read_adapter_state(weights_path, weights_label)
+    weights_label = f"{lora_label}/{name}"
+    state = _read_adapter_state(weights_path, weights_label, safetensors=name.endswith(".safetensors"))
     return _build_adapter(config, state, base, weights_label)
 
 
@@ -184,6 +189,8 @@ def _read_lora_config(path: Path, label: str) -> dict[str, Any]:
         config = json.loads(_read_bounded(path, MAX_CONFIG_BYTES, label))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidModel(f"{label} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidModel(f"{label} is not valid JSON: nested too deeply") from exc
     if not isinstance(config, dict):
         raise InvalidModel(f"{label} must hold a JSON object")
     peft_type = config.get("peft_type")
@@ -204,6 +211,11 @@ def _read_lora_config(path: Path, label: str) -> dict[str, Any]:
         value = config.get(pattern) or {}
         if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
             raise InvalidModel(f"{label}: {pattern} must map module patterns to numbers")
+        for key in value:
+            try:  # PEFT matches each key as a regular expression (peft.utils.other.get_pattern_key)
+                re.compile(rf"(.*\.)?({key})$")
+            except re.error as exc:
+                raise InvalidModel(f"{label}: {pattern} key {key!r} is not a valid pattern: {exc}") from exc
         config[pattern] = value
     return config
 
@@ -212,20 +224,38 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_adapter_state(path: Path, label: str) -> dict[str, torch.Tensor]:
+def _read_adapter_state(path: Path, label: str, safetensors: bool) -> dict[str, torch.Tensor]:
     _check_size(path, MAX_ADAPTER_BYTES, label)
     try:
-        if path.suffix == ".safetensors":
+        if safetensors:  # decided by the name in the training output, not by where a symlink points
             state = load_safetensors(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
     except Exception as exc:  # safetensors, pickle and torch raise many types for corrupt files
         raise InvalidModel(f"{label} cannot be read safely: {_first_line(exc)}") from exc
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise InvalidModel(f"{label} must hold a dict of tensors")
+    _check_dense(state, label)
     return dict(state)
+
+
+def _torch_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)` of the bytes themselves: given a path, torch picks the format by the
+    name's suffix (a `.safetensors` name is read as safetensors), which a symlink could choose."""
+    with path.open("rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=True)
+
+
+def _check_dense(state: Mapping[str, torch.Tensor], label: str) -> None:
+    """Only ordinary dense tensors with data: sparse, meta or quantized ones cannot be checked or served."""
+    for key, tensor in state.items():
+        if tensor.layout != torch.strided or tensor.is_meta or tensor.is_quantized or tensor.device.type != "cpu":
+            raise InvalidModel(
+                f"{label}: {key} is a {str(tensor.layout).removeprefix('torch.')} tensor on {tensor.device}"
+                f"{' (quantized)' if tensor.is_quantized else ''}; only dense tensors with their data are accepted"
+            )
 
 
 def _build_adapter(
@@ -310,7 +340,7 @@ _TWO_LAYER_KEYS = ({"dense.weight", "dense.bias", "out_proj.weight", "out_proj.b
 def read_head(path: Path, hidden_size: int, label: str) -> ClassificationHead:
     _check_size(path, MAX_HEAD_BYTES, label)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except Exception as exc:  # weights_only refuses pickled modules and any non-tensor global
         raise InvalidModel(f"{label} cannot be read safely (it must be a state dict of tensors): {_first_line(exc)}") from exc
     pooling = "cls"
@@ -326,6 +356,7 @@ def read_head(path: Path, hidden_size: int, label: str) -> ClassificationHead:
     ):
         raise InvalidModel(f"{label} must hold a non-empty dict of tensors (a state dict)")
     state = _strip_common_prefix(dict(obj), label)
+    _check_dense(state, label)
     for key, tensor in state.items():
         if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
             raise InvalidModel(f"{label}: {key} must be finite floats, got {_describe(tensor)}")
@@ -423,6 +454,8 @@ def _as_label_names(values: list, label: str) -> tuple[str, ...]:
     names = []
     for value in values:
         if type(value) is int:
+            if abs(value) >= 10**100:  # str() of a huge int is slow, then refused (sys.get_int_max_str_digits)
+                raise InvalidModel(f"{label}: an integer label has {value.bit_length()} bits; labels are names")
             names.append(str(value))
         elif isinstance(value, str):
             names.append(value)

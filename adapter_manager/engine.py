@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_training_output
 from .errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
-from .layout import locate
+from .layout import locate, normalize_model_dir
 from .pooling import pool
 from .lora import ModuleWeights, MultiLoraLinear, plan_for_module, wrap_linear
 from .settings import Settings
@@ -128,12 +128,17 @@ class AdapterEngine:
     # ------------------------------------------------------------------------------ adapters
 
     def load(self, model_dir: object, max_length: int | None = None, reload: bool = False) -> LoadResult:
-        """Locate, read, validate and add the training output at `model_dir` (its `model_id`)."""
-        paths = locate(self.models_root, model_dir)
+        """Locate, read, validate and add the training output at `model_dir` (its `model_id`).
+
+        Loading a resident model without `reload` answers from memory: its files are not even looked at,
+        so a training output changed or removed on disk does not affect what is already served.
+        """
+        model_id = normalize_model_dir(model_dir)
         max_length = self.check_max_length(max_length)
-        existing = self._adapters.get(paths.model_id)
+        existing = self._adapters.get(model_id)
         if existing is not None and not reload:
-            return LoadResult(paths.model_id, changed=False, adapter=existing)
+            return LoadResult(model_id, changed=False, adapter=existing)
+        paths = locate(self.models_root, model_id)
         self._check_capacity(paths.model_id)
         started = time.perf_counter()
         output = read_training_output(paths, self.signature, self.models_root)

@@ -9,7 +9,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidModel, InvalidRequest, ModelNotFound
+from .errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 
 HEAD_SUFFIX = ".head.pt"
 LABELS_SUFFIX = ".head.pt.pkl"
@@ -60,7 +60,14 @@ def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     the root makes that training output unsafe, so it is refused as an invalid model.
     """
     real_root = root.resolve()
-    candidate = (real_root / relative).resolve()
+    try:
+        candidate = (real_root / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop (RuntimeError before 3.13)
+        if what == "model_dir":
+            raise InvalidRequest(f"model_dir {relative!r} cannot be resolved: {_reason(exc)}") from exc
+        raise InvalidModel(f"{relative} cannot be resolved: {_reason(exc)}") from exc
+    if what == "model_dir" and candidate == real_root:
+        raise InvalidRequest(f"model_dir {relative!r} is the models root itself, not a directory inside it")
     if candidate != real_root and real_root not in candidate.parents:
         if what == "model_dir":
             raise InvalidRequest(f"model_dir {relative!r} resolves outside the models root")
@@ -68,11 +75,30 @@ def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     return candidate
 
 
+def _reason(exc: BaseException) -> str:
+    """An OS error without the absolute path it carries (the client knows paths relative to the root)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "symlink loop" if isinstance(exc, RuntimeError) else type(exc).__name__
+
+
+def _exists(path: Path, kind: str, label: str) -> bool:
+    """Whether `path` is a directory / a file; errors other than 'not there' make the output unreadable."""
+    try:
+        return path.is_dir() if kind == "directory" else path.is_file()
+    except OSError as exc:
+        raise InvalidModel(f"{label} cannot be read: {_reason(exc)}") from exc
+
+
 def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
     """Find the training output named by `model_dir`: its directory, `<stem>`, and the three artifacts."""
     model_id = normalize_model_dir(model_dir)
     directory = resolve_inside(models_root, model_id)
-    if not directory.is_dir():
+    try:
+        is_directory = directory.is_dir()
+    except OSError as exc:
+        raise InvalidRequest(f"model_dir {model_id!r} cannot be resolved: {_reason(exc)}") from exc
+    if not is_directory:
         raise ModelNotFound(f"model_dir {model_id!r} does not exist under the models root")
     stem = discover_stem(directory, model_id)
     paths = {
@@ -83,8 +109,7 @@ def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
     resolved: dict[str, Path] = {}
     for role, (name, kind) in paths.items():
         path = resolve_inside(models_root, f"{model_id}/{name}", "artifact")
-        present = path.is_dir() if kind == "directory" else path.is_file()
-        if not present:
+        if not _exists(path, kind, f"{model_id}/{name}"):
             raise InvalidModel(f"{model_id}: the {role} {kind} {name} is missing")
         resolved[role] = path
     return ArtifactPaths(
@@ -99,9 +124,13 @@ def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
 
 def discover_stem(directory: Path, model_id: str) -> str:
     """The one `<stem>` for which `<stem>.head.pt` exists in `directory`."""
-    heads = sorted(p.name for p in directory.iterdir() if p.name.endswith(HEAD_SUFFIX))
+    try:
+        names = sorted(p.name for p in directory.iterdir())
+    except OSError as exc:
+        raise InvalidModel(f"{model_id}: the directory cannot be listed: {_reason(exc)}") from exc
+    heads = [name for name in names if name.endswith(HEAD_SUFFIX)]
     if not heads:
-        found = sorted(p.name for p in directory.iterdir())[:10]
+        found = names[:10]
         raise InvalidModel(f"{model_id}: no *{HEAD_SUFFIX} file found (directory holds: {found or 'nothing'})")
     if len(heads) > 1:
         raise InvalidModel(f"{model_id}: several models in one directory, expected exactly one: {heads}")
@@ -130,7 +159,7 @@ def list_training_outputs(models_root: Path, max_depth: int = 4) -> list[str]:
             if relative != ".":
                 try:
                     found.append(locate(models_root, relative).model_id)
-                except (InvalidModel, InvalidRequest, ModelNotFound):
+                except AdapterError:  # broken or hostile: not listed, and never fails the listing
                     pass
             continue
         if depth < max_depth:
