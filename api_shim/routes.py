@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from adapter_manager.errors import InvalidRequest
+
 from .responses import listing_body, predict_body
 from .status import service_status
-from .validation import bool_field, int_field, json_object, string_field, string_list_field
+from .validation import bool_field, int_field, json_object, path_field, string_field, string_list_field
 
 inference = Blueprint("inference", __name__, url_prefix="/api/v1/inference")
 
@@ -27,7 +29,7 @@ def load_model():
     body = json_object(request)
     document = {
         "op": "load",
-        "model_dir": string_field(body, "model_dir", max_chars=MAX_MODEL_ID_CHARS),
+        "model_dir": path_field(body, "model_dir", max_chars=MAX_MODEL_ID_CHARS),
         "max_length": int_field(body, "max_length", None, 1, MAX_LENGTH_LIMIT),
         "reload": bool_field(body, "reload"),
     }
@@ -76,7 +78,8 @@ def list_models():
 @inference.post("/models/query")
 def query_models():
     body = json_object(request)
-    wanted = set(string_list_field(body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS))
+    wanted = set(string_list_field(body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS,
+                                   item_too_long=InvalidRequest))
     models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
     return jsonify(listing_body(models))
 

@@ -6,15 +6,20 @@ from typing import Any
 
 from flask import Request
 
-from adapter_manager.errors import InvalidRequest, PayloadTooLarge
+from adapter_manager.errors import AdapterError, InvalidRequest, PayloadTooLarge
 
 _MISSING = object()
+# The longest file name (one path component) Linux file systems allow, in bytes: a longer component names
+# nothing, and asking the file system about it fails with ENAMETOOLONG instead of "not found".
+NAME_MAX_BYTES = 255
 
 
 def json_object(request: Request) -> dict[str, Any]:
     """The request's JSON body, which must be an object."""
     if not request.is_json:
         raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
+    if _chunked_body_over_limit(request):
+        raise PayloadTooLarge(f"the request body is larger than {request.max_content_length} bytes")
     try:
         body = request.get_json(silent=True)
     except RecursionError:
@@ -24,6 +29,17 @@ def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest(f"the body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def _chunked_body_over_limit(request: Request) -> bool:
+    """A body without Content-Length (chunked) is cut at MAX_CONTENT_LENGTH by werkzeug without an error,
+    which would surface as "not valid JSON"; a body that fills the limit and has more to give is too large."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return False  # with a Content-Length, werkzeug refuses an oversized body itself (413)
+    if len(request.get_data(cache=True)) < limit:
+        return False
+    return request.environ["wsgi.input"].read(1) != b""
 
 
 def string_field(body: dict[str, Any], name: str, required: bool = True, max_chars: int = 1024) -> str | None:
@@ -39,6 +55,19 @@ def string_field(body: dict[str, Any], name: str, required: bool = True, max_cha
     if len(value) > max_chars:
         raise InvalidRequest(f"{name} is {len(value)} characters long; the limit is {max_chars}")
     return _valid_unicode(name, value)
+
+
+def path_field(body: dict[str, Any], name: str, max_chars: int) -> str:
+    """A required string naming a directory under the models root: each '/'-separated component must fit
+    NAME_MAX_BYTES in UTF-8 (checked here so that no file system call sees it). The rest of the path
+    rules ('..', absolute, control characters) belong to adapter_manager.layout."""
+    value = string_field(body, name, max_chars=max_chars)
+    longest = max(len(part.encode("utf-8")) for part in value.split("/"))
+    if longest > NAME_MAX_BYTES:
+        raise InvalidRequest(
+            f"{name} has a path component of {longest} bytes; a directory name is at most {NAME_MAX_BYTES} bytes"
+        )
+    return value
 
 
 def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
@@ -61,8 +90,12 @@ def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-def string_list_field(body: dict[str, Any], name: str, max_items: int, max_item_chars: int) -> list[str]:
-    """A required, non-empty list of strings; too many items or too long an item is payload_too_large."""
+def string_list_field(
+    body: dict[str, Any], name: str, max_items: int, max_item_chars: int,
+    item_too_long: type[AdapterError] = PayloadTooLarge,
+) -> list[str]:
+    """A required, non-empty list of strings; too many items is payload_too_large, too long an item
+    `item_too_long` (payload_too_large for texts; invalid_request for ids, whose bound is a value bound)."""
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
         raise InvalidRequest(f"{name} is required")
@@ -76,7 +109,7 @@ def string_list_field(body: dict[str, Any], name: str, max_items: int, max_item_
         if not isinstance(item, str):
             raise InvalidRequest(f"{name}[{i}] must be a string, got {_json_type(item)}")
         if len(item) > max_item_chars:
-            raise PayloadTooLarge(f"{name}[{i}] is {len(item)} characters long; the limit is {max_item_chars}")
+            raise item_too_long(f"{name}[{i}] is {len(item)} characters long; the limit is {max_item_chars}")
         _valid_unicode(f"{name}[{i}]", item)
     return value
 
