@@ -104,7 +104,7 @@ class AdapterManifest:
             models = document["models"]
             if not isinstance(generation, int) or not isinstance(models, dict):
                 raise ValueError("generation must be an integer and models an object")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
             return ManifestState(0, {}, [f"manifest unreadable: {exc}"]), True
         entries: dict[str, ManifestEntry] = {}
         problems: list[str] = []

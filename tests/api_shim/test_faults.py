@@ -317,20 +317,22 @@ def assert_consistent(shim: ShimServer, expected) -> list[str]:
 
 
 GARBAGE = b"\x00\xff{\"generation\": 7, \"models\": {\"f-alpha\": [garbage" + bytes(range(256))
+NESTED = b'{"generation": 7, "models": ' + b"[" * 100_000  # json raises RecursionError, not ValueError
 
 
-def test_a_manifest_overwritten_with_garbage_while_running_is_kept_aside(served, fault_triton, expected):
+@pytest.mark.parametrize("garbage", [GARBAGE, NESTED], ids=["bytes", "nested"])
+def test_a_manifest_overwritten_with_garbage_while_running_is_kept_aside(served, fault_triton, expected, garbage):
     for copy in damaged_copies(fault_triton):
         copy.unlink()
     load(served, "f-alpha")
     load(served, "f-gamma")
-    manifest_path(fault_triton).write_bytes(GARBAGE)
+    manifest_path(fault_triton).write_bytes(garbage)
 
     # the next call repairs it: what could be read (nothing) is the state, the damaged bytes are kept
     response = requests.get(f"{served.base}{LISTING}", timeout=10)
     assert response.status_code == 200, response.text
     copies = damaged_copies(fault_triton)
-    assert len(copies) == 1 and copies[0].read_bytes() == GARBAGE
+    assert len(copies) == 1 and copies[0].read_bytes() == garbage
     assert assert_consistent(served, expected) == []
     assert_error(requests.post(f"{served.base}{UNLOAD}", json={"model_id": "f-alpha"}, timeout=10), 404, "model_not_loaded")
     # the operator's fix: load again
