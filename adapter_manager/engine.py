@@ -7,10 +7,12 @@ head and a float32 softmax. Everything about an adapter is validated before the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +24,15 @@ from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_t
 from .errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
 from .layout import locate, normalize_model_dir
 from .pooling import pool
-from .lora import ModuleWeights, MultiLoraLinear, plan_for_module, wrap_linear
+from .lora import ModuleBank, ModuleWeights, MultiLoraLinear, RowLora, stack_module, wrap_linear
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 512
+# Stacked LoRA weights of recently seen adapter sets, reused by mixed batches of the same set.
+BANK_CACHE_BYTES = 16 << 20
+_serials = itertools.count()
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -58,6 +63,7 @@ class ResidentAdapter:
     nbytes: int
     loaded_at: float  # time.time() when it became resident
     load_seconds: float
+    serial: int = field(default_factory=lambda: next(_serials))  # new for every load and reload
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class AdapterEngine:
         self._wrappers: dict[str, MultiLoraLinear] = {}
         self._state_lock = threading.Lock()  # guards _adapters and _wrappers
         self._forward_lock = threading.Lock()  # the wrappers hold one batch's plan at a time
+        self._banks = _BankCache(BANK_CACHE_BYTES)  # used under the forward lock
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
         log.info(
             "base encoder %s on %s (%s), hidden %d, %d Linear layers",
@@ -274,8 +281,18 @@ class AdapterEngine:
         rows = None if row_adapter is None else torch.tensor(row_adapter, device=self.device)
         with self._forward_lock, torch.inference_mode():
             try:
-                for name, wrapper in self._wrappers.items():
-                    wrapper.plan = plan_for_module([a.modules.get(name) for a in adapters], rows)
+                if rows is None:
+                    for name, wrapper in self._wrappers.items():
+                        weights = adapters[0].modules.get(name)
+                        wrapper.plan = None if weights is None else RowLora(shared=weights)
+                else:
+                    banks, grown = self._banks.get(adapters), False
+                    for name, wrapper in self._wrappers.items():
+                        if name not in banks:
+                            banks[name], grown = stack_module([a.modules.get(name) for a in adapters]), True
+                        wrapper.plan = None if banks[name] is None else banks[name].rows(rows)
+                    if grown:
+                        self._banks.trim()
                 return self.model(**batch).last_hidden_state
             finally:
                 for wrapper in self._wrappers.values():
@@ -300,6 +317,29 @@ class AdapterEngine:
                 for row, p in zip(rows, probabilities):
                     results[row] = Classification(model_id, adapter.labels, p)
         return results  # type: ignore[return-value]
+
+
+class _BankCache:
+    """Module banks per adapter set (keyed by the adapters' serials, so a reload never reuses a stale
+    bank), least recently used first out once they hold more than `budget` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._entries: OrderedDict[tuple[int, ...], dict[str, ModuleBank | None]] = OrderedDict()
+
+    def get(self, adapters: Sequence[ResidentAdapter]) -> dict[str, ModuleBank | None]:
+        key = tuple(a.serial for a in adapters)
+        banks = self._entries.get(key)
+        if banks is None:
+            banks = self._entries[key] = {}
+        self._entries.move_to_end(key)
+        return banks
+
+    def trim(self) -> None:
+        total = sum(b.nbytes for banks in self._entries.values() for b in banks.values() if b is not None)
+        while total > self.budget and len(self._entries) > 1:
+            _, banks = self._entries.popitem(last=False)
+            total -= sum(b.nbytes for b in banks.values() if b is not None)
 
 
 def _signature_of(model: torch.nn.Module) -> BaseSignature:

@@ -40,7 +40,7 @@ class RowLora:
             return y.add_((x @ self.shared.a_t) @ self.shared.b_t)
         if x.dim() == 2:  # [B, in]: treat each row as a sequence of length one
             return y.add_(torch.bmm(torch.bmm(x.unsqueeze(1), self.a_rows), self.b_rows).squeeze(1))
-        return torch.baddbmm(y, torch.bmm(x, self.a_rows), self.b_rows)
+        return y.add_(torch.bmm(torch.bmm(x, self.a_rows), self.b_rows))  # baddbmm costs an extra `where` pass
 
 
 class MultiLoraLinear(nn.Module):
@@ -73,29 +73,40 @@ class MultiLoraLinear(nn.Module):
         return y if plan is None else plan.apply(x, y)
 
 
-def plan_for_module(
-    per_adapter: Sequence[ModuleWeights | None], row_adapter: torch.Tensor | None
-) -> RowLora | None:
-    """Build the plan for one module.
+@dataclass(frozen=True)
+class ModuleBank:
+    """Several adapters' weights for one Linear, stacked so that rows can pick theirs with one gather.
 
-    `per_adapter[i]` is adapter i's weights for this module (None where it does not adapt it);
-    `row_adapter[b]` is the adapter index of row b, or None when every row uses adapter 0.
+    Slot i holds adapter i; with `offset` 1, slot 0 is zeros (for adapters that leave this module alone)
+    and adapter i sits in slot i + 1. Ranks below the bank's rank are zero-padded, which adds nothing.
     """
-    if row_adapter is None:
-        return RowLora(shared=per_adapter[0]) if per_adapter[0] is not None else None
+
+    a: torch.Tensor  # [slots, in_features, rank]
+    b: torch.Tensor  # [slots, rank, out_features]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.a.nbytes + self.b.nbytes
+
+    def rows(self, row_adapter: torch.Tensor) -> RowLora:
+        slots = row_adapter + self.offset if self.offset else row_adapter
+        return RowLora(a_rows=self.a.index_select(0, slots), b_rows=self.b.index_select(0, slots))
+
+
+def stack_module(per_adapter: Sequence[ModuleWeights | None]) -> ModuleBank | None:
+    """The bank of `per_adapter` (adapter i's weights for this module, None where it does not adapt it);
+    None when no adapter adapts the module."""
     present = [w for w in per_adapter if w is not None]
     if not present:
         return None
     ranks = {w.a_t.shape[1] for w in present}
     if len(present) == len(per_adapter) and len(ranks) == 1:
-        # Common case: every adapter in the batch adapts this module at one rank, so no padding is needed.
-        a_bank = torch.stack([w.a_t for w in per_adapter])
-        b_bank = torch.stack([w.b_t for w in per_adapter])
-        return RowLora(a_rows=a_bank.index_select(0, row_adapter), b_rows=b_bank.index_select(0, row_adapter))
+        # Common case: every adapter adapts this module at one rank, so no padding is needed.
+        return ModuleBank(torch.stack([w.a_t for w in per_adapter]), torch.stack([w.b_t for w in per_adapter]), 0)
     rank = max(ranks)
     in_features, out_features = present[0].a_t.shape[0], present[0].b_t.shape[1]
     like = present[0].a_t
-    # Slot 0 stays zero: rows whose adapter leaves this module alone point there.
     a_bank = like.new_zeros((len(per_adapter) + 1, in_features, rank))
     b_bank = like.new_zeros((len(per_adapter) + 1, rank, out_features))
     for i, weights in enumerate(per_adapter, start=1):
@@ -103,8 +114,18 @@ def plan_for_module(
             r = weights.a_t.shape[1]
             a_bank[i, :, :r] = weights.a_t
             b_bank[i, :r, :] = weights.b_t
-    slots = row_adapter + 1
-    return RowLora(a_rows=a_bank.index_select(0, slots), b_rows=b_bank.index_select(0, slots))
+    return ModuleBank(a_bank, b_bank, 1)
+
+
+def plan_for_module(
+    per_adapter: Sequence[ModuleWeights | None], row_adapter: torch.Tensor | None
+) -> RowLora | None:
+    """The plan for one module: `row_adapter[b]` is the adapter index of row b, or None when every row
+    uses adapter 0."""
+    if row_adapter is None:
+        return RowLora(shared=per_adapter[0]) if per_adapter[0] is not None else None
+    bank = stack_module(per_adapter)
+    return None if bank is None else bank.rows(row_adapter)
 
 
 def wrap_linear(model: nn.Module, module_name: str) -> MultiLoraLinear:

@@ -41,6 +41,22 @@ def test_reload_replaces_the_adapter_with_what_is_on_disk_now(engine, reference,
         assert not np.allclose(before.probabilities, after.probabilities, atol=1e-3)
 
 
+def test_mixed_batches_see_a_reload_of_an_adapter_in_their_set(engine, reference, models_root, base_dir):
+    """Mixed batches reuse stacked weights per adapter set; a reload must never be served from the old stack."""
+    make_training_output(models_root, "other", base_dir, OutputSpec(seed=3))
+    out = make_training_output(models_root, "job", base_dir, OutputSpec(seed=1))
+    engine.load("other")
+    engine.load("job")
+    ids = ["job", "other"] * 2
+    engine.classify(TEXTS, ids)  # the set {job, other} is now stacked and cached
+    make_training_output(models_root, "job", base_dir, OutputSpec(seed=2))
+    engine.load("job", reload=True)
+    results = engine.classify(TEXTS, ids)
+    expected = reference.probabilities(out, TEXTS, 512)
+    for row in (0, 2):
+        np.testing.assert_allclose(results[row].probabilities, expected[row], atol=1e-4, rtol=0)
+
+
 def test_reload_is_atomic_under_concurrent_classification(engine, reference, models_root, base_dir):
     """Every result comes wholly from version 1 or wholly from version 2, never a mix of the two."""
     versions = []
