@@ -1,10 +1,18 @@
 """Where a training output lives: `model_dir` → the three artifact paths, safely inside the models root.
 
 Only locating happens here; reading the files is `artifacts`' job.
+
+Names cross one boundary here. Clients and the manifest use real Unicode names (`model_id`, `stem`); the
+file system is reached through `fs_name(...)`, and names read from it come back through `client_name(...)`.
+Both are the identity where Python's file-system encoding is UTF-8. Inside Triton's Python backend stub it
+is ASCII whatever the locale variables say (the stub's embedded interpreter starts with an isolated
+configuration: no setlocale, no UTF-8 mode, the environment ignored), so a name like "类别/模型" would
+raise UnicodeEncodeError; mapped to its UTF-8 bytes through `surrogateescape`, it reaches the right files.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +51,8 @@ def normalize_model_dir(model_dir: object) -> str:
         raise InvalidRequest(f"model_dir is {len(model_dir)} characters long; the limit is {MAX_MODEL_DIR_CHARS}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in model_dir) or "\\" in model_dir:
         raise InvalidRequest("model_dir contains control characters or backslashes")
+    if not _is_unicode(model_dir):
+        raise InvalidRequest("model_dir is not valid Unicode (it holds an unpaired surrogate)")
     if model_dir.startswith(("/", "~")):
         raise InvalidRequest(f"model_dir must be relative to the models root, got {model_dir!r}")
     if ".." in model_dir.split("/"):
@@ -53,6 +63,25 @@ def normalize_model_dir(model_dir: object) -> str:
     return normalized
 
 
+def fs_name(name: str) -> str:
+    """`name` (real Unicode) as this interpreter's file-system functions must be given it: its UTF-8 bytes."""
+    return os.fsdecode(name.encode("utf-8"))
+
+
+def client_name(name: str) -> str:
+    """A name read from the file system (`fs_name`'s form) as real Unicode; bytes that are not UTF-8 become
+    U+FFFD, so such a name is printable but names nothing that exists."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     """Resolve `root/relative` (symlinks included) and refuse anything that ends up outside `root`.
 
@@ -60,8 +89,12 @@ def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     the root makes that training output unsafe, so it is refused as an invalid model.
     """
     real_root = root.resolve()
+    if not _is_unicode(relative):
+        if what == "model_dir":
+            raise InvalidRequest("model_dir is not valid Unicode (it holds an unpaired surrogate)")
+        raise InvalidModel(f"{relative.encode('utf-8', 'replace').decode()} is not a valid Unicode name")
     try:
-        candidate = (real_root / relative).resolve()
+        candidate = (real_root / fs_name(relative)).resolve()
     except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop (RuntimeError before 3.13)
         if what == "model_dir":
             raise InvalidRequest(f"model_dir {relative!r} cannot be resolved: {_reason(exc)}") from exc
@@ -125,7 +158,7 @@ def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
 def discover_stem(directory: Path, model_id: str) -> str:
     """The one `<stem>` for which `<stem>.head.pt` exists in `directory`."""
     try:
-        names = sorted(p.name for p in directory.iterdir())
+        names = sorted(client_name(p.name) for p in directory.iterdir())
     except OSError as exc:
         raise InvalidModel(f"{model_id}: the directory cannot be listed: {_reason(exc)}") from exc
     heads = [name for name in names if name.endswith(HEAD_SUFFIX)]
@@ -155,7 +188,7 @@ def list_training_outputs(models_root: Path, max_depth: int = 4) -> list[str]:
         except OSError:
             continue
         if any(e.name.endswith(HEAD_SUFFIX) for e in entries):
-            relative = directory.relative_to(root).as_posix()
+            relative = client_name(directory.relative_to(root).as_posix())
             if relative != ".":
                 try:
                     found.append(locate(models_root, relative).model_id)

@@ -11,10 +11,13 @@ per body, top_n <= 50; batch_size <= 64 and max_length <= 512 (the tiny base's p
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 
 import pytest
 import requests
 
+from factories import OutputSpec, make_training_output
 from triton_tests_helpers import TOLERANCE, expected_rows
 
 LOAD, UNLOAD, PREDICT, QUERY = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models/query"
@@ -350,13 +353,45 @@ def test_hostile_model_dirs_on_load(api, model_dir, status, code, words):
     assert_error(api.post(LOAD, json={"model_dir": model_dir}), status, code, words)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backend bug: Triton's Python stub has an ASCII file system encoding, so adapter_manager.layout.resolve_inside "
-    "raises UnicodeEncodeError for any non-ASCII model_dir -> 500 internal_error. Fix in adapter_manager (see "
-    "docs/reliability.md); when this XPASSes, drop the xfail and test_fuzz.py's ASCII codec for load."))
 @pytest.mark.parametrize("model_dir", ["类别/模型", "café", "😀"])
-def test_non_ascii_model_dir_is_not_a_server_error(api, model_dir):
+def test_a_missing_non_ascii_model_dir_is_not_found(api, model_dir):
     assert_error(api.post(LOAD, json={"model_dir": model_dir}), 404, "model_not_found", "does not exist")
+
+
+@pytest.mark.parametrize(
+    "name, stem",
+    [("类别-{}/模型", "model"), ("café-{}", "model"), ("😀-{}", "model"), ("数据-{}/ünï", "模型")],
+    ids=["cjk-nested", "latin-accent", "emoji", "non-ascii-stem"],
+)
+def test_a_non_ascii_model_dir_loads_lists_predicts_and_unloads(api, base_dir, reference, triton_models_root, name, stem):
+    """Triton's Python stub runs with an ASCII file-system encoding; non-ASCII names still reach their files."""
+    model_id = name.format(uuid.uuid4().hex[:8])
+    top = triton_models_root / model_id.split("/")[0]
+    make_training_output(triton_models_root, model_id, base_dir, OutputSpec(stem=stem, num_labels=3, seed=31))
+    try:
+        listing = {m["model_id"]: m["status"] for m in api.get(MODELS).json()["models"]}
+        assert listing.get(model_id) == "unloaded", sorted(listing)
+        response = api.post(LOAD, json={"model_dir": model_id})
+        assert response.status_code == 200, response.text
+        assert response.json()["model_id"] == model_id and response.json()["status"] == "loaded"
+        assert model_id in api.loaded()
+        queried = api.post(QUERY, json={"model_ids": [model_id]}).json()["models"]
+        assert [(m["model_id"], m["status"]) for m in queried] == [(model_id, "loaded")]
+
+        texts = ["类别 好坏", "baba dede"]
+        response = api.post(PREDICT, json={"model_id": model_id, "texts": texts})
+        assert response.status_code == 200, response.text
+        assert response.json()["model_id"] == model_id
+        for got, want in zip(response.json()["label_probabilities"],
+                             expected_rows(reference, triton_models_root, model_id, texts)):
+            assert list(got) == list(want) and max(abs(got[k] - want[k]) for k in want) <= TOLERANCE
+
+        response = api.post(UNLOAD, json={"model_id": model_id})
+        assert response.status_code == 200 and response.json()["status"] == "unloaded", response.text
+        assert model_id not in api.loaded()
+    finally:
+        api.post(UNLOAD, json={"model_id": model_id})
+        shutil.rmtree(top, ignore_errors=True)
 
 
 HOSTILE_IDS = ["../x", "/etc/passwd", "alpha\u0000", "alpha/../alpha", "a" * 512, "\u202ealpha", "类别", "😀", "*", ".*", "' OR 1=1 --"]

@@ -43,7 +43,22 @@ _TRITON_CODES = {
 
 def _triton_error(error: AdapterError) -> "pb_utils.TritonError":
     code = getattr(pb_utils.TritonError, _TRITON_CODES.get(error.code, "INTERNAL"))
-    return pb_utils.TritonError(to_wire(error), code)
+    return pb_utils.TritonError(_utf8_text(to_wire(error)), code)
+
+
+def _utf8_text(text: str) -> str:
+    """`text` encodable as UTF-8. In the stub, where the file-system encoding is ASCII, a file name that
+    reaches a message (an OS error's text, say) carries its non-ASCII bytes as lone surrogates, which the
+    stub cannot send; they become the bytes they stand for (or U+FFFD)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "replace")
+        return raw.decode("utf-8", "replace")
 
 
 class TritonPythonModel:
@@ -52,6 +67,7 @@ class TritonPythonModel:
         self.model_config = json.loads(args["model_config"])
         self.instance = args["model_instance_name"]
         _exit_with_tritonserver()
+        _log_filesystem_encoding()
         self._setup_settings()
         self._setup_threads()
         self._setup_service(args)
@@ -160,7 +176,7 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=_triton_error(InternalError("control operation failed; see the server log")))
         if answer.get("status") == "loaded" and answer.get("changed"):
             self._metric("load_seconds", answer["model_id"]).set(time.perf_counter() - started)
-        payload = np.array([[json.dumps(answer, ensure_ascii=False).encode("utf-8")]], dtype=object)
+        payload = np.array([[_utf8_text(json.dumps(answer, ensure_ascii=False)).encode("utf-8")]], dtype=object)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("CONTROL_RESULT", payload)])
 
     def finalize(self):
@@ -181,6 +197,20 @@ while fields=$(cat /proc/$1/stat 2>/dev/null); do
   sleep 1
 done
 """
+
+
+def _log_filesystem_encoding() -> None:
+    """Triton's backend stub embeds Python with an isolated configuration: it ignores PYTHON* variables
+    (hence LORA_CLASSIFIER_PYTHONPATH), never calls setlocale, and so runs with an ASCII file-system
+    encoding whatever LANG / LC_ALL say. adapter_manager.layout reaches non-ASCII model dirs through their
+    UTF-8 bytes (surrogateescape) regardless; this line makes the situation visible in the server log."""
+    encoding = sys.getfilesystemencoding()
+    if encoding.lower().replace("-", "") != "utf8":
+        log.info(
+            "file-system encoding is %s (isolated=%d, utf8_mode=%d, LANG=%s, LC_ALL=%s); non-ASCII model dirs "
+            "are reached through their UTF-8 bytes", encoding, sys.flags.isolated, sys.flags.utf8_mode,
+            os.environ.get("LANG"), os.environ.get("LC_ALL"),
+        )
 
 
 def _exit_with_tritonserver() -> None:
