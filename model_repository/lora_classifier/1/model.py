@@ -12,6 +12,11 @@ for _path in reversed(os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.
     if _path and _path not in sys.path:
         sys.path.insert(0, _path)
 
+# OpenMP threads that spin while they wait burn the cores that tritonserver, the shim and the other
+# instances need; on a busy CPU node spinning made batches up to 7x slower (docs/benchmarks.md). Set
+# before torch loads OpenMP; an operator's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json  # noqa: E402
 import logging  # noqa: E402
 import subprocess  # noqa: E402
