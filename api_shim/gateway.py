@@ -67,6 +67,9 @@ class TritonGateway:
 
     def predict(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Prediction]]:
         """Send each (texts, model_ids) chunk as one request, all in flight together; results in order."""
+        if len(chunks) == 1:  # the common case: a plain call, without the client's greenlet pool
+            inputs, outputs = self._predict_request(*chunks[0])
+            return [self._predictions(self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs)))]
         pending = [self._call(lambda c=chunk: self._submit(*c)) for chunk in chunks]
         return [self._predictions(self._call(request.get_result)) for request in pending]
 
