@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ sys.path[:0] = [str(HERE), str(HERE / "perf_analyzer")]
 
 from stack import REPO, bench_base, prepare_adapters  # noqa: E402
 
-import adapters as adapters_bench  # noqa: E402
 import e2e  # noqa: E402
 import engine_throughput  # noqa: E402
 import run as perf_run  # noqa: E402  (bench/perf_analyzer/run.py)
@@ -77,10 +77,14 @@ def run_all(quick: bool) -> dict:
     )
     print(f"[{time.monotonic() - started:6.0f}s] end to end done", flush=True)
 
-    figures["adapters"] = adapters_bench.main(
-        ["--cycles", "100" if not quick else "20", "--levels", "1,100,1000" if not quick else "1,100",
-         "--rounds", str(rounds), "--seconds", str(seconds / 1.5)]
+    # In a fresh process: memory growth must not be hidden by space the earlier parts freed.
+    out = work / "adapters.json"
+    subprocess.run(
+        [sys.executable, str(HERE / "adapters.py"), "--json", str(out), "--cycles", "100" if not quick else "20",
+         "--levels", "1,100,1000" if not quick else "1,100", "--rounds", str(rounds), "--seconds", str(seconds / 1.5)],
+        check=True,
     )
+    figures["adapters"] = json.loads(out.read_text())
     print(f"[{time.monotonic() - started:6.0f}s] adapters done", flush=True)
     figures["seconds"] = time.monotonic() - started
     return figures
@@ -173,7 +177,7 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "## End to end (bench/e2e.py)",
         "",
         "Closed-loop HTTP clients (bench/loadgen.py) mixing 8 adapters; `shim`: gunicorn (2 workers x 8 threads) in front of "
-        "tritonserver (1 CPU instance, dynamic batching); `naive`: bench/naive_server.py, one Flask process holding a "
+        f"tritonserver ({e2e.INSTANCES} CPU instances, dynamic batching); `naive`: bench/naive_server.py, one Flask process holding a "
         "PeftModel, `set_adapter` per request under a lock. non-200 counts failed and malformed answers.",
         "",
         "| scenario | system | texts/s | p50 ms | p99 ms | non-200 | shim / naive |",
