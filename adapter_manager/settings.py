@@ -65,6 +65,9 @@ class Settings:
     max_text_chars: int = setting(
         "MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters (longer ones are payload_too_large)."
     )
+    memory_trim_seconds: int = setting(
+        "MEMORY_TRIM_SECONDS", "10", "Every this many seconds, return freed heap memory to the OS (glibc); 0: never."
+    )
 
     def __post_init__(self) -> None:
         if self.max_adapters < 1:
@@ -75,6 +78,8 @@ class Settings:
             raise ValueError(f"TORCH_THREADS must be >= 0, got {self.torch_threads}")
         if self.max_text_chars < 1:
             raise ValueError(f"MAX_TEXT_CHARS must be >= 1, got {self.max_text_chars}")
+        if self.memory_trim_seconds < 0:
+            raise ValueError(f"MEMORY_TRIM_SECONDS must be >= 0, got {self.memory_trim_seconds}")
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

@@ -32,6 +32,7 @@ def test_environment_overrides_parameters_which_override_defaults():
         ({"DTYPE": "int8"}, "DTYPE"),
         ({"TORCH_THREADS": "-1"}, "TORCH_THREADS"),
         ({"MAX_TEXT_CHARS": "0"}, "MAX_TEXT_CHARS"),
+        ({"MEMORY_TRIM_SECONDS": "-1"}, "MEMORY_TRIM_SECONDS"),
     ],
 )
 def test_invalid_values_name_the_setting(environ, field):
@@ -41,3 +42,11 @@ def test_invalid_values_name_the_setting(environ, field):
 
 def test_cuda_device_index_is_accepted():
     assert Settings.load(environ={"DEVICE": "cuda:1"}).device == "cuda:1"
+
+
+def test_the_memory_trimmer_runs_in_the_background_and_can_be_turned_off():
+    from adapter_manager.memory import start_memory_trimmer
+
+    assert start_memory_trimmer(0) is None
+    thread = start_memory_trimmer(0.01)
+    assert thread is not None and thread.daemon and thread.is_alive()

@@ -30,6 +30,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from adapter_manager.engine import AdapterEngine  # noqa: E402
 from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, to_wire  # noqa: E402
 from adapter_manager.manifest import AdapterManifest  # noqa: E402
+from adapter_manager.memory import start_memory_trimmer  # noqa: E402
 from adapter_manager.service import AdapterService, ClassifyRequest  # noqa: E402
 from adapter_manager.settings import Settings  # noqa: E402
 
@@ -78,6 +79,7 @@ class TritonPythonModel:
         self._setup_threads()
         self._setup_service(args)
         self._setup_metrics()
+        start_memory_trimmer(self.settings.memory_trim_seconds)
         self.service.sync()  # everything the manifest lists is loaded before the first request
         log.info("%s ready on %s with %d adapters", self.instance, self.service.engine.device, len(self.service.engine.resident()))
 
