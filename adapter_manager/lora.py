@@ -4,6 +4,7 @@ Each adapted base `Linear` is wrapped once in a `MultiLoraLinear`. Before a forw
 wrapper a `RowLora` plan (which adapter's A and B apply to which row); the wrapper adds that row's delta
 to the base output. The work per row is the same whether the batch holds one adapter or many: rows are
 gathered into per-row A/B stacks and applied with one `bmm` pair, instead of a loop over adapters.
+A `ModuleBank` stacks the batch's adapters once per module; the engine keeps recent banks per adapter set.
 """
 
 from __future__ import annotations
@@ -115,17 +116,6 @@ def stack_module(per_adapter: Sequence[ModuleWeights | None]) -> ModuleBank | No
             a_bank[i, :, :r] = weights.a_t
             b_bank[i, :r, :] = weights.b_t
     return ModuleBank(a_bank, b_bank, 1)
-
-
-def plan_for_module(
-    per_adapter: Sequence[ModuleWeights | None], row_adapter: torch.Tensor | None
-) -> RowLora | None:
-    """The plan for one module: `row_adapter[b]` is the adapter index of row b, or None when every row
-    uses adapter 0."""
-    if row_adapter is None:
-        return RowLora(shared=per_adapter[0]) if per_adapter[0] is not None else None
-    bank = stack_module(per_adapter)
-    return None if bank is None else bank.rows(row_adapter)
 
 
 def wrap_linear(model: nn.Module, module_name: str) -> MultiLoraLinear:

@@ -349,8 +349,8 @@ def test_half_precision_and_double_weights_are_accepted_as_float32(guard, job, r
 
 SHAPES = {
     "A and B ranks disagree": (lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][:, :3].contiguous()}), r"query LoRA shapes A\(4, 32\) B\(32, 3\)"),
-    "A with the wrong hidden size": (lambda s: s.update({(k := lora_key(s)): torch.zeros(4, 48)}), r"query LoRA shapes A\(4, 48\)"),
-    "B with the wrong output size": (lambda s: s.update({(k := lora_key(s, part="lora_B")): torch.zeros(31, 4)}), r"B\(31, 4\) do not fit the base layer \(32 -> 32\)"),
+    "A with the wrong hidden size": (lambda s: s.update({lora_key(s): torch.zeros(4, 48)}), r"query LoRA shapes A\(4, 48\)"),
+    "B with the wrong output size": (lambda s: s.update({lora_key(s, part="lora_B"): torch.zeros(31, 4)}), r"B\(31, 4\) do not fit the base layer \(32 -> 32\)"),
     "A and B swapped": (lambda s: s.update({lora_key(s): s[lora_key(s, part="lora_B")].clone(), lora_key(s, part="lora_B"): s[lora_key(s)].clone()}), r"query LoRA shapes A\(32, 4\) B\(4, 32\)"),
     "A one-dimensional": (lambda s: s.update({(k := lora_key(s)): s[k].flatten().contiguous()}), r"query.lora_A must be a 2-D float tensor, got float32\[128\]"),
     "B three-dimensional": (lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][None].contiguous()}), r"query.lora_B must be a 2-D float tensor, got float32\[1, 32, 4\]"),
