@@ -43,7 +43,7 @@ from adapter_manager.errors import ERRORS_BY_CODE  # noqa: E402
 from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
 from shim_harness import ShimServer  # noqa: E402
 from stack import default_base  # noqa: E402
-from triton_harness import TritonServer  # noqa: E402
+from triton_harness import TritonServer, server_settings  # noqa: E402
 
 TOLERANCE = 1e-4
 MB = 1024 * 1024
@@ -83,10 +83,7 @@ def prepare(work: Path, base_choice: str, texts: list[str]) -> tuple[Path, Path,
 
 
 def start_servers(work: Path, base: Path, root: Path, instances: int, workers: int) -> tuple[TritonServer, ShimServer]:
-    triton = TritonServer(work, {
-        "BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"),
-        "MAX_ADAPTERS": "64", "DTYPE": "float32",
-    }, instances=instances)
+    triton = TritonServer(work, server_settings(base, root, work / "state", MAX_ADAPTERS="64"), instances=instances)
     triton.start(timeout=600)
     shim = ShimServer(work, {
         "TRITON_URL": triton.url,

@@ -34,7 +34,7 @@ import requests  # noqa: E402
 from factories import OutputSpec, make_tiny_base, make_training_output  # noqa: E402
 from process_harness import ManagedProcess  # noqa: E402
 from shim_harness import ShimServer  # noqa: E402
-from triton_harness import TritonServer, free_port  # noqa: E402
+from triton_harness import TritonServer, free_port, server_settings  # noqa: E402
 
 
 def default_base() -> Path | None:
@@ -65,9 +65,7 @@ class Stack:
     def __init__(self, work: Path, base: Path, root: Path, instances: int = 1, shim_env: dict[str, str] | None = None,
                  triton_env: dict[str, str] | None = None) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"),
-               "DTYPE": "float32", **(triton_env or {})}
-        self.triton = TritonServer(work, env, instances=instances)
+        self.triton = TritonServer(work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances)
         self.work = work
         self.shim_env = shim_env or {}
         self.shim: ShimServer | None = None

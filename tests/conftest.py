@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from factories import OutputSpec, Reference, make_tiny_base, make_training_output
-from triton_harness import TritonServer
+from triton_harness import TritonServer, server_settings
 
 PARITY_TOLERANCE = 1e-4
 
@@ -79,13 +79,7 @@ def triton_models_root(tmp_path_factory, base_dir) -> Path:
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory, base_dir, triton_models_root):
     workdir = tmp_path_factory.mktemp("triton")
-    env = {
-        "BASE_MODEL_DIR": str(base_dir),
-        "MODELS_ROOT": str(triton_models_root),
-        "STATE_DIR": str(workdir / "state"),
-        "MAX_ADAPTERS": str(MAX_ADAPTERS),
-        "DTYPE": "float32",
-    }
+    env = server_settings(base_dir, triton_models_root, workdir / "state", MAX_ADAPTERS=str(MAX_ADAPTERS))
     server = TritonServer(workdir, env, instances=2)
     server.start()
     yield server

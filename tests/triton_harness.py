@@ -29,6 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a test or benchmark tritonserver: these paths, float32, and any other settings."""
+    return {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(models_root), "STATE_DIR": str(state_dir),
+            "DTYPE": "float32", **settings}
+
+
 class TritonServer:
     """One tritonserver process; `restart()` keeps its environment (and so its STATE_DIR)."""
 

@@ -127,7 +127,7 @@ def run(
 ) -> dict:
     """Start a tritonserver (unless `url` is given), load bench-0..7, and measure (see `measure`)."""
     from stack import bench_base, prepare_adapters
-    from triton_harness import LoraClient, TritonServer
+    from triton_harness import LoraClient, TritonServer, server_settings
 
     server = engine = None
     if url is None:
@@ -136,9 +136,7 @@ def run(
         base = bench_base(work, base)
         root = work / "models"
         prepare_adapters(root, base, ADAPTERS)
-        env = {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(work / "state"), "DTYPE": "float32",
-               **(triton_env or {})}
-        server = TritonServer(work, env, instances=instances)
+        server = TritonServer(work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances)
         server.start()
         url = server.url
     try:

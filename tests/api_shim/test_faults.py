@@ -30,7 +30,7 @@ import requests
 from api_shim_env import shim_env
 from factories import OutputSpec, make_training_output
 from shim_harness import ShimServer
-from triton_harness import TritonServer
+from triton_harness import TritonServer, server_settings
 from triton_tests_helpers import TOLERANCE, expected_rows
 
 MODELS = {
@@ -55,14 +55,7 @@ def fault_root(tmp_path_factory, base_dir) -> Path:
 @pytest.fixture(scope="module")
 def fault_triton(tmp_path_factory, base_dir, fault_root):
     workdir = tmp_path_factory.mktemp("fault-triton")
-    env = {
-        "BASE_MODEL_DIR": str(base_dir),
-        "MODELS_ROOT": str(fault_root),
-        "STATE_DIR": str(workdir / "state"),
-        "MAX_ADAPTERS": "8",
-        "DTYPE": "float32",
-    }
-    server = TritonServer(workdir, env, instances=2)
+    server = TritonServer(workdir, server_settings(base_dir, fault_root, workdir / "state", MAX_ADAPTERS="8"), instances=2)
     server.start()
     yield server
     server.stop()

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from factories import OutputSpec, make_training_output
-from triton_harness import LoraClient, TritonServer, expect_error
+from triton_harness import LoraClient, TritonServer, expect_error, server_settings
 from triton_tests_helpers import assert_rows_close, expected_rows
 
 TEXTS = ["类别 好坏", "baba dede kiki", "😀 café"]
@@ -59,8 +59,7 @@ def test_non_ascii_models_survive_a_restart(tmp_path: Path, base_dir, reference)
     for model_id, stem in NAMES.items():
         make_training_output(root, model_id, base_dir, OutputSpec(stem=stem, num_labels=3, seed=42))
     state_dir = tmp_path / "state"
-    env = {"BASE_MODEL_DIR": str(base_dir), "MODELS_ROOT": str(root), "STATE_DIR": str(state_dir),
-           "MAX_ADAPTERS": "8", "DTYPE": "float32"}
+    env = server_settings(base_dir, root, state_dir, MAX_ADAPTERS="8")
     server = TritonServer(tmp_path / "triton", env, instances=1)
     (tmp_path / "triton").mkdir()
     server.start()
