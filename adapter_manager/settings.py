@@ -68,6 +68,9 @@ class Settings:
     memory_trim_seconds: int = setting(
         "MEMORY_TRIM_SECONDS", "10", "Every this many seconds, return freed heap memory to the OS (glibc); 0: never."
     )
+    control_token: str = setting(
+        "CONTROL_TOKEN", "", "Shared secret every control operation must carry; unset: all control is refused."
+    )
 
     def __post_init__(self) -> None:
         if self.max_adapters < 1:

@@ -50,7 +50,8 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     app.json.sort_keys = False  # label_probabilities keep the label map's order
     app.extensions["shim_settings"] = settings
     app.extensions["triton_gateway"] = TritonGateway(
-        settings.triton_url, settings.triton_timeout_s, settings.predict_concurrency
+        settings.triton_url, settings.triton_timeout_s, settings.predict_concurrency,
+        control_token=settings.control_token, stall_s=settings.triton_stall_s,
     )
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
     app.register_blueprint(inference)

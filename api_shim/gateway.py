@@ -3,6 +3,10 @@
 tritonclient's HTTP client is not thread safe, so each thread gets its own (gunicorn runs threaded
 workers). Chunks of one predict request go out concurrently through the client's own connection pool
 (`async_infer`), bounded by PREDICT_CONCURRENCY, and come back in order.
+
+Every control document carries the shared CONTROL_TOKEN, and every call to one of Triton's restricted APIs
+(repository index, model config) carries it in a header: without it Triton refuses both. A BackendWatch
+makes calls to a dead or hung Triton fail fast.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ import numpy as np
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, from_wire
+from adapter_manager.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
+from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, Unauthorized, from_wire
+
+from .backend_watch import BackendWatch
 
 MODEL = "lora_classifier"
+# Health and configuration calls wait no longer than this: status and readiness must answer promptly.
+INSPECTION_TIMEOUT_S = 5.0
 # What a failed connection to Triton raises (refused, reset, closed mid-response, timed out). Anything else
 # is a bug of ours and must not be reported as Triton being unavailable.
 TRANSPORT_ERRORS = (OSError, HTTPException, gevent.Timeout)
@@ -35,33 +44,47 @@ class Prediction:
 
 
 class TritonGateway:
-    def __init__(self, url: str, timeout_s: float = 120, concurrency: int = 4, model: str = MODEL) -> None:
+    def __init__(self, url: str, timeout_s: float = 120, concurrency: int = 4, model: str = MODEL,
+                 control_token: str = "", stall_s: float = 5.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.model = model
+        self.control_token = control_token
+        self.watch = BackendWatch(f"http://{url}/v2/health/live", stall_s)
+        self._restricted = {RESTRICTED_API_HEADER: control_token}
         self._local = threading.local()
 
     @property
     def _client(self) -> triton_http.InferenceServerClient:
-        client = getattr(self._local, "client", None)
+        """This thread's client for inference and control."""
+        return self._thread_client("client", self.timeout_s)
+
+    @property
+    def _inspector(self) -> triton_http.InferenceServerClient:
+        """This thread's client for health and configuration, with a short timeout."""
+        return self._thread_client("inspector", min(INSPECTION_TIMEOUT_S, self.timeout_s))
+
+    def _thread_client(self, name: str, timeout_s: float) -> triton_http.InferenceServerClient:
+        client = getattr(self._local, name, None)
         if client is None:
             client = triton_http.InferenceServerClient(
-                self.url, concurrency=self.concurrency, connection_timeout=min(10.0, self.timeout_s),
-                network_timeout=self.timeout_s,
+                self.url, concurrency=self.concurrency, connection_timeout=min(10.0, timeout_s),
+                network_timeout=timeout_s,
             )
-            self._local.client = client
+            setattr(self._local, name, client)
         return client
 
     def _reset(self) -> None:
-        """Drop this thread's client after a connection failure, so the next call reconnects."""
-        client = getattr(self._local, "client", None)
-        self._local.client = None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing a broken client must not hide the original failure
-                pass
+        """Drop this thread's clients after a connection failure, so the next call reconnects."""
+        for name in ("client", "inspector"):
+            client = getattr(self._local, name, None)
+            setattr(self._local, name, None)
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing a broken client must not hide the original failure
+                    pass
 
     # ------------------------------------------------------------------------------ data plane
 
@@ -103,39 +126,50 @@ class TritonGateway:
     # --------------------------------------------------------------------------- control plane
 
     def control(self, document: dict[str, Any]) -> dict[str, Any]:
-        payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        payload = json.dumps({**document, TOKEN_FIELD: self.control_token}, ensure_ascii=False).encode("utf-8")
         tensor = triton_http.InferInput("CONTROL", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object), binary_data=True)
         output = triton_http.InferRequestedOutput("CONTROL_RESULT", binary_data=True)
-        result = self._call(lambda: self._client.infer(self.model, [tensor], outputs=[output]))
+        try:
+            result = self._call(lambda: self._client.infer(self.model, [tensor], outputs=[output]))
+        except Unauthorized:  # the client did nothing wrong: the shim and Triton disagree on the secret
+            raise InternalError("Triton refused the shim's control token: CONTROL_TOKEN differs between the "
+                                "shim and Triton") from None
         return json.loads(result.as_numpy("CONTROL_RESULT")[0][0])
 
     # ------------------------------------------------------------------------------ inspection
 
     def model_state(self) -> str:
         """READY, LOADING, UNAVAILABLE (failed) or UNKNOWN, from Triton's repository index."""
-        index = self._call(lambda: self._client.get_model_repository_index())
+        index = self._call(lambda: self._inspector.get_model_repository_index(headers=self._restricted))
         for entry in index:
             if entry.get("name") == self.model:
                 return entry.get("state", "UNKNOWN") or "UNKNOWN"
         return "UNKNOWN"
 
     def model_ready(self) -> bool:
-        return bool(self._call(lambda: self._client.is_model_ready(self.model)))
+        return bool(self._call(lambda: self._inspector.is_model_ready(self.model)))
 
     def model_config(self) -> dict[str, Any]:
-        return self._call(lambda: self._client.get_model_config(self.model))
+        return self._call(lambda: self._inspector.get_model_config(self.model, headers=self._restricted))
 
     # -------------------------------------------------------------------------------- failures
 
     def _call(self, fn):
-        try:
-            return fn()
-        except InferenceServerException as exc:
-            raise self._domain_error(exc) from exc
-        except TRANSPORT_ERRORS as exc:
-            self._reset()
-            raise BackendUnavailable(f"Triton is unreachable at {self.url}: {type(exc).__name__}") from exc
+        with self.watch.call():
+            try:
+                result = fn()
+            except InferenceServerException as exc:
+                error = self._domain_error(exc)
+                if not isinstance(error, BackendUnavailable):
+                    self.watch.succeeded()  # Triton answered
+                raise error from exc
+            except TRANSPORT_ERRORS as exc:
+                self._reset()
+                self.watch.failed()
+                raise BackendUnavailable(f"Triton is unreachable at {self.url}: {type(exc).__name__}") from exc
+        self.watch.succeeded()
+        return result
 
     def _domain_error(self, exc: InferenceServerException) -> AdapterError:
         message = exc.message() or str(exc)

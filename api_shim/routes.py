@@ -86,4 +86,5 @@ def query_models():
 
 @inference.get("/status")
 def status():
-    return jsonify(service_status(_gateway(), _settings().triton_metrics_url))
+    settings = _settings()
+    return jsonify(service_status(_gateway(), settings.triton_metrics_url, settings.backend_state_file))

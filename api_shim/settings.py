@@ -15,6 +15,16 @@ class ShimSettings:
         "TRITON_METRICS_URL", "http://localhost:8012/metrics", "Triton's Prometheus metrics endpoint."
     )
     triton_timeout_s: int = setting("TRITON_TIMEOUT_S", "120", "Seconds to wait for one Triton call.")
+    triton_stall_s: int = setting(
+        "TRITON_STALL_S", "5",
+        "A Triton call in flight this long makes new calls first check that Triton answers its health endpoint.",
+    )
+    control_token: str = setting(
+        "CONTROL_TOKEN", "", "The secret Triton's lora_classifier requires on control operations (load, unload, list, status).",
+    )
+    backend_state_file: str = setting(
+        "BACKEND_STATE_FILE", "", "Where `make serve`'s supervisor reports Triton's state (status says `starting`)."
+    )
     api_key: str = setting("API_KEY", "", "When set, every /inference endpoint needs it (X-API-Key or Bearer).")
     max_texts_per_request: int = setting("MAX_TEXTS_PER_REQUEST", "1024", "Most texts in one predict request.")
     max_text_chars: int = setting("MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters.")
@@ -24,7 +34,7 @@ class ShimSettings:
     predict_concurrency: int = setting("PREDICT_CONCURRENCY", "4", "Chunks of one predict request in flight at once.")
 
     def __post_init__(self) -> None:
-        for name in ("triton_timeout_s", "max_texts_per_request", "max_text_chars", "max_body_bytes", "max_top_n",
+        for name in ("triton_timeout_s", "triton_stall_s", "max_texts_per_request", "max_text_chars", "max_body_bytes", "max_top_n",
                      "max_batch_size", "predict_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")

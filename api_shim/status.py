@@ -2,12 +2,15 @@
 
 Workers are named `cuda<gpu>-<k>` / `cpu-<k>` from the model's instance groups. A GPU worker's memory is
 its GPU's (Triton labels GPU metrics by UUID; the model's `status` op maps GPU indexes to UUIDs); a CPU
-worker's is the host's. The endpoint always answers: when Triton is unreachable it says `error`.
+worker's is the host's. The endpoint always answers: when Triton is unreachable it says `error`, or
+`starting` while the supervisor (`make serve`) reports that it is bringing Triton back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from adapter_manager.errors import AdapterError
@@ -67,7 +70,27 @@ def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[in
     return entries
 
 
-def service_status(gateway: TritonGateway, metrics_url: str) -> dict[str, Any]:
+def supervisor_state(path: str) -> dict[str, Any] | None:
+    """What the supervisor last wrote about Triton (scripts/supervisor.py), if it runs one."""
+    if not path:
+        return None
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _unreachable(answer: dict[str, Any], error: AdapterError, backend_state_file: str) -> dict[str, Any]:
+    answer["message"] = error.message
+    state = supervisor_state(backend_state_file)
+    if state is not None and state.get("state") == "starting":
+        answer["service_status"] = "starting"
+        answer["message"] = f"Triton is starting ({state.get('detail', '')}): {error.message}"
+    return answer
+
+
+def service_status(gateway: TritonGateway, metrics_url: str, backend_state_file: str = "") -> dict[str, Any]:
     answer: dict[str, Any] = {
         "service_status": "error",
         "workers": [],
@@ -78,8 +101,7 @@ def service_status(gateway: TritonGateway, metrics_url: str) -> dict[str, Any]:
     try:
         state = gateway.model_state()
     except AdapterError as exc:
-        answer["message"] = exc.message
-        return answer
+        return _unreachable(answer, exc, backend_state_file)
     if state != "READY":
         answer["service_status"] = "starting" if state == "LOADING" else "error"
         answer["message"] = f"model {gateway.model} is {state}"
@@ -89,8 +111,7 @@ def service_status(gateway: TritonGateway, metrics_url: str) -> dict[str, Any]:
         config = gateway.model_config()
         instance = gateway.control({"op": "status"})
     except AdapterError as exc:
-        answer["message"] = exc.message
-        return answer
+        return _unreachable(answer, exc, backend_state_file)
     gpu_uuids = {int(g["index"]): g["uuid"] for g in instance.get("gpus", [])}
     answer["workers"] = workers(config, metrics, gpu_uuids)
     answer["total_workers"] = len(answer["workers"])

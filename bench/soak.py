@@ -86,8 +86,7 @@ def start_servers(work: Path, base: Path, root: Path, instances: int, workers: i
     triton = TritonServer(work, server_settings(base, root, work / "state", MAX_ADAPTERS="64"), instances=instances)
     triton.start(timeout=600)
     shim = ShimServer(work, {
-        "TRITON_URL": triton.url,
-        "TRITON_METRICS_URL": f"http://localhost:{triton.metrics_port}/metrics",
+        **triton.shim_settings(),
         "GUNICORN_WORKERS": str(workers),
         "GUNICORN_THREADS": "8",
         "GUNICORN_ACCESS_LOG": os.devnull,

@@ -73,8 +73,7 @@ class Stack:
     def __enter__(self) -> "Stack":
         (self.work / "state" / "manifest.json").unlink(missing_ok=True)  # start with nothing loaded
         self.triton.start()
-        env = {"TRITON_URL": self.triton.url, "TRITON_METRICS_URL": f"http://localhost:{self.triton.metrics_port}/metrics",
-               **self.shim_env}
+        env = {**self.triton.shim_settings(), **self.shim_env}
         self.shim = ShimServer(self.work, env)
         try:
             self.shim.start()

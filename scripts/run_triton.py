@@ -12,6 +12,13 @@ run directory with its instance_group set from --instances/--kind; settings come
 
 In the Triton container (scripts/docker/triton.Dockerfile) the same script runs the image's own server:
 `--tritonserver-root /opt/tritonserver` skips the wheel and uses that tree's binary and backends.
+
+Nothing behind the shim's API key is reachable around it: the ports listen on TRITON_BIND_ADDRESS
+(127.0.0.1 unless a setting opens them), and every API but inference, health and metadata answers only
+requests carrying CONTROL_TOKEN in the `lora-control-token` header (the model checks the same secret on
+every control operation). Without CONTROL_TOKEN those APIs are closed to everyone.
+
+`--instances auto` (the default) picks the instance count from the cores: see `auto_instances`.
 """
 
 from __future__ import annotations
@@ -19,13 +26,38 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from adapter_manager.control_token import restricted_api_flags  # noqa: E402  (torch-free)
+
 MODEL_NAME = "lora_classifier"
+# Measured on 2 cores (docs/benchmarks.md, "Defaults"): 2 instances of 1 thread served 1-text traffic
+# 1.4x faster than 1 instance of 2 threads, since one instance tokenizes and runs Python while the other
+# computes. Past 4, every instance costs a copy of the base model for little gain.
+MAX_AUTO_CPU_INSTANCES = 4
+
+
+def auto_instances(kind: str, cores: int | None = None) -> int:
+    """Instances per device: one per core up to MAX_AUTO_CPU_INSTANCES on CPU (TORCH_THREADS=0 then shares
+    the cores among them), one per GPU on GPU."""
+    if kind == "gpu":
+        return 1
+    return max(1, min(cores or os.cpu_count() or 1, MAX_AUTO_CPU_INSTANCES))
+
+
+def instance_count(value: str, kind: str) -> int:
+    """`--instances`: a positive count, or `auto`."""
+    if value == "auto":
+        return auto_instances(kind)
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"TRITON_INSTANCES must be a positive integer or auto, got {value!r}")
+    return int(value)
 
 
 def site_packages() -> Path:
@@ -91,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8010)))
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8011)))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8012)))
-    parser.add_argument("--instances", type=int, default=int(os.environ.get("TRITON_INSTANCES", 1)))
+    parser.add_argument("--instances", default=os.environ.get("TRITON_INSTANCES") or "auto",
+                        help="instances per device, or auto (the default)")
     parser.add_argument("--kind", choices=("cpu", "gpu"), default=os.environ.get("TRITON_KIND", "cpu"))
+    parser.add_argument("--bind-address", default=os.environ.get("TRITON_BIND_ADDRESS") or "127.0.0.1",
+                        help="address of the HTTP, gRPC and metrics ports; 0.0.0.0 opens them to other hosts")
     parser.add_argument("--run-dir", type=Path, default=REPO / "var" / "run" / "triton")
     parser.add_argument("--runtime-dir", type=Path, default=REPO / "var" / "triton-runtime")
     parser.add_argument("--model-repository", type=Path, default=REPO / "model_repository")
@@ -101,15 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-verbose", type=int, default=0)
     args, extra = parser.parse_known_args(argv)
 
+    try:
+        instances = instance_count(args.instances, args.kind)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    token = os.environ.get("CONTROL_TOKEN", "")
+    if not token:
+        print("run_triton: CONTROL_TOKEN is not set: control operations and the restricted APIs are closed to "
+              "everyone", file=sys.stderr, flush=True)
     runtime = args.tritonserver_root or prepare_runtime(args.runtime_dir)
-    repository = prepare_repository(args.model_repository, args.run_dir, args.instances, args.kind)
+    repository = prepare_repository(args.model_repository, args.run_dir, instances, args.kind)
+    restricted = restricted_api_flags(token or secrets.token_hex(32))  # no token: a secret nobody holds
     command = [
         str(runtime / "bin" / "tritonserver"),
         f"--model-repository={repository}",
         f"--backend-directory={runtime / 'backends'}",
+        f"--http-address={args.bind_address}",
+        f"--grpc-address={args.bind_address}",
+        f"--metrics-address={args.bind_address}",
         f"--http-port={args.http_port}",
         f"--grpc-port={args.grpc_port}",
         f"--metrics-port={args.metrics_port}",
+        *restricted,
         "--allow-metrics=true",
         "--allow-cpu-metrics=true",
         f"--allow-gpu-metrics={'true' if args.kind == 'gpu' else 'false'}",
@@ -118,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--log-verbose={args.log_verbose}",
         *extra,
     ]
-    print(" ".join(command), flush=True)
+    shown = [c for c in command if c not in restricted] + ["--http-restricted-api=... --grpc-restricted-protocol=..."]
+    print(" ".join(shown), f"({instances} {args.kind} instance(s))", flush=True)
     os.execve(command[0], command, server_environment(from_wheel=args.tritonserver_root is None))
     return 0
 

@@ -7,8 +7,7 @@ LIMITS = {"MAX_TEXTS_PER_REQUEST": "64", "MAX_TEXT_CHARS": "5000", "MAX_BODY_BYT
 
 def shim_env(triton) -> dict[str, str]:
     return {
-        "TRITON_URL": triton.url,
-        "TRITON_METRICS_URL": f"http://localhost:{triton.metrics_port}/metrics",
+        **triton.shim_settings(),
         "GUNICORN_WORKERS": "2",
         "GUNICORN_THREADS": "8",
         **LIMITS,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -16,11 +17,15 @@ import requests
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from adapter_manager.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from adapter_manager.errors import AdapterError, from_wire
 from process_harness import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "lora_classifier"
+# The control secret of every test and benchmark tritonserver, and what their clients send. A benchmark run
+# against a server started elsewhere takes that server's from the environment.
+CONTROL_TOKEN = os.environ.get("CONTROL_TOKEN") or secrets.token_urlsafe(24)
 
 
 def free_port() -> int:
@@ -30,9 +35,10 @@ def free_port() -> int:
 
 
 def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of a test or benchmark tritonserver: these paths, float32, and any other settings."""
+    """The environment of a test or benchmark tritonserver: these paths, float32, the control secret, and any
+    other settings."""
     return {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(models_root), "STATE_DIR": str(state_dir),
-            "DTYPE": "float32", **settings}
+            "DTYPE": "float32", "CONTROL_TOKEN": CONTROL_TOKEN, **settings}
 
 
 class TritonServer:
@@ -47,7 +53,16 @@ class TritonServer:
 
     @property
     def url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def control_token(self) -> str:
+        return self.env.get("CONTROL_TOKEN", "")
+
+    def shim_settings(self) -> dict[str, str]:
+        """What a shim needs to reach this server: its URLs and its control secret."""
+        return {"TRITON_URL": self.url, "TRITON_METRICS_URL": f"http://127.0.0.1:{self.metrics_port}/metrics",
+                "CONTROL_TOKEN": self.control_token}
 
     def start(self, timeout: float = 180) -> None:
         command = [
@@ -65,7 +80,7 @@ class TritonServer:
         self.start()
 
     def metrics(self) -> str:
-        return requests.get(f"http://localhost:{self.metrics_port}/metrics", timeout=5).text
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include `labels` (0 when absent)."""
@@ -77,17 +92,22 @@ class TritonServer:
         return total
 
     def statistics(self) -> dict[str, int]:
-        stats = requests.get(f"http://{self.url}/v2/models/{MODEL}/stats", timeout=5).json()["model_stats"][0]
+        headers = {RESTRICTED_API_HEADER: self.control_token}  # a restricted API
+        stats = requests.get(f"http://{self.url}/v2/models/{MODEL}/stats", headers=headers, timeout=5).json()["model_stats"][0]
         return {"requests": stats["inference_stats"]["success"]["count"], "executions": stats["execution_count"]}
 
 
 class LoraClient:
     """The lora_classifier protocol: CONTROL documents and TEXT/MODEL_ID predictions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str = CONTROL_TOKEN) -> None:
         self.client = triton_http.InferenceServerClient(url, network_timeout=120)
+        self.token = token
 
     def control(self, document: Any, raw: bytes | None = None) -> dict[str, Any]:
+        """Send `document` with this client's secret added (a dict), or `raw` bytes as they are."""
+        if isinstance(document, dict):
+            document = {**document, TOKEN_FIELD: self.token}
         payload = raw if raw is not None else json.dumps(document).encode()
         tensor = triton_http.InferInput("CONTROL", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object))

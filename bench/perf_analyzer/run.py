@@ -31,6 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from adapter_manager.control_token import RESTRICTED_API_HEADER  # noqa: E402
+from triton_harness import CONTROL_TOKEN  # noqa: E402
+
 ADAPTERS = [f"bench-{i}" for i in range(8)]
 DEFAULT_INPUTS = ("one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long")
 
@@ -66,6 +69,8 @@ def _perf_analyzer_once(url: str, input_file: Path, concurrency: int, batch: int
             str(binary), "-m", "lora_classifier", "-u", url, "-i", "http", "--input-data", str(input_file),
             "-b", str(batch), "--concurrency-range", str(concurrency), "--measurement-interval", str(measurement_ms),
             "--stability-percentage", "25", "--max-trials", "8", "-f", report.name,
+            # model config and statistics are restricted APIs: they answer only holders of the control secret
+            "-H", f"{RESTRICTED_API_HEADER}:{CONTROL_TOKEN}",
         ]
         done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(), timeout=600)
         if done.returncode != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,8 @@ def test_perf_analyzer_reports_throughput_for_one_and_eight_adapters(triton, cli
         sys.executable, str(REPO / "bench" / "perf_analyzer" / "run.py"), "--url", triton.url, "--no-in-process",
         "--concurrency", "2", "--inputs", "one_adapter_short,mixed8_short", "--measurement-ms", "800",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "CONTROL_TOKEN": triton.control_token}  # the script loads its adapters through CONTROL
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+)\s+2\s+([\d.]+)\s", done.stdout, re.M)}
     assert set(rows) == {"one_adapter_short", "mixed8_short"}, done.stdout

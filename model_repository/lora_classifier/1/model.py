@@ -27,8 +27,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from adapter_manager.control_token import authorize_control  # noqa: E402
 from adapter_manager.engine import AdapterEngine  # noqa: E402
-from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, to_wire  # noqa: E402
+from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire  # noqa: E402
 from adapter_manager.manifest import AdapterManifest  # noqa: E402
 from adapter_manager.memory import start_memory_trimmer  # noqa: E402
 from adapter_manager.service import AdapterService, ClassifyRequest  # noqa: E402
@@ -43,6 +44,7 @@ _TRITON_CODES = {
     "invalid_model": "INVALID_ARG",
     "model_not_found": "NOT_FOUND",
     "model_not_loaded": "NOT_FOUND",
+    "unauthorized": "INVALID_ARG",
     "capacity_exceeded": "UNAVAILABLE",
     "backend_unavailable": "UNAVAILABLE",
 }
@@ -86,6 +88,9 @@ class TritonPythonModel:
     def _setup_settings(self) -> None:
         parameters = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
         self.settings = Settings.load(parameters)
+        if not self.settings.control_token:
+            log.warning("%s: CONTROL_TOKEN is not set: every control operation (load, unload, list, status) "
+                        "is refused", self.instance)
 
     def _setup_threads(self) -> None:
         threads = self.settings.torch_threads
@@ -178,10 +183,13 @@ class TritonPythonModel:
             if raw.size != 1:
                 raise InvalidRequest("CONTROL takes exactly one JSON document")
             try:
-                request = json.loads(_decode(raw[0], "CONTROL"))
+                document = json.loads(_decode(raw[0], "CONTROL"))
             except ValueError as exc:
                 raise InvalidRequest(f"CONTROL is not valid JSON: {exc}") from None
-            answer = self.service.control(request)
+            answer = self.service.control(authorize_control(document, self.settings.control_token))
+        except Unauthorized as exc:
+            log.warning("%s: control operation refused: %s", self.instance, exc.message)
+            return pb_utils.InferenceResponse(error=_triton_error(exc))
         except AdapterError as exc:
             return pb_utils.InferenceResponse(error=_triton_error(exc))
         except Exception:
