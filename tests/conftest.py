@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from factories import OutputSpec, Reference, make_tiny_base, make_training_output
+from tolerance import TOLERANCE
 from triton_harness import TritonServer, server_settings
 
-PARITY_TOLERANCE = 1e-4
+PARITY_TOLERANCE = TOLERANCE
 
 
 @pytest.fixture(scope="session")

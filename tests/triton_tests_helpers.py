@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Sequence
 
 from adapter_manager.artifacts import read_labels
+from tolerance import TOLERANCE, assert_close_distribution
 
-TOLERANCE = 1e-4
+__all__ = ["TOLERANCE", "assert_rows_close", "expected_rows"]
 
 
 def expected_rows(reference, models_root: Path, model_id: str, texts: Sequence[str], max_length: int = 512):
@@ -17,6 +18,5 @@ def expected_rows(reference, models_root: Path, model_id: str, texts: Sequence[s
 
 
 def assert_rows_close(got: dict[str, float], want: dict[str, float]) -> None:
-    assert list(got) == list(want), "labels differ or are out of order"
-    worst = max(abs(got[k] - want[k]) for k in want)
-    assert worst <= TOLERANCE, f"max difference {worst:.2e} > {TOLERANCE}"
+    """One LoraClient.predict row against the reference's: same labels in order, within TOLERANCE."""
+    assert_close_distribution(got, want)
