@@ -41,7 +41,8 @@ $(VENV)/.deps-installed: requirements.txt | $(VENV)/bin/python
 serve: venv demo-base
 	$(PY) scripts/serve.py
 
-test: venv
+# demo-base too: the tests run `make serve` itself, which needs it.
+test: venv demo-base
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

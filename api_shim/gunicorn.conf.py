@@ -18,7 +18,8 @@ backlog = _int("GUNICORN_BACKLOG", 2048)
 # --- Workers ----------------------------------------------------------------------------------
 # Threaded workers: a request mostly waits on Triton, so threads overlap that waiting cheaply.
 # The shim holds no state, so any worker and thread may answer any request.
-worker_class = "gthread"
+# gthread, closing its listener when a graceful shutdown starts (see api_shim/draining_worker.py).
+worker_class = "api_shim.draining_worker.DrainingThreadWorker"
 workers = _int("GUNICORN_WORKERS", 2)
 threads = _int("GUNICORN_THREADS", 8)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle; set it to bound slow leaks
@@ -27,6 +28,8 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)
 # --- Timeouts ---------------------------------------------------------------------------------
 # A worker silent for `timeout` seconds is restarted; keep it above TRITON_TIMEOUT_S.
 timeout = _int("GUNICORN_TIMEOUT", 150)
+# On SIGTERM, new connections are refused and requests in flight get this long to finish (DRAIN_TIMEOUT_S
+# under `make serve`).
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 

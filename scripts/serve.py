@@ -1,56 +1,62 @@
-"""`make serve`: Triton (scripts/run_triton.py) and the REST shim (gunicorn), in the foreground.
+"""`make serve`: Triton (scripts/run_triton.py) and the REST shim (gunicorn), supervised, in the foreground.
 
 With neither BASE_MODEL_DIR nor MODELS_ROOT set, it serves the built-in demo (scripts/demo/): the demo
-classifiers are trained on first run and loaded once the service is ready. Ctrl-C or SIGTERM stops both
-processes and leaves none behind; if either exits, the other is stopped too. Reads BASE_MODEL_DIR,
-MODELS_ROOT, STATE_DIR, API_PORT, API_KEY, TRITON_INSTANCES, TRITON_KIND and the Triton ports
-TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT (8010-8012).
+classifiers are trained on first run and loaded once the service is ready.
+
+tritonserver and the gunicorn master are restarted when they die or hang (scripts/supervisor.py); the shim
+answers 503 backend_unavailable meanwhile, and Triton brings the loaded adapters back from the desired state
+in STATE_DIR. Ctrl-C or SIGTERM stops the shim first (in-flight requests finish within DRAIN_TIMEOUT_S),
+then Triton, and leaves no process behind. A backend that cannot start at all (5 failed starts in a row)
+ends the run with its cause and a non-zero exit.
+
+Reads BASE_MODEL_DIR, MODELS_ROOT, STATE_DIR, RUN_DIR, API_PORT, API_KEY, CONTROL_TOKEN, TRITON_INSTANCES,
+TRITON_KIND, TRITON_BIND_ADDRESS, the Triton ports TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT
+(8010-8012), TRITON_HANG_TIMEOUT_S, TRITON_START_TIMEOUT_S and DRAIN_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+from supervisor import Child, SupervisionSettings, Supervisor, log
+
 REPO = Path(__file__).resolve().parents[1]
+TOKEN_FILE = "control-token"
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True)
+def control_token(state_dir: Path) -> str:
+    """The secret shared by the shim and Triton: kept in STATE_DIR (mode 0600), made on first use."""
+    path = state_dir / TOKEN_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if token:
+            return token
+        descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token
 
 
-def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 600) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
+def seconds(env: dict[str, str], name: str, default: str) -> float:
+    raw = env.get(name) or default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        sys.exit(f"serve: {name} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def post(url: str, body: dict, api_key: str | None) -> None:
@@ -60,7 +66,7 @@ def post(url: str, body: dict, api_key: str | None) -> None:
         with urllib.request.urlopen(request, timeout=120):
             pass
     except OSError as exc:
-        print(f"serve: could not load demo model {body['model_dir']}: {exc}", file=sys.stderr, flush=True)
+        log(f"could not load demo model {body['model_dir']}: {exc}")
 
 
 def main() -> int:
@@ -75,33 +81,39 @@ def main() -> int:
         env.setdefault("STATE_DIR", str(REPO / "var" / "demo" / "state"))
     missing = [name for name in ("BASE_MODEL_DIR", "MODELS_ROOT") if not env.get(name)]
     if missing:
-        print(f"serve: set {' and '.join(missing)} too, or neither for the demo (see README)", file=sys.stderr)
+        log(f"set {' and '.join(missing)} too, or neither for the demo (see README)")
         return 2
-    env.setdefault("STATE_DIR", str(REPO / "var" / "state"))
+    state_dir = Path(env.setdefault("STATE_DIR", str(REPO / "var" / "state")))
+    run_dir = Path(env.setdefault("RUN_DIR", str(REPO / "var" / "run")))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env["CONTROL_TOKEN"] = env.get("CONTROL_TOKEN") or control_token(state_dir)
     api_port = env.setdefault("API_PORT", "8000")
     http_port = env.setdefault("TRITON_HTTP_PORT", "8010")
     env.setdefault("TRITON_GRPC_PORT", "8011")
     metrics_port = env.setdefault("TRITON_METRICS_PORT", "8012")
-    env.setdefault("TRITON_URL", f"localhost:{http_port}")
-    env.setdefault("TRITON_METRICS_URL", f"http://localhost:{metrics_port}/metrics")
+    env.setdefault("TRITON_URL", f"127.0.0.1:{http_port}")
+    env.setdefault("TRITON_METRICS_URL", f"http://127.0.0.1:{metrics_port}/metrics")
+    settings = SupervisionSettings(
+        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
+        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
+        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
+    )
+    env["GUNICORN_GRACEFUL_TIMEOUT"] = str(int(settings.drain_s))
+    state_file = run_dir / "backend.json"
+    env["BACKEND_STATE_FILE"] = str(state_file)
 
     python = sys.executable
-    triton = start([python, str(REPO / "scripts" / "run_triton.py"), f"--instances={env.get('TRITON_INSTANCES', '1')}",
-                    f"--kind={env.get('TRITON_KIND', 'cpu')}"], env)
-    shim = start([str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"),
-                  "api_shim.wsgi:app"], env)
-    processes = [triton, shim]
-
-    def on_signal(signum, _frame):
-        print(f"\nserve: stopping (signal {signum})", flush=True)
-        stop(processes)
-        sys.exit(0)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
+    triton = Child(
+        "tritonserver",
+        [python, str(REPO / "scripts" / "run_triton.py"), f"--run-dir={run_dir / 'triton'}",
+         f"--runtime-dir={REPO / 'var' / 'triton-runtime'}"],
+        env, REPO, health_url=f"http://127.0.0.1:{http_port}/v2/health/ready",
+    )
+    shim = Child("gunicorn", [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"),
+                              "api_shim.wsgi:app"], env, REPO)
     base = f"http://localhost:{api_port}/api/v1"
-    if wait_ready(f"{base}/health/ready", processes):
+
+    def on_ready() -> None:
         for task in demo:
             post(f"{base}/inference/models/load", {"model_dir": task, "max_length": 64}, env.get("API_KEY"))
         print(f"\nserve: ready at {base}", flush=True)
@@ -111,13 +123,11 @@ def main() -> int:
             example = json.dumps({"model_id": "support_intent", "texts": ["Where is my package?", "I want my money back"]})
             print(f"  curl -s -X POST {base}/inference/predict -H 'Content-Type: application/json' -d '{example}'", flush=True)
         print(f"  curl -s {base}/inference/status\n", flush=True)
-    while all(p.poll() is None for p in processes):
-        time.sleep(0.5)
-    failed = next(p for p in processes if p.poll() is not None)
-    name = "tritonserver" if failed is triton else "gunicorn"
-    print(f"serve: {name} exited with {failed.returncode}; stopping", file=sys.stderr, flush=True)
-    stop(processes)
-    return failed.returncode or 1
+
+    supervisor = Supervisor(triton, shim, settings, state_file, on_ready, shim_ready_url=f"{base}/health/ready")
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    return supervisor.run()
 
 
 if __name__ == "__main__":

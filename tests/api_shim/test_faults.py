@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -30,6 +28,7 @@ import requests
 from api_shim_env import shim_env
 from factories import OutputSpec, make_training_output
 from shim_harness import ShimServer
+from traffic import Traffic, summary
 from triton_harness import TritonServer, server_settings
 from triton_tests_helpers import TOLERANCE, expected_rows
 
@@ -121,74 +120,6 @@ def assert_error(response: requests.Response, status: int, code: str) -> None:
     assert set(body) == {"error", "message"} and body["error"] == code, body
 
 
-# ------------------------------------------------------------------------------------ traffic
-
-
-@dataclass
-class Outcome:
-    started: float
-    finished: float
-    status: int | None  # None: no HTTP answer (the connection failed)
-    error: str  # the contract's error code, the exception's name, or "" for a 200
-    model_id: str
-    body: dict | None
-
-    @property
-    def latency(self) -> float:
-        return self.finished - self.started
-
-
-class Traffic:
-    """`clients` threads, each sending predictions back to back on fresh connections; nothing is retried."""
-
-    def __init__(self, shim: ShimServer, model_ids: list[str], clients: int, timeout: float = 30) -> None:
-        self.shim, self.model_ids, self.timeout = shim, model_ids, timeout
-        self.outcomes: list[Outcome] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
-
-    def __enter__(self) -> "Traffic":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.timeout + 5)
-        assert not any(t.is_alive() for t in self._threads), "a client is still waiting for an answer"
-
-    def _run(self, client: int) -> None:
-        n = client
-        while not self._stop.is_set():
-            model_id = self.model_ids[n % len(self.model_ids)]
-            n += 1
-            started = time.monotonic()
-            status, error, body = None, "", None
-            try:
-                response = predict(self.shim, model_id, timeout=self.timeout)
-                status, body = response.status_code, response.json()
-                error = "" if status == 200 else body.get("error", "?")
-            except (requests.RequestException, ValueError) as exc:
-                error = type(exc).__name__
-            with self._lock:
-                self.outcomes.append(Outcome(started, time.monotonic(), status, error, model_id, body))
-
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.outcomes) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.outcomes) >= count, f"only {len(self.outcomes)} answers in {timeout}s"
-
-
-def summary(outcomes: list[Outcome]) -> dict[tuple[int | None, str], int]:
-    counts: dict[tuple[int | None, str], int] = {}
-    for o in outcomes:
-        counts[(o.status, o.error)] = counts.get((o.status, o.error), 0) + 1
-    return counts
-
-
 # ---------------------------------------------------------------------------------- the faults
 
 
@@ -204,7 +135,7 @@ def test_tritonserver_killed_during_traffic_then_restarted_restores_every_adapte
     server = psutil.Process(fault_triton.server.process.pid)
     stubs = server.children(recursive=True)
 
-    with Traffic(served, list(MODELS), clients=4) as traffic:
+    with Traffic(served.base, list(MODELS), clients=4) as traffic:
         traffic.wait_for(12)
         os.kill(server.pid, signal.SIGKILL)
         fault_triton.server.process.wait(timeout=10)
@@ -249,7 +180,7 @@ def test_a_gunicorn_worker_killed_during_traffic_loses_only_its_own_requests(ser
     victim = workers[0]
     clients = 6
 
-    with Traffic(served, ["f-alpha", "f-gamma"], clients=clients) as traffic:
+    with Traffic(served.base, ["f-alpha", "f-gamma"], clients=clients) as traffic:
         traffic.wait_for(20)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
@@ -274,7 +205,7 @@ def test_a_gunicorn_worker_killed_during_traffic_loses_only_its_own_requests(ser
             break
         time.sleep(0.2)
     assert len(pids) == 2 and victim.pid not in pids, f"no worker respawned: {pids}"
-    with Traffic(served, ["f-alpha", "f-gamma"], clients=4) as traffic:
+    with Traffic(served.base, ["f-alpha", "f-gamma"], clients=4) as traffic:
         traffic.wait_for(40)
     assert all(o.status == 200 for o in traffic.outcomes), summary(traffic.outcomes)
     # both the respawned and the surviving worker answered

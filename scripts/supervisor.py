@@ -1,0 +1,320 @@
+"""Supervision for `make serve`: tritonserver and the gunicorn master are restarted when they die or hang.
+
+- A child that exits for any reason (signal, exit code) is cleaned up (its whole process group: backend
+  stubs and their watchers included) and started again after a backoff: 1 s, doubling to 30 s, back to 1 s
+  once it has been healthy for a minute. Each restart is logged with its cause.
+- tritonserver is hung when its health endpoint has not answered for `hang_timeout_s`: it is killed and
+  restarted like a dead one. One that never becomes ready within `start_timeout_s` failed to start.
+- A child that fails 5 times in a row, each time within a minute of its start, cannot start at all: the
+  supervisor stops everything and exits non-zero, naming the cause.
+- stop() ends the shim first (gunicorn stops taking requests and lets in-flight ones finish within
+  `drain_s`), then Triton, and leaves no process behind.
+
+The supervisor writes what it knows of Triton to `state_file` (JSON), which the shim's status reads to say
+`starting` rather than `error` while Triton comes back. Standard library only.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+HEALTHY_AFTER_S = 60.0  # a child healthy this long resets the backoff; one that dies sooner counts as a failed start
+GIVE_UP_AFTER = 5  # failed starts in a row
+POLL_S = 0.5
+
+
+def log(message: str) -> None:
+    print(f"serve: {message}", file=sys.stderr, flush=True)
+
+
+class RestartPolicy:
+    """When to restart a child that exited, and when to give up on it."""
+
+    def __init__(self, initial_s: float = 1.0, maximum_s: float = 30.0, healthy_after_s: float = HEALTHY_AFTER_S,
+                 give_up_after: int = GIVE_UP_AFTER) -> None:
+        self.initial_s, self.maximum_s = initial_s, maximum_s
+        self.healthy_after_s, self.give_up_after = healthy_after_s, give_up_after
+        self.next_delay_s = initial_s
+        self.failed_starts = 0  # in a row
+
+    def after_exit(self, ran_for_s: float, healthy_for_s: float) -> float | None:
+        """The delay before the next start, or None when the child cannot start at all."""
+        if healthy_for_s >= self.healthy_after_s:
+            self.next_delay_s = self.initial_s
+        self.failed_starts = self.failed_starts + 1 if ran_for_s < self.healthy_after_s else 0
+        if self.failed_starts >= self.give_up_after:
+            return None
+        delay, self.next_delay_s = self.next_delay_s, min(self.next_delay_s * 2, self.maximum_s)
+        return delay
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class Child:
+    """One server process in its own process group; its output is forwarded and the last lines kept."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path,
+                 health_url: str | None = None, output: TextIO = sys.stdout) -> None:
+        self.name, self.command, self.env, self.cwd = name, command, env, cwd
+        self.health_url = health_url
+        self.output = output
+        self.process: subprocess.Popen | None = None
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self.started_at = 0.0
+        self.ready_at: float | None = None
+        self.last_answer_at = 0.0
+        self.restart_at: float | None = None  # set while it waits out a backoff
+        self.shared_memory: set[Path] = set()  # /dev/shm files of the group, removed once it is gone
+        self.policy = RestartPolicy()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.started_at = self.last_answer_at = time.monotonic()
+        self.ready_at = self.restart_at = None
+        threading.Thread(target=self._forward, args=(self.process.stdout,), daemon=True).start()
+
+    def _forward(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line.rstrip("\n"))
+            try:
+                self.output.write(line)
+                self.output.flush()
+            except (OSError, ValueError):  # our own output is gone; keep draining the pipe
+                pass
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def answers(self) -> bool | None:
+        """True when the health endpoint answers 200, False when it answers otherwise, None when it is silent."""
+        if self.health_url is None:
+            return True
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return response.status == 200
+        except urllib.error.HTTPError:
+            return False
+        except OSError:
+            return None
+
+    def end(self, grace_s: float) -> None:
+        """SIGTERM to the group, SIGKILL after `grace_s`; returns once nothing of the group is left."""
+        if self.process is None:
+            return
+        if self.running():
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop within {grace_s:.0f} s; killing it")
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group (the server, its backend stubs and their watchers), reap the server, and
+        remove the shared-memory files the group had mapped: a killed backend stub never unlinks its own."""
+        if self.process is None:
+            return
+        self.shared_memory |= _shared_memory_of_group(self.process.pid)
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        deadline = time.monotonic() + 5
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            time.sleep(0.05)
+        for path in self.shared_memory:
+            path.unlink(missing_ok=True)
+        self.shared_memory = set()
+
+    def note_shared_memory(self) -> None:
+        """Remember the shared-memory files the group maps now (while its stubs are surely alive)."""
+        if self.running():
+            self.shared_memory |= _shared_memory_of_group(self.process.pid)
+
+    def cause(self, summary: str) -> str:
+        """`summary`, with the last error lines of the child's output."""
+        errors = [line for line in self.lines if _looks_like_error(line)][-3:]
+        return summary + ("; last errors:\n  " + "\n  ".join(errors) if errors else "")
+
+
+def _looks_like_error(line: str) -> bool:
+    # Triton's error lines start with E<month><day>; Python's with Traceback / *Error:
+    return (len(line) > 5 and line[0] == "E" and line[1:5].isdigit()) or "Error" in line or "error:" in line
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _group_members(pgid: int) -> list[Path]:
+    """/proc entries of the group's processes, zombies left out."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(entry)
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+def _shared_memory_of_group(pgid: int) -> set[Path]:
+    """The /dev/shm files mapped by the group's processes (Triton's Python backend regions among them)."""
+    found: set[Path] = set()
+    for entry in _group_members(pgid):
+        try:
+            maps = (entry / "maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+            if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                found.add(Path(fields[5].removesuffix(" (deleted)")))
+    return found
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    hang_timeout_s: float = 15.0  # TRITON_HANG_TIMEOUT_S
+    start_timeout_s: float = 600.0  # TRITON_START_TIMEOUT_S
+    drain_s: float = 30.0  # DRAIN_TIMEOUT_S
+    triton_exit_s: float = 15.0  # tritonserver's --exit-timeout-secs plus a margin
+
+
+class Supervisor:
+    def __init__(self, triton: Child, shim: Child, settings: SupervisionSettings, state_file: Path,
+                 on_ready: Callable[[], None] = lambda: None, shim_ready_url: str | None = None) -> None:
+        self.triton, self.shim = triton, shim
+        self.settings = settings
+        self.state_file = state_file
+        self.on_ready = on_ready
+        self.shim_ready_url = shim_ready_url
+        self.restarts = 0
+        self._announced = False
+        self._stop = threading.Event()
+
+    def request_stop(self, signum: int, _frame=None) -> None:
+        log(f"stopping (signal {signum})")
+        self._stop.set()
+
+    def run(self) -> int:
+        """Supervise until stopped (0) or until a child cannot start at all (1)."""
+        self._write_state("starting", "first start")
+        self.triton.start()
+        self.shim.start()
+        try:
+            while not self._stop.wait(POLL_S):
+                for child in (self.triton, self.shim):
+                    if not self._supervise(child):
+                        return 1
+                if not self._announced and self.triton.ready_at is not None and self._shim_ready():
+                    self._announced = True
+                    self.on_ready()
+            return 0
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """The shim first (it stops taking requests and drains), then Triton; nothing is left behind."""
+        self.shim.end(self.settings.drain_s + 5)
+        self.triton.end(self.settings.triton_exit_s)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _supervise(self, child: Child) -> bool:
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.start()
+                self._write_state("starting", f"restart {self.restarts}")
+            return True
+        if not child.running():
+            return self._restart(child, child.cause(f"{child.name} exited ({describe_exit(child.process.returncode)})"))
+        if child is not self.triton:
+            return True
+        answer = child.answers()
+        if answer is not None:
+            child.last_answer_at = now
+        if answer and child.ready_at is None:
+            child.ready_at = now
+            child.note_shared_memory()
+            self._write_state("running", "ready")
+            if self.restarts:
+                log(f"tritonserver is ready again after {now - child.started_at:.1f} s")
+        if child.ready_at is None and now - child.started_at > self.settings.start_timeout_s:
+            return self._restart(child, f"tritonserver was not ready {self.settings.start_timeout_s:.0f} s after its start")
+        if child.ready_at is not None and now - child.last_answer_at > self.settings.hang_timeout_s:
+            return self._restart(
+                child, f"tritonserver stopped answering its health endpoint for {now - child.last_answer_at:.0f} s (hung)")
+        return True
+
+    def _restart(self, child: Child, cause: str) -> bool:
+        """Clean up after `child` and schedule its restart; False when it cannot start at all."""
+        child.kill()
+        now = time.monotonic()
+        healthy_for = now - child.ready_at if child.ready_at is not None else (
+            now - child.started_at if child is not self.triton else 0.0)
+        delay = child.policy.after_exit(now - child.started_at, healthy_for)
+        if delay is None:
+            log(f"{cause}\nserve: {child.name} failed {GIVE_UP_AFTER} times in a row, each within "
+                f"{HEALTHY_AFTER_S:.0f} s of its start: it cannot start; stopping")
+            self._write_state("error", cause)
+            return False
+        self.restarts += 1
+        log(f"{cause}\nserve: restarting {child.name} in {delay:.0f} s (restart {self.restarts})")
+        if child is self.triton:
+            self._write_state("starting", cause)
+        child.restart_at = now + delay
+        return True
+
+    def _shim_ready(self) -> bool:
+        if self.shim_ready_url is None or not self.shim.running():
+            return False
+        try:
+            with urllib.request.urlopen(self.shim_ready_url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def _write_state(self, state: str, detail: str) -> None:
+        """Atomically, for the shim's status endpoint."""
+        document = {"state": state, "detail": detail.splitlines()[0], "restarts": self.restarts, "at": time.time()}
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document))
+        temporary.replace(self.state_file)
