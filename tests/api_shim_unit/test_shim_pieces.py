@@ -158,3 +158,16 @@ def test_a_bug_is_not_reported_as_triton_being_unavailable():
 
     with pytest.raises(ValueError):
         gateway._call(bug)
+
+
+def test_a_control_token_triton_refuses_is_the_services_fault_not_the_clients(monkeypatch):
+    from adapter_manager.errors import InternalError, Unauthorized
+
+    gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5, control_token="stale")
+
+    def refused(fn):
+        raise Unauthorized("control operations need this server's CONTROL_TOKEN")
+
+    monkeypatch.setattr(gateway, "_call", refused)
+    with pytest.raises(InternalError, match="CONTROL_TOKEN differs"):
+        gateway.control({"op": "list"})
