@@ -19,6 +19,10 @@ requests carrying CONTROL_TOKEN in the `lora-control-token` header (the model ch
 every control operation). Without CONTROL_TOKEN those APIs are closed to everyone.
 
 `--instances auto` (the default) picks the instance count from the cores: see `auto_instances`.
+
+`--watchdog` (the Triton image uses it) keeps tritonserver as a child instead of becoming it, and ends both
+once tritonserver stops answering its health endpoint for TRITON_HANG_TIMEOUT_S (30): a container's restart
+policy acts on exits only, so a hung server must exit to be replaced. `make serve` supervises on its own.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import sysconfig
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tritonserver-root", type=Path, default=os.environ.get("TRITONSERVER_ROOT") or None,
                         help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--watchdog", action="store_true",
+                        help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)")
     args, extra = parser.parse_known_args(argv)
 
     try:
@@ -168,7 +177,39 @@ def main(argv: list[str] | None = None) -> int:
     ]
     shown = [c for c in command if c not in restricted] + ["--http-restricted-api=... --grpc-restricted-protocol=..."]
     print(" ".join(shown), f"({instances} {args.kind} instance(s))", flush=True)
-    os.execve(command[0], command, server_environment(from_wheel=args.tritonserver_root is None))
+    env = server_environment(from_wheel=args.tritonserver_root is None)
+    if args.watchdog:
+        local = "127.0.0.1" if args.bind_address in ("0.0.0.0", "::") else args.bind_address
+        return watch(command, env, f"http://{local}:{args.http_port}/v2/health/ready",
+                     float(os.environ.get("TRITON_HANG_TIMEOUT_S") or 30))
+    os.execve(command[0], command, env)
+    return 0
+
+
+def watch(command: list[str], env: dict[str, str], health_url: str, hang_timeout_s: float) -> int:
+    """Run tritonserver as a child until it exits, hangs (exit 1) or this process is asked to stop (exit 0)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from supervisor import POLL_S, Child, SupervisionSettings, log
+
+    settings = SupervisionSettings(hang_timeout_s=hang_timeout_s)
+    child = Child("tritonserver", command, env, REPO, health_url=health_url)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    child.start()
+    while not stop.wait(POLL_S):
+        if not child.running():
+            code = child.process.returncode
+            child.kill()  # its backend stubs and their shared memory
+            return code if code >= 0 else 128 - code
+        now = time.monotonic()
+        child.check_health(now)
+        problem = child.health_problem(now, settings)
+        if problem is not None:
+            log(f"{problem}; killing it so that it is replaced")
+            child.kill()
+            return 1
+    child.end(settings.triton_exit_s)
     return 0
 
 

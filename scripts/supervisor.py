@@ -113,7 +113,9 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def answers(self) -> bool | None:
-        """True when the health endpoint answers 200, False when it answers otherwise, None when it is silent."""
+        """True when the health endpoint answers 200, False when it answers otherwise or refuses the
+        connection before the first ready (the server is still starting), None when it is silent: it
+        accepts connections and never answers (hung), or refuses them after having been ready."""
         if self.health_url is None:
             return True
         try:
@@ -121,8 +123,30 @@ class Child:
                 return response.status == 200
         except urllib.error.HTTPError:
             return False
+        except urllib.error.URLError as exc:
+            refused = isinstance(exc.reason, ConnectionRefusedError)
+            return False if refused and self.ready_at is None else None
         except OSError:
             return None
+
+    def check_health(self, now: float) -> bool:
+        """Probe the health endpoint once; True when this made the child ready."""
+        answer = self.answers()
+        if answer is not None:
+            self.last_answer_at = now
+        if answer and self.ready_at is None:
+            self.ready_at = now
+            self.note_shared_memory()
+            return True
+        return False
+
+    def health_problem(self, now: float, settings: "SupervisionSettings") -> str | None:
+        """Why the child must be treated as dead although it runs (never ready, or hung), or None."""
+        if self.ready_at is None and now - self.started_at > settings.start_timeout_s:
+            return f"{self.name} was not ready {settings.start_timeout_s:.0f} s after its start"
+        if now - self.last_answer_at > settings.hang_timeout_s:
+            return f"{self.name} stopped answering its health endpoint for {now - self.last_answer_at:.0f} s (hung)"
+        return None
 
     def end(self, grace_s: float) -> None:
         """SIGTERM to the group, SIGKILL after `grace_s`; returns once nothing of the group is left."""
@@ -268,21 +292,13 @@ class Supervisor:
             return self._restart(child, child.cause(f"{child.name} exited ({describe_exit(child.process.returncode)})"))
         if child is not self.triton:
             return True
-        answer = child.answers()
-        if answer is not None:
-            child.last_answer_at = now
-        if answer and child.ready_at is None:
-            child.ready_at = now
-            child.note_shared_memory()
+        became_ready = child.check_health(now)
+        if became_ready:
             self._write_state("running", "ready")
             if self.restarts:
                 log(f"tritonserver is ready again after {now - child.started_at:.1f} s")
-        if child.ready_at is None and now - child.started_at > self.settings.start_timeout_s:
-            return self._restart(child, f"tritonserver was not ready {self.settings.start_timeout_s:.0f} s after its start")
-        if child.ready_at is not None and now - child.last_answer_at > self.settings.hang_timeout_s:
-            return self._restart(
-                child, f"tritonserver stopped answering its health endpoint for {now - child.last_answer_at:.0f} s (hung)")
-        return True
+        problem = child.health_problem(now, self.settings)
+        return True if problem is None else self._restart(child, problem)
 
     def _restart(self, child: Child, cause: str) -> bool:
         """Clean up after `child` and schedule its restart; False when it cannot start at all."""

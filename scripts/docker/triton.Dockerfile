@@ -1,21 +1,29 @@
-# Triton 2.51 (the version of the local binary) with the Python packages lora_classifier imports.
-# Build context: the repository root (docker-compose.yml sets it).
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+# Triton 2.71 (NGC 26.07): past every Triton CVE published so far, the unauthenticated HTTP and
+# Python-backend shared-memory chains of 25.07 (CVE-2025-23310/23311/23319/23320/23334), the oversized-payload
+# crash fixed in 25.10 (CVE-2025-33201) and the 2026 bulletins fixed by 26.03 (CVE-2026-24146/24173/24207...).
+# Its Python is 3.12 (Ubuntu 24.04): the packages go into a venv made from that Python, whose libpython the
+# backend stub links. Build context: the repository root (docker-compose.yml sets it).
+FROM nvcr.io/nvidia/tritonserver:26.07-py3
 
 COPY scripts/docker/requirements-triton.txt /opt/lora/requirements-triton.txt
-RUN pip install --no-cache-dir -r /opt/lora/requirements-triton.txt
+RUN python3 -m venv /opt/lora/venv \
+ && /opt/lora/venv/bin/pip install --no-cache-dir -r /opt/lora/requirements-triton.txt
 
-# The engine package and the launcher; model_repository/ is mounted by docker-compose.
+# The engine package, the launcher and its watchdog; model_repository/ is mounted by docker-compose.
 COPY adapter_manager/ /opt/lora/adapter_manager/
-COPY scripts/run_triton.py /opt/lora/scripts/run_triton.py
+COPY scripts/run_triton.py scripts/supervisor.py /opt/lora/scripts/
 
-# The backend stub ignores PYTHONPATH; model.py reads this variable instead.
-ENV LORA_CLASSIFIER_PYTHONPATH=/opt/lora \
-    TRITONSERVER_ROOT=/opt/tritonserver \
+# The backend stub ignores PYTHONPATH; run_triton.py hands the venv's packages to model.py in
+# LORA_CLASSIFIER_PYTHONPATH.
+ENV TRITONSERVER_ROOT=/opt/tritonserver \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_VERBOSITY=error
 
 WORKDIR /opt/lora
-# One KIND_GPU instance per visible GPU; Triton's own ports inside the container.
-CMD ["python3", "scripts/run_triton.py", "--kind=gpu", "--instances=1", "--model-repository=/opt/lora/model_repository", \
-     "--run-dir=/tmp/lora-run", "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+# One KIND_GPU instance per visible GPU; Triton's own ports inside the container, on every interface of the
+# compose network (not published to the host). --watchdog: a hung tritonserver ends the container, and the
+# restart policy replaces it. CONTROL_TOKEN (required by docker-compose.yml) guards control and the
+# restricted APIs.
+CMD ["/opt/lora/venv/bin/python", "scripts/run_triton.py", "--watchdog", "--kind=gpu", "--instances=1", \
+     "--bind-address=0.0.0.0", "--model-repository=/opt/lora/model_repository", "--run-dir=/tmp/lora-run", \
+     "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
