@@ -27,10 +27,10 @@ from loadgen import run_load  # noqa: E402
 ADAPTERS = [f"adapter-{i}" for i in range(8)]
 SCENARIOS = ((16, 8), (1, 32))  # (texts per request, clients)
 SYSTEMS = ("shim", "naive")
-# Two CPU instances with one torch thread each: while one runs Python (request handling, tokenizing), the
-# other computes. Measured on 2 cores, 1-text requests x 32 clients: 266 texts/s against 226 with one
-# instance of two threads; 16-text requests: the same.
-INSTANCES = 2
+# What `make serve` runs with no settings (scripts/run_triton.py auto_instances: one instance per core up to
+# 4, the cores shared among them): 2 instances of 1 thread on 2 cores. While one runs Python (request
+# handling, tokenizing), the other computes. `--instances 1` measures the old default.
+INSTANCES = "auto"
 
 
 def key(system: str, length: str, texts_per_request: int, clients: int) -> str:
@@ -39,7 +39,7 @@ def key(system: str, length: str, texts_per_request: int, clients: int) -> str:
 
 def measure(
     base: Path, root: Path, lengths: list[str], rounds: int, seconds: float, sweep: list[int], work: Path,
-    shim_env: dict[str, str] | None = None, instances: int = INSTANCES,
+    shim_env: dict[str, str] | None = None, instances: int | str = INSTANCES,
 ) -> dict[str, list[dict]]:
     """Every scenario for both systems, `rounds` times; then the sweep once. Values are LoadResult dicts."""
     texts = {length: make_texts(256, TEXT_WORDS[length], seed=1) for length in lengths}
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per run (after 2 s warm-up)")
     parser.add_argument("--lengths", default="short,long")
     parser.add_argument("--sweep", default="1,4,16,32,64", help="client counts for the 1-text sweep ('' to skip)")
-    parser.add_argument("--instances", type=int, default=INSTANCES, help="Triton CPU instances")
+    parser.add_argument("--instances", default=INSTANCES, help="Triton CPU instances, or auto (make serve's default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = REPO / "var" / "bench" / "e2e"

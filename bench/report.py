@@ -199,7 +199,7 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "## End to end (bench/e2e.py)",
         "",
         "Closed-loop HTTP clients (bench/loadgen.py) mixing 8 adapters; `shim`: gunicorn (2 workers x 8 threads) in front of "
-        f"tritonserver ({e2e.INSTANCES} CPU instances, dynamic batching); `naive`: bench/naive_server.py, one Flask process holding a "
+        f"tritonserver ({e2e.INSTANCES} CPU instances, as `make serve` runs, dynamic batching); `naive`: bench/naive_server.py, one Flask process holding a "
         "PeftModel, `set_adapter` per request under a lock, run with a user's default OpenMP settings (the service's stubs set "
         "`OMP_WAIT_POLICY=PASSIVE`, see the levers below). non-200 counts failed and malformed answers.",
         "",

@@ -62,7 +62,7 @@ def prepare_adapters(root: Path, base: Path, model_ids: Sequence[str], rank: int
 class Stack:
     """tritonserver (`instances` CPU instances) and the shim in front of it, both on free ports."""
 
-    def __init__(self, work: Path, base: Path, root: Path, instances: int = 1, shim_env: dict[str, str] | None = None,
+    def __init__(self, work: Path, base: Path, root: Path, instances: int | str = 1, shim_env: dict[str, str] | None = None,
                  triton_env: dict[str, str] | None = None) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.triton = TritonServer(work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances)

@@ -90,7 +90,7 @@ def test_the_api_image_copies_every_module_the_shim_imports():
 
 def test_triton_image_is_past_the_known_vulnerabilities_and_the_api_image_has_no_torch():
     # 26.07 (Triton 2.71): fixed CVE-2025-23310/23311/23319/23320/23334 (25.07), CVE-2025-33201 (25.10) and
-    # the 2026 bulletins (26.03); docs/security.md keeps the list.
+    # the 2026 bulletins (26.03); the README's Security section keeps the list.
     assert "FROM nvcr.io/nvidia/tritonserver:26.07-py3" in DOCKERFILES["triton"].read_text()
     api_pins = pins(REPO / "scripts/docker/requirements-api.txt")
     assert "flask" in api_pins and not {"torch", "transformers", "peft"} & set(api_pins)

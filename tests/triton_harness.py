@@ -44,7 +44,7 @@ def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: 
 class TritonServer:
     """One tritonserver process; `restart()` keeps its environment (and so its STATE_DIR)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], instances: int = 1) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], instances: int | str = 1) -> None:
         self.workdir = workdir
         self.env = {**os.environ, **env}
         self.instances = instances
