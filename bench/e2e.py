@@ -1,6 +1,7 @@
 """End to end over HTTP: the shim (gunicorn) in front of Triton, against the naive baseline, same load.
 
     .venv/bin/python bench/e2e.py [--rounds 3] [--seconds 8] [--lengths short,long] [--sweep 1,4,16,32,64]
+                                  [--instances auto | 1,auto]
 
 Both servers hold the same 8 adapters (r=8, query/value) on the same base; the load generator
 (bench/loadgen.py) drives one at a time with closed-loop clients mixing the 8 adapters. Scenarios:
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per run (after 2 s warm-up)")
     parser.add_argument("--lengths", default="short,long")
     parser.add_argument("--sweep", default="1,4,16,32,64", help="client counts for the 1-text sweep ('' to skip)")
-    parser.add_argument("--instances", default=INSTANCES, help="Triton CPU instances, or auto (make serve's default)")
+    parser.add_argument("--instances", default=INSTANCES,
+                        help="Triton CPU instances, or auto (make serve's default); several, comma-separated, "
+                             "are measured one after the other, each against its own naive run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = REPO / "var" / "bench" / "e2e"
@@ -92,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare_adapters(work / "models", base, ADAPTERS)
     lengths = [x for x in args.lengths.split(",") if x]
     sweep = [int(x) for x in args.sweep.split(",") if x]
-    results = measure(base, work / "models", lengths, args.rounds, args.seconds, sweep, work, instances=args.instances)
-    print_report(results, lengths)
+    everything = {}
+    for instances in args.instances.split(","):
+        results = measure(base, work / "models", lengths, args.rounds, args.seconds, sweep, work, instances=instances)
+        print(f"\nTriton instances: {instances}")
+        print_report(results, lengths)
+        everything[instances] = results
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(everything if "," in args.instances else results, indent=1))
     return 0
 
 

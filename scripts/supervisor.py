@@ -286,7 +286,8 @@ class Supervisor:
         if child.restart_at is not None:
             if now >= child.restart_at:
                 child.start()
-                self._write_state("starting", f"restart {self.restarts}")
+                if child is self.triton:
+                    self._write_state("starting", f"restart {self.restarts}")
             return True
         if not child.running():
             return self._restart(child, child.cause(f"{child.name} exited ({describe_exit(child.process.returncode)})"))

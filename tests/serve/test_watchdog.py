@@ -39,16 +39,19 @@ def _ready(port: int) -> bool:
 
 def test_a_hung_tritonserver_ends_the_watchdog_and_everything_under_it(tmp_path, base_dir, triton_models_root):
     process, _ = start(tmp_path, base_dir, triton_models_root)
+    everything = psutil.Process(process.pid).children(recursive=True)
     try:
-        everything = psutil.Process(process.pid).children(recursive=True)
         server = next(p for p in everything if p.name() == "tritonserver")
         server.suspend()
         assert process.wait(timeout=30) == 1
         assert "stopped answering its health endpoint" in (tmp_path / "triton.log").read_text()
         assert not [p for p in everything if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    finally:  # tritonserver runs in a session of its own: a failed test must not leave it behind
+        for leftover in [psutil.Process(process.pid), *everything]:
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def test_sigterm_stops_the_watchdog_and_tritonserver(tmp_path, base_dir, triton_models_root):
