@@ -39,7 +39,8 @@ def _ready(port: int) -> bool:
 
 def test_a_hung_tritonserver_ends_the_watchdog_and_everything_under_it(tmp_path, base_dir, triton_models_root):
     process, _ = start(tmp_path, base_dir, triton_models_root)
-    everything = psutil.Process(process.pid).children(recursive=True)
+    watchdog = psutil.Process(process.pid)
+    everything = watchdog.children(recursive=True)
     try:
         server = next(p for p in everything if p.name() == "tritonserver")
         server.suspend()
@@ -47,10 +48,10 @@ def test_a_hung_tritonserver_ends_the_watchdog_and_everything_under_it(tmp_path,
         assert "stopped answering its health endpoint" in (tmp_path / "triton.log").read_text()
         assert not [p for p in everything if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     finally:  # tritonserver runs in a session of its own: a failed test must not leave it behind
-        for leftover in [psutil.Process(process.pid), *everything]:
+        for leftover in [watchdog, *everything]:
             try:
                 leftover.kill()
-            except psutil.NoSuchProcess:
+            except psutil.NoSuchProcess:  # gone already, as it should be
                 pass
 
 
