@@ -94,8 +94,8 @@ class Serve:
         return self.one(lambda p: p.name() == "tritonserver")
 
     def gunicorn_master(self) -> psutil.Process:
-        return self.one(lambda p: "gunicorn" in " ".join(p.cmdline()) and p.parent().name() != p.name()
-                        and "gunicorn" not in " ".join(p.parent().cmdline()))
+        # the gunicorn process whose parent is not gunicorn (its workers' is)
+        return self.one(lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline()))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
