@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapter_manager.errors import AdapterError
 
-from .gateway import TritonGateway
 from .metrics import MetricsSnapshot, read_metrics
+
+if TYPE_CHECKING:  # the gateway pulls in tritonclient and gevent; the GPU check reuses this module without them
+    from .gateway import TritonGateway
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

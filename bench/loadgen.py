@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 
@@ -35,6 +35,52 @@ class LoadResult:
         return {**self.__dict__, "statuses": {str(k): v for k, v in self.statuses.items()}}
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a predict of `texts` on one adapter is written, and how a 200 answer is checked for one row per text."""
+
+    path: str
+    body: Callable[[str, list[str]], bytes]
+    has_rows: Callable[[bytes, int], bool]
+
+
+def _shim_body(model_id: str, texts: list[str]) -> bytes:
+    return json.dumps({"model_id": model_id, "texts": texts, "top_n": 1}).encode()
+
+
+def _shim_has_rows(payload: bytes, count: int) -> bool:
+    try:
+        body = json.loads(payload)
+        return len(body["labels"]) == count and len(body["label_probabilities"]) == count
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _triton_body(model_id: str, texts: list[str]) -> bytes:
+    shape = [len(texts), 1]
+    return json.dumps({
+        "inputs": [
+            {"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
+            {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": [model_id] * len(texts)},
+        ],
+        "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}],
+    }).encode()
+
+
+def _triton_has_rows(payload: bytes, count: int) -> bool:
+    try:
+        outputs = {o["name"]: o for o in json.loads(payload)["outputs"]}
+        return outputs["NUM_LABELS"]["shape"] == [count, 1] and outputs["PROBABILITIES"]["shape"][0] == count
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+# The REST contract's POST /api/v1/inference/predict, and Triton's own HTTP/JSON inference protocol (KServe
+# v2) straight to lora_classifier: `url` is then the server's base URL.
+SHIM = Protocol("/api/v1/inference/predict", _shim_body, _shim_has_rows)
+TRITON = Protocol("/v2/models/lora_classifier/infer", _triton_body, _triton_has_rows)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), nearest rank; 0 for no values."""
     if not values:
@@ -52,14 +98,14 @@ def run_load(
     seconds: float,
     warmup: float = 2.0,
     timeout: float = 120.0,
+    protocol: Protocol = SHIM,
 ) -> LoadResult:
-    """Drive `predict_url` for warmup + seconds with `clients` closed-loop clients; see the module doc."""
+    """Drive `predict_url` for warmup + seconds with `clients` closed-loop clients; see the module doc.
+    With `protocol=TRITON`, `predict_url` is Triton's base URL."""
     parts = urlsplit(predict_url)
+    path = parts.path if protocol is SHIM else protocol.path
     bodies = [
-        [
-            json.dumps({"model_id": model_id, "texts": _texts_for(texts, texts_per_request, c, k), "top_n": 1}).encode()
-            for k, model_id in enumerate(model_ids)
-        ]
+        [protocol.body(model_id, _texts_for(texts, texts_per_request, c, k)) for k, model_id in enumerate(model_ids)]
         for c in range(clients)
     ]
     start = time.perf_counter()
@@ -75,7 +121,7 @@ def run_load(
                 body = bodies[index][k % len(model_ids)]
                 k += 1
                 try:
-                    connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+                    connection.request("POST", path, body, {"Content-Type": "application/json"})
                     response = connection.getresponse()
                     payload = response.read()
                     status = response.status
@@ -84,7 +130,7 @@ def run_load(
                     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
                     status, payload = 0, b""
                 done = time.perf_counter()
-                well_formed = status != 200 or _has_rows(payload, texts_per_request)
+                well_formed = status != 200 or protocol.has_rows(payload, texts_per_request)
                 mine.append((sent, done, status, well_formed))
         except BaseException as exc:  # surfaces in the caller instead of dying silently in a thread
             errors.append(exc)
@@ -119,10 +165,3 @@ def _texts_for(texts: Sequence[str], count: int, client: int, k: int) -> list[st
     first = (client * 7 + k * count) % len(texts)
     return [texts[(first + i) % len(texts)] for i in range(count)]
 
-
-def _has_rows(payload: bytes, count: int) -> bool:
-    try:
-        body = json.loads(payload)
-        return len(body["labels"]) == count and len(body["label_probabilities"]) == count
-    except (ValueError, KeyError, TypeError):
-        return False

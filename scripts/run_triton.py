@@ -28,6 +28,7 @@ policy acts on exits only, so a hung server must exit to be replaced. `make serv
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import secrets
@@ -71,8 +72,17 @@ def site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
+def wheel_site() -> Path:
+    """The folder holding the nvidia-pytriton wheel's `pytriton/` and `nvidia_pytriton.libs/`: this
+    interpreter's site-packages, or wherever else the import path finds it (`pip install --target`)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).parent
+    return site_packages()
+
+
 def wheel_root() -> Path:
-    root = site_packages() / "pytriton" / "tritonserver"
+    root = wheel_site() / "pytriton" / "tritonserver"
     if not (root / "bin" / "tritonserver").exists():
         sys.exit(f"tritonserver not found under {root}: install nvidia-pytriton==0.7.0 (make venv)")
     return root
@@ -113,12 +123,24 @@ def prepare_repository(source: Path, run_dir: Path, instances: int, kind: str) -
     return repository
 
 
+def python_library_dir() -> str:
+    """This Python's LIBDIR when its shared libpython (which the stub links) lives there, outside the system's
+    library folders: a Python installed under /opt, say. Empty otherwise."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    if not libdir or libdir.startswith(("/usr/lib", "/lib")) or not (Path(libdir) / soname).is_file():
+        return ""
+    return libdir
+
+
 def server_environment(from_wheel: bool) -> dict[str, str]:
     env = dict(os.environ)
-    if from_wheel:
-        libs = site_packages() / "nvidia_pytriton.libs"
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
-    env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join([str(REPO), str(site_packages())])
+    libraries = [str(wheel_site() / "nvidia_pytriton.libs")] if from_wheel else []
+    libraries += [env.get("LD_LIBRARY_PATH", ""), python_library_dir()]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libraries if p)
+    # An operator's own entries (LORA_CLASSIFIER_PYTHONPATH) come first.
+    paths = [env.get("LORA_CLASSIFIER_PYTHONPATH", ""), str(REPO), str(site_packages())]
+    env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -33,8 +33,11 @@ def vocabulary() -> list[str]:
 WORDS = [w for w in vocabulary() if len(w) == 4 and w.isalpha()]
 
 
-def make_tiny_base(directory: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Save a randomly initialised tiny BERT and its tokenizer to `directory` (loadable with AutoModel)."""
+def make_tiny_base(
+    directory: Path, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int | None = None
+) -> Path:
+    """Save a randomly initialised BERT and its tokenizer to `directory` (loadable with AutoModel): tiny by
+    default; `hidden=768, layers=12, heads=12, intermediate=3072` is BERT-base's shape."""
     directory.mkdir(parents=True, exist_ok=True)
     # transformers 5 takes the vocabulary itself (`vocab_file=` would be silently ignored: all [UNK]).
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocabulary())}, do_lower_case=True)
@@ -44,8 +47,8 @@ def make_tiny_base(directory: Path, seed: int = 0, hidden: int = 32, layers: int
         vocab_size=len(vocabulary()),
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=hidden * 2,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or hidden * 2,
         max_position_embeddings=512,
     )
     torch.manual_seed(seed)

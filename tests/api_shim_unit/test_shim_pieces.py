@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from adapter_manager.errors import BackendUnavailable
-from api_shim import create_app
+from api_shim.app import create_app
 from api_shim.gateway import Prediction, TritonGateway
 from api_shim.metrics import MetricsSnapshot
 from api_shim.responses import listing_body, predict_body

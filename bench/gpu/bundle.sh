@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build .gpu/, what the GPU check (bench/gpu/check.py) carries to a GPU machine that has no package registry:
+#   .gpu/tritonserver.tar.xz  the nvidia-pytriton wheel's tritonserver, python backend and 3.12 stub, laid out
+#                             as site-packages (pytriton/, nvidia_pytriton.libs/), without the other stubs
+#                             and libpython3.13 (the full wheel is 53 MiB; the device takes 64 MiB in all)
+#   .gpu/numpy-1.26.4-cp312*.whl  for the stub only, should the machine's numpy 2.x break it: Triton 2.51's
+#                             python backend predates its numpy 2 fix (python_backend PR 384, pybind11 2.12)
+# Usage: bash bench/gpu/bundle.sh   (after `make venv`; idempotent)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+site=.venv/lib/python3.11/site-packages
+out=.gpu
+[ -x "$site/pytriton/tritonserver/bin/tritonserver" ] || { echo "run make venv first" >&2; exit 1; }
+mkdir -p "$out"
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+if [ ! -f "$out/tritonserver.tar.xz" ]; then
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage/pytriton/tritonserver/python_backend_stubs"
+  touch "$stage/pytriton/__init__.py"
+  cp -a "$site/pytriton/tritonserver/"{bin,backends,caches} "$stage/pytriton/tritonserver/"
+  rm -rf "$stage/pytriton/tritonserver/backends/python/__pycache__"
+  cp -a "$site/pytriton/tritonserver/python_backend_stubs/3.12" "$stage/pytriton/tritonserver/python_backend_stubs/"
+  cp -a "$site/nvidia_pytriton.libs" "$stage/"
+  rm -f "$stage"/nvidia_pytriton.libs/libpython3-*.13.so.1.0
+  tar -C "$stage" -cJf "$out/tritonserver.tar.xz" pytriton nvidia_pytriton.libs
+fi
+if ! ls "$out"/numpy-1.26.4-cp312-*.whl >/dev/null 2>&1; then
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$out" numpy==1.26.4
+fi
+du -sh "$out"/*

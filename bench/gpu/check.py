@@ -1,0 +1,470 @@
+"""The GPU check: lora_classifier served by tritonserver from a KIND_GPU instance in fp16, on a BERT-base-sized
+encoder with 8 real PEFT adapters, measured against plain transformers + peft in fp32 and the engine in-process.
+
+    python3 bench/gpu/check.py --bundle .gpu --out "$OUT"       # on the GPU machine (see docs/gpu.md)
+    .venv/bin/python bench/gpu/check.py --device cpu --quick    # here: the same steps on CPU, tiny encoder
+
+The GPU machine has Python 3.12 with torch, transformers, peft, tokenizers and requests, and no registry;
+`bash bench/gpu/bundle.sh` builds what it carries: the wheel's tritonserver and a numpy 1.26 wheel. Steps:
+  1. environment and the two risks: where libpython3.12.so.1.0 is (the stub links it) and numpy's version
+  2. the encoder (random weights, BERT-base's shape) and 8 adapters (r=8 on query/value, 4 labels)
+  3. in-process throughput (AdapterEngine, fp16): bare forward, one adapter, 8 mixed; short and mixed lengths
+  4. tritonserver (scripts/run_triton.py --kind gpu); its stub first with the machine's numpy, and with the
+     carried numpy 1.26 only if that fails
+  5. parity of the served probabilities against transformers + peft in fp32 (tests/factories.Reference)
+  6. served throughput over Triton's HTTP/JSON protocol (bench/loadgen.py), and a lone request's latency
+  7. the shim's status computation (api_shim.status) over Triton's metrics: the GPU's memory
+Figures go to OUT/gpu.json, the log to OUT/gpu.log; bench/report.py renders gpu.json into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+for _path in (str(REPO), str(REPO / "tests"), str(HERE.parent)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+import torch  # noqa: E402
+
+from adapter_manager import AdapterEngine  # noqa: E402
+from api_shim.status import service_status  # noqa: E402  (Flask- and tritonclient-free)
+from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
+from loadgen import TRITON, percentile, run_load  # noqa: E402
+from process_harness import ManagedProcess  # noqa: E402
+
+MODEL = "lora_classifier"
+MAX_LENGTH = 256
+ADAPTERS = [f"team-{i}/job-{i}" for i in range(8)]
+BERT_BASE = {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072}
+TINY = {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128}
+BATCH = 64  # model_repository's max_batch_size
+
+
+def log(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- texts
+
+
+def short_texts(count: int, seed: int = 0) -> list[str]:
+    """About 16 tokens each (one token per generated word, plus [CLS] and [SEP])."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(14)) for _ in range(count)]
+
+
+def mixed_texts(count: int, seed: int = 1) -> list[str]:
+    """Real traffic's mix of lengths: 70% of 3-25 words, 25% of 25-110, 5% of 110-400 (cut at MAX_LENGTH)."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        draw = rng.random()
+        low, high = (3, 25) if draw < 0.70 else (25, 110) if draw < 0.95 else (110, 400)
+        texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))))
+    return texts
+
+
+def token_count(text: str) -> int:
+    return min(len(text.split()) + 2, MAX_LENGTH)
+
+
+# ------------------------------------------------------------------------------------------- 1. environment
+
+
+def environment() -> dict[str, Any]:
+    import peft
+    import transformers
+
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    found = sorted({str(p) for d in {libdir, "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib",
+                                     f"{sys.base_prefix}/lib"} if d and Path(d).is_dir()
+                    for p in Path(d).glob("libpython3*.so*")})
+    ldconfig = subprocess.run(["sh", "-c", "ldconfig -p | grep libpython3"], capture_output=True, text=True).stdout
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0], "executable": sys.executable, "base_prefix": sys.base_prefix,
+        "libpython": {"LIBDIR": libdir, "INSTSONAME": soname, "in_libdir": (Path(libdir) / soname).is_file(),
+                      "found": found, "ldconfig": ldconfig.strip().splitlines()},
+        "numpy": np.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "peft": peft.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                       "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            info["gpu"]["nvidia_smi"] = subprocess.run(
+                [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True).stdout.strip()
+    return info
+
+
+def unpack_bundle(bundle: Path, work: Path) -> tuple[Path | None, Path | None]:
+    """The tritonserver site (for PYTHONPATH) and a numpy 1.x folder for the stub, from bench/gpu/bundle.sh."""
+    site = numpy_dir = None
+    archive = bundle / "tritonserver.tar.xz"
+    if archive.exists():
+        site = work / "triton-site"
+        if not (site / "pytriton").exists():
+            with tarfile.open(archive) as tar:
+                # Our own archive; the "tar" filter where this Python has it (3.11.4+) keeps it inside `site`.
+                tar.extractall(site, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if not (site / "pytriton" / "tritonserver" / "python_backend_stubs" / version).is_dir():
+            log(f"{archive} has no backend stub for Python {version}: using the installed nvidia-pytriton")
+            site = None
+    wheels = sorted(bundle.glob("numpy-1.*.whl"))
+    if wheels:
+        numpy_dir = work / "stub-numpy"
+        if not (numpy_dir / "numpy").exists():
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                wheel.extractall(numpy_dir)
+    return site, numpy_dir
+
+
+# ---------------------------------------------------------------------------------- 2. encoder and adapters
+
+
+def prepare_models(work: Path, shape: dict[str, int]) -> tuple[Path, Path]:
+    base, root = work / "base", work / "outputs"
+    if not (base / "config.json").exists():
+        make_tiny_base(base, **shape)
+    for i, model_id in enumerate(ADAPTERS):
+        if not (root / model_id).exists():
+            make_training_output(root, model_id, base, OutputSpec(rank=8, alpha=16, num_labels=4, seed=i))
+    return base, root
+
+
+# --------------------------------------------------------------------------------------- 3. in-process
+
+
+def rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) -> float:
+    """Calls per second of `fn`, after one warm-up call."""
+    fn()
+    sync()
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
+        fn()
+        calls += 1
+    sync()
+    return calls / (time.perf_counter() - started)
+
+
+def batches(texts: Sequence[str], size: int, by_length: bool) -> list[list[str]]:
+    ordered = sorted(texts, key=token_count) if by_length else list(texts)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def in_process(base: Path, root: Path, device: str, dtype: str, sets: dict[str, list[str]], rounds: int,
+               seconds: float) -> dict[str, Any]:
+    engine = AdapterEngine(base, root, device=device, dtype=dtype, max_adapters=16)
+    for model_id in ADAPTERS:
+        engine.load(model_id, max_length=MAX_LENGTH)
+    sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
+
+    def bare(group: list[list[str]]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                for texts in group:
+                    engine.model(**engine._tokenize(texts, [MAX_LENGTH] * len(texts)))
+        return run
+
+    def classify(group: list[list[str]], mixed: bool) -> Callable[[], None]:
+        def run() -> None:
+            for texts in group:
+                ids = [ADAPTERS[i % 8] if mixed else ADAPTERS[0] for i in range(len(texts))]
+                engine.classify(texts, ids)
+        return run
+
+    figures: dict[str, Any] = {}
+    for name, texts in sets.items():
+        tokens = sum(token_count(t) for t in texts)
+        arrival = batches(texts, BATCH, by_length=False)
+        modes = {"bare-sorted": bare(batches(texts, BATCH, by_length=True)), "bare-arrival": bare(arrival),
+                 "one": classify(arrival, False), "mixed-8": classify(arrival, True)}
+        per_mode: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(rounds):
+            for mode, fn in modes.items():
+                per_mode[mode].append(rate(fn, seconds, sync) * len(texts))
+        figures[name] = {mode: {"texts_per_s": values, "tokens_per_s": [v * tokens / len(texts) for v in values]}
+                         for mode, values in per_mode.items()}
+        figures[name]["tokens_per_text"] = tokens / len(texts)
+    lone = sets["short"][0]
+    samples = []
+    for _ in range(max(20, rounds * 20)):
+        started = time.perf_counter()
+        engine.classify([lone], [ADAPTERS[0]])
+        samples.append((time.perf_counter() - started) * 1000)
+    figures["batch1_ms"] = {"p50": statistics.median(samples), "p99": percentile(samples, 99)}
+    del engine
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return figures
+
+
+# ------------------------------------------------------------------------------------------ 4. tritonserver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Triton:
+    """tritonserver through scripts/run_triton.py, talked to over its HTTP/JSON protocol with requests."""
+
+    def __init__(self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
+                 stub_path: Path | None) -> None:
+        self.token = secrets.token_hex(16)
+        self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.model = MODEL
+        state = work / f"state-{self.http}"
+        state.mkdir(parents=True)
+        self.env = {**os.environ, "BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(state),
+                    "DTYPE": dtype, "CONTROL_TOKEN": self.token}
+        if site:  # run_triton.py finds the wheel's tritonserver on the import path
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+        if stub_path:
+            self.env["LORA_CLASSIFIER_PYTHONPATH"] = str(stub_path)
+        self.command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--kind", kind, "--instances", "1",
+                        f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics_port}",
+                        "--run-dir", str(work / f"run-{self.http}"), "--runtime-dir", str(work / "triton-runtime")]
+        self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
+
+    def start(self, timeout: float = 150) -> None:
+        self.process.start(self.command, self.env, f"{self.url}/v2/health/ready", timeout, cwd=REPO)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    # The three calls api_shim.status.service_status makes of the shim's TritonGateway.
+    def control(self, document: dict[str, Any]) -> dict[str, Any]:
+        payload = json.dumps({**document, "token": self.token})
+        body = {"inputs": [{"name": "CONTROL", "shape": [1, 1], "datatype": "BYTES", "data": [payload]}],
+                "outputs": [{"name": "CONTROL_RESULT"}]}
+        answer = requests.post(f"{self.url}/v2/models/{MODEL}/infer", json=body, timeout=120)
+        answer.raise_for_status()
+        return json.loads(answer.json()["outputs"][0]["data"][0])
+
+    def model_state(self) -> str:
+        index = requests.post(f"{self.url}/v2/repository/index", headers=self._restricted, timeout=5).json()
+        return next((e.get("state", "UNKNOWN") for e in index if e.get("name") == MODEL), "UNKNOWN")
+
+    def model_config(self) -> dict[str, Any]:
+        return requests.get(f"{self.url}/v2/models/{MODEL}/config", headers=self._restricted, timeout=5).json()
+
+    @property
+    def _restricted(self) -> dict[str, str]:
+        return {"lora-control-token": self.token}
+
+    def predict(self, texts: list[str], model_ids: list[str]) -> np.ndarray:
+        shape = [len(texts), 1]
+        body = {"inputs": [{"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
+                           {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": model_ids}],
+                "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}]}
+        answer = requests.post(f"{self.url}/v2/models/{MODEL}/infer", json=body, timeout=120)
+        if answer.status_code != 200:
+            raise RuntimeError(f"predict answered {answer.status_code}: {answer.text[:300]}")
+        outputs = {o["name"]: o for o in answer.json()["outputs"]}
+        probabilities = np.array(outputs["PROBABILITIES"]["data"], dtype=np.float64)
+        return probabilities.reshape(outputs["PROBABILITIES"]["shape"])
+
+
+def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
+                 numpy_dir: Path | None, probe: list[str]) -> tuple[Triton, dict[str, Any]]:
+    """Start Triton, load the adapters and check one predict; with the stub's own numpy first, then (on failure
+    and if carried) numpy 1.x ahead of it."""
+    attempts: list[dict[str, Any]] = []
+    for stub_path in [None] + ([numpy_dir] if numpy_dir else []):
+        triton = Triton(work, base, root, kind, dtype, site, stub_path)
+        attempt: dict[str, Any] = {"stub_numpy": "carried 1.x" if stub_path else f"machine's {np.__version__}"}
+        attempts.append(attempt)
+        started = time.perf_counter()
+        try:
+            triton.start()
+            attempt["ready_s"] = round(time.perf_counter() - started, 1)
+            for model_id in ADAPTERS:
+                triton.control({"op": "load", "model_dir": model_id, "max_length": MAX_LENGTH})
+            rows = triton.predict(probe, [ADAPTERS[i % 8] for i in range(len(probe))])
+            if not np.all(np.isfinite(rows)) or not np.allclose(rows.sum(axis=1), 1, atol=1e-3):
+                raise RuntimeError(f"predict returned rows that are not distributions: {rows[:2]}")
+            attempt["ok"] = True
+            return triton, {"attempts": attempts}
+        except Exception as exc:  # noqa: BLE001  (reported, then the next attempt or the caller's failure)
+            attempt["ok"] = False
+            attempt["error"] = str(exc)[-2000:]
+            log("tritonserver attempt failed:", attempt)
+            triton.stop()
+    raise RuntimeError(f"tritonserver did not serve: {json.dumps(attempts, indent=1)}")
+
+
+# -------------------------------------------------------------------------------------------- 5. parity
+
+
+def parity(triton: Triton, base: Path, root: Path, texts: list[str]) -> dict[str, Any]:
+    """Served probabilities (one request mixing all adapters, and one request per adapter) against
+    transformers + peft in fp32, one text at a time on the CPU."""
+    reference = Reference(base)
+    per_adapter = len(texts) // len(ADAPTERS)
+    expected, rows, mixed_ids, mixed_texts_ = [], [], [], []
+    for i, model_id in enumerate(ADAPTERS):
+        mine = texts[i * per_adapter:(i + 1) * per_adapter]
+        expected.extend(reference.probabilities(root / model_id, mine, max_length=MAX_LENGTH))
+        rows.extend(triton.predict(mine, [model_id] * len(mine)))
+        mixed_texts_.extend(mine)
+        mixed_ids.extend([model_id] * len(mine))
+    order = list(range(len(mixed_texts_)))
+    random.Random(0).shuffle(order)
+    shuffled = triton.predict([mixed_texts_[i] for i in order], [mixed_ids[i] for i in order])
+    mixed = np.empty_like(shuffled)
+    mixed[order] = shuffled
+    reference_rows = np.array(expected)
+    per_request = np.abs(np.array(rows) - reference_rows)
+    in_mixed = np.abs(mixed - reference_rows)
+    return {"texts": len(expected), "max_abs_diff": float(max(per_request.max(), in_mixed.max())),
+            "mean_abs_diff": float((per_request.mean() + in_mixed.mean()) / 2),
+            "top1_agreement": float(np.mean(np.argmax(mixed, 1) == np.argmax(reference_rows, 1)))}
+
+
+# ----------------------------------------------------------------------------------------- 6. served load
+
+
+def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: float) -> dict[str, Any]:
+    scenarios = []
+    for name in sets:
+        for adapters in ("one", "mixed-8"):
+            scenarios.append((name, adapters, 1, 64))
+    scenarios += [("short", "mixed-8", 16, 16), ("short", "one", 1, 1)]
+    results: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, adapters, per_request, clients in scenarios:
+            ids = ADAPTERS[:1] if adapters == "one" else ADAPTERS
+            outcome = run_load(triton.url, ids, sets[name], per_request, clients, seconds, warmup=1.0,
+                               protocol=TRITON)
+            tokens = sum(token_count(t) for t in sets[name]) / len(sets[name])
+            entry = results.setdefault(f"{name}/{adapters}/{per_request}x{clients}", {
+                "texts": name, "adapters": adapters, "texts_per_request": per_request, "clients": clients,
+                "texts_per_s": [], "tokens_per_s": [], "p50_ms": [], "p99_ms": [], "failed": 0})
+            entry["texts_per_s"].append(outcome.texts_per_s)
+            entry["tokens_per_s"].append(outcome.texts_per_s * tokens)
+            entry["p50_ms"].append(outcome.p50_ms)
+            entry["p99_ms"].append(outcome.p99_ms)
+            entry["failed"] += sum(n for status, n in outcome.statuses.items() if status != 200) + outcome.malformed
+    return results
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def summary(values: Sequence[float], digits: int = 0) -> str:
+    fmt = f"{{:.{digits}f}}"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="what bench/gpu/bundle.sh built")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lora-gpu-check"))
+    parser.add_argument("--out", type=Path, default=REPO / "var" / "gpu")
+    parser.add_argument("--quick", action="store_true", help="a tiny encoder and short rounds (a CPU rehearsal)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device visible; rehearse with --device cpu --quick")
+    rounds, seconds = (1, 0.5) if args.quick else (args.rounds, args.seconds)
+    dtype = "float16" if args.device == "cuda" else "float32"
+    kind = "gpu" if args.device == "cuda" else "cpu"
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "device": args.device, "dtype": dtype,
+                               "quick": args.quick, "max_length": MAX_LENGTH, "batch": BATCH}
+    out = args.out / "gpu.json"
+
+    def save() -> None:
+        out.write_text(json.dumps(figures, indent=1))
+
+    figures["environment"] = environment()
+    log("environment", json.dumps(figures["environment"]))
+    save()
+    site, numpy_dir = unpack_bundle(args.bundle, args.work)
+    shape = TINY if args.quick else BERT_BASE
+    figures["encoder"] = shape
+    started = time.perf_counter()
+    base, root = prepare_models(args.work / ("tiny" if args.quick else "bert-base"), shape)
+    figures["prepare_s"] = round(time.perf_counter() - started, 1)
+    sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
+    log(f"models ready in {figures['prepare_s']} s; in-process")
+    device = "cuda:0" if args.device == "cuda" else "cpu"
+    figures["in_process"] = in_process(base, root, device, dtype, sets, rounds, seconds)
+    save()
+    log("in-process", json.dumps(figures["in_process"]["batch1_ms"]))
+    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir,
+                                             mixed_texts(16, seed=5))
+    try:
+        log("tritonserver serving:", figures["triton"])
+        figures["parity"] = parity(triton, base, root, mixed_texts(32, seed=3)[:16] + short_texts(16, seed=4))
+        log("parity", figures["parity"])
+        save()
+        figures["served"] = served(triton, sets, rounds, seconds)
+        save()
+        figures["status"] = service_status(triton, triton.metrics_url)  # type: ignore[arg-type]  (duck-typed gateway)
+        log("status", json.dumps(figures["status"]))
+    finally:
+        triton.stop()
+        shutil.copy(triton.process.log_path, args.out / "tritonserver.log")
+    save()
+    report(figures)
+    return 0
+
+
+def report(figures: dict[str, Any]) -> None:
+    gpu = figures["environment"].get("gpu", {}).get("name", "CPU")
+    print(f"\n== {gpu}, {figures['dtype']}, encoder {figures['encoder']}")
+    print(f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
+          f"top-1 agreement {figures['parity']['top1_agreement']:.3f}")
+    for name in ("short", "mixed"):
+        part = figures["in_process"][name]
+        print(f"in-process {name} ({part['tokens_per_text']:.0f} tokens/text), texts/s: " + ", ".join(
+            f"{mode} {summary(part[mode]['texts_per_s'])}" for mode in ("bare-sorted", "bare-arrival", "one", "mixed-8")))
+    print(f"in-process batch-1 latency p50 {figures['in_process']['batch1_ms']['p50']:.2f} ms")
+    for key, entry in figures["served"].items():
+        print(f"served {key}: {summary(entry['texts_per_s'])} texts/s, {summary(entry['tokens_per_s'])} tokens/s, "
+              f"p50 {summary(entry['p50_ms'], 1)} ms, p99 {summary(entry['p99_ms'], 1)} ms, failed {entry['failed']}")
+    for worker in figures["status"].get("workers", []):
+        print(f"status worker {worker['worker_id']} on {worker['device']}: {worker['used_memory_mb']} of "
+              f"{worker['total_memory_mb']} MB used")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
