@@ -270,7 +270,8 @@ class Triton:
         body = {"inputs": [{"name": "CONTROL", "shape": [1, 1], "datatype": "BYTES", "data": [payload]}],
                 "outputs": [{"name": "CONTROL_RESULT"}]}
         answer = requests.post(f"{self.url}/v2/models/{MODEL}/infer", json=body, timeout=120)
-        answer.raise_for_status()
+        if answer.status_code != 200:
+            raise RuntimeError(f"control {document.get('op')} answered {answer.status_code}: {answer.text[:500]}")
         return json.loads(answer.json()["outputs"][0]["data"][0])
 
     def model_state(self) -> str:
@@ -297,15 +298,34 @@ class Triton:
         return probabilities.reshape(outputs["PROBABILITIES"]["shape"])
 
 
+def preflight(stub_path: Path | None) -> dict[str, Any]:
+    """Import what model.py imports, on the stub's path (LORA_CLASSIFIER_PYTHONPATH first), in a fresh interpreter."""
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
+            "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
+            "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())")
+    paths = [str(p) for p in (stub_path, REPO, Path(sysconfig.get_paths()["purelib"])) if p]
+    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    return {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
+
+
+def log_errors(path: Path, lines: int = 40) -> list[str]:
+    """The lines of a tritonserver log that say what went wrong."""
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    keys = ("E1", "rror", "Traceback", "numpy", "File \"", "failed")
+    return [line[:400] for line in text if any(k in line for k in keys)][-lines:]
+
+
 def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 numpy_dir: Path | None, probe: list[str]) -> tuple[Triton, dict[str, Any]]:
-    """Start Triton, load the adapters and check one predict; with the stub's own numpy first, then (on failure
-    and if carried) numpy 1.x ahead of it."""
+                 numpy_dir: Path | None, probe: list[str], out: Path) -> tuple[Triton | None, dict[str, Any]]:
+    """Start Triton, load the adapters and check one predict; with the machine's numpy first, then (on failure
+    and if carried) numpy 1.x ahead of it on the stub's path. None when no attempt served."""
     attempts: list[dict[str, Any]] = []
     for stub_path in [None] + ([numpy_dir] if numpy_dir else []):
         triton = Triton(work, base, root, kind, dtype, site, stub_path)
         attempt: dict[str, Any] = {"stub_numpy": "carried 1.x" if stub_path else f"machine's {np.__version__}"}
         attempts.append(attempt)
+        attempt["preflight"] = preflight(stub_path)
+        log("preflight", attempt["preflight"])
         started = time.perf_counter()
         try:
             triton.start()
@@ -319,10 +339,12 @@ def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site
             return triton, {"attempts": attempts}
         except Exception as exc:  # noqa: BLE001  (reported, then the next attempt or the caller's failure)
             attempt["ok"] = False
-            attempt["error"] = str(exc)[-2000:]
-            log("tritonserver attempt failed:", attempt)
+            attempt["error"] = str(exc)[-1500:]
             triton.stop()
-    raise RuntimeError(f"tritonserver did not serve: {json.dumps(attempts, indent=1)}")
+            attempt["log_errors"] = log_errors(triton.process.log_path)
+            shutil.copy(triton.process.log_path, out / f"tritonserver-attempt{len(attempts)}.log")
+            log("tritonserver attempt failed:", json.dumps(attempt, indent=1))
+    return None, {"attempts": attempts}
 
 
 # -------------------------------------------------------------------------------------------- 5. parity
@@ -424,44 +446,47 @@ def main(argv: list[str] | None = None) -> int:
     base, root = prepare_models(args.work / ("tiny" if args.quick else "bert-base"), shape)
     figures["prepare_s"] = round(time.perf_counter() - started, 1)
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
-    log(f"models ready in {figures['prepare_s']} s; in-process")
+    log(f"models ready in {figures['prepare_s']} s; tritonserver")
+    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir,
+                                             mixed_texts(16, seed=5), args.out)
+    save()
+    if triton is not None:
+        try:
+            log("tritonserver serving:", figures["triton"])
+            figures["parity"] = parity(triton, base, root, mixed_texts(32, seed=3)[:16] + short_texts(16, seed=4))
+            log("parity", figures["parity"])
+            save()
+            figures["served"] = served(triton, sets, rounds, seconds)
+            save()
+            figures["status"] = service_status(triton, triton.metrics_url)  # type: ignore[arg-type]  (duck-typed)
+            log("status", json.dumps(figures["status"]))
+        finally:
+            triton.stop()
+            shutil.copy(triton.process.log_path, args.out / "tritonserver.log")
+    save()
+    log("in-process")
     device = "cuda:0" if args.device == "cuda" else "cpu"
     figures["in_process"] = in_process(base, root, device, dtype, sets, rounds, seconds)
     save()
-    log("in-process", json.dumps(figures["in_process"]["batch1_ms"]))
-    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir,
-                                             mixed_texts(16, seed=5))
-    try:
-        log("tritonserver serving:", figures["triton"])
-        figures["parity"] = parity(triton, base, root, mixed_texts(32, seed=3)[:16] + short_texts(16, seed=4))
-        log("parity", figures["parity"])
-        save()
-        figures["served"] = served(triton, sets, rounds, seconds)
-        save()
-        figures["status"] = service_status(triton, triton.metrics_url)  # type: ignore[arg-type]  (duck-typed gateway)
-        log("status", json.dumps(figures["status"]))
-    finally:
-        triton.stop()
-        shutil.copy(triton.process.log_path, args.out / "tritonserver.log")
-    save()
     report(figures)
-    return 0
+    return 0 if triton is not None else 1
 
 
 def report(figures: dict[str, Any]) -> None:
     gpu = figures["environment"].get("gpu", {}).get("name", "CPU")
     print(f"\n== {gpu}, {figures['dtype']}, encoder {figures['encoder']}")
-    print(f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
-          f"top-1 agreement {figures['parity']['top1_agreement']:.3f}")
+    if "parity" in figures:
+        print(f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
+              f"top-1 agreement {figures['parity']['top1_agreement']:.3f}")
     for name in ("short", "mixed"):
         part = figures["in_process"][name]
         print(f"in-process {name} ({part['tokens_per_text']:.0f} tokens/text), texts/s: " + ", ".join(
             f"{mode} {summary(part[mode]['texts_per_s'])}" for mode in ("bare-sorted", "bare-arrival", "one", "mixed-8")))
     print(f"in-process batch-1 latency p50 {figures['in_process']['batch1_ms']['p50']:.2f} ms")
-    for key, entry in figures["served"].items():
+    for key, entry in figures.get("served", {}).items():
         print(f"served {key}: {summary(entry['texts_per_s'])} texts/s, {summary(entry['tokens_per_s'])} tokens/s, "
               f"p50 {summary(entry['p50_ms'], 1)} ms, p99 {summary(entry['p99_ms'], 1)} ms, failed {entry['failed']}")
-    for worker in figures["status"].get("workers", []):
+    for worker in figures.get("status", {}).get("workers", []):
         print(f"status worker {worker['worker_id']} on {worker['device']}: {worker['used_memory_mb']} of "
               f"{worker['total_memory_mb']} MB used")
 

@@ -83,7 +83,8 @@ class TritonPythonModel:
         self._setup_metrics()
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self.service.sync()  # everything the manifest lists is loaded before the first request
-        log.info("%s ready on %s with %d adapters", self.instance, self.service.engine.device, len(self.service.engine.resident()))
+        log.info("%s ready on %s with %d adapters (numpy %s)", self.instance, self.service.engine.device,
+                 len(self.service.engine.resident()), np.__version__)
 
     def _setup_settings(self) -> None:
         parameters = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
