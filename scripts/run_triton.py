@@ -133,13 +133,13 @@ def python_library_dir() -> str:
     return libdir
 
 
-def server_environment(from_wheel: bool) -> dict[str, str]:
+def server_environment(from_wheel: bool, stub_site: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     libraries = [str(wheel_site() / "nvidia_pytriton.libs")] if from_wheel else []
     libraries += [env.get("LD_LIBRARY_PATH", ""), python_library_dir()]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libraries if p)
     # An operator's own entries (LORA_CLASSIFIER_PYTHONPATH) come first.
-    paths = [env.get("LORA_CLASSIFIER_PYTHONPATH", ""), str(REPO), str(site_packages())]
+    paths = [env.get("LORA_CLASSIFIER_PYTHONPATH", ""), str(REPO), str(stub_site or site_packages())]
     env["LORA_CLASSIFIER_PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=REPO / "model_repository")
     parser.add_argument("--tritonserver-root", type=Path, default=os.environ.get("TRITONSERVER_ROOT") or None,
                         help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel")
+    parser.add_argument("--stub-site", type=Path, default=None,
+                        help="the packages the model imports (default: this interpreter's site-packages)")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--watchdog", action="store_true",
                         help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     shown = [c for c in command if c not in restricted] + ["--http-restricted-api=... --grpc-restricted-protocol=..."]
     print(" ".join(shown), f"({instances} {args.kind} instance(s))", flush=True)
-    env = server_environment(from_wheel=args.tritonserver_root is None)
+    env = server_environment(from_wheel=args.tritonserver_root is None, stub_site=args.stub_site)
     if args.watchdog:
         local = "127.0.0.1" if args.bind_address in ("0.0.0.0", "::") else args.bind_address
         return watch(command, env, f"http://{local}:{args.http_port}/v2/health/ready",

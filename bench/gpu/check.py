@@ -239,7 +239,7 @@ class Triton:
     """tritonserver through scripts/run_triton.py, talked to over its HTTP/JSON protocol with requests."""
 
     def __init__(self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 stub_path: Path | None) -> None:
+                 stub_site: Path | None) -> None:
         self.token = secrets.token_hex(16)
         self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http}"
@@ -251,11 +251,11 @@ class Triton:
                     "DTYPE": dtype, "CONTROL_TOKEN": self.token}
         if site:  # run_triton.py finds the wheel's tritonserver on the import path
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-        if stub_path:
-            self.env["LORA_CLASSIFIER_PYTHONPATH"] = str(stub_path)
         self.command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--kind", kind, "--instances", "1",
                         f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics_port}",
                         "--run-dir", str(work / f"run-{self.http}"), "--runtime-dir", str(work / "triton-runtime")]
+        if stub_site:
+            self.command += ["--stub-site", str(stub_site)]
         self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
 
     def start(self, timeout: float = 150) -> None:
@@ -298,13 +298,45 @@ class Triton:
         return probabilities.reshape(outputs["PROBABILITIES"]["shape"])
 
 
-def preflight(stub_path: Path | None) -> dict[str, Any]:
+# Packages built on numpy's C API that numpy 1.x cannot import once built for 2.x (scipy uses np.long, new in
+# 2.0), and that the model never needs. transformers imports sklearn, hence scipy, whenever it finds them.
+NUMPY_2_EXTENSIONS = ("numpy", "scipy", "sklearn", "scikit_learn", "pandas", "torchvision", "torchaudio", "numba",
+                      "h5py", "matplotlib", "skimage", "scikit_image", "pyarrow", "cv2", "opencv", "cupy", "jax",
+                      "jaxlib", "ml_dtypes", "onnxruntime", "tensorstore", "statsmodels", "xarray", "seaborn")
+
+
+def stub_site_with_numpy(work: Path, numpy_dir: Path | None) -> Path:
+    """A site-packages for the backend stub: this interpreter's, linked entry by entry, less numpy and the
+    packages built against numpy 2, plus the carried numpy 1.x (or, rehearsing without one, this numpy)."""
+    site = work / "stub-site"
+    if site.exists():
+        shutil.rmtree(site)
+    site.mkdir(parents=True)
+    own = Path(sysconfig.get_paths()["purelib"])
+
+    def excluded(name: str) -> bool:
+        stem = name.split("-")[0].split(".")[0].lower()
+        return stem in NUMPY_2_EXTENSIONS or stem.startswith(("numpy", "scipy", "scikit", "opencv"))
+
+    for entry in own.iterdir():
+        if not excluded(entry.name):
+            (site / entry.name).symlink_to(entry)
+    numpy_source = numpy_dir or Path(np.__file__).parent.parent
+    for entry in numpy_source.iterdir():
+        if entry.name.split("-")[0].split(".")[0] == "numpy":
+            (site / entry.name).symlink_to(entry)
+    return site
+
+
+def preflight(stub_site: Path | None) -> dict[str, Any]:
     """Import what model.py imports, on the stub's path (LORA_CLASSIFIER_PYTHONPATH first), in a fresh interpreter."""
     code = ("import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
+            "from transformers import AutoModel, AutoTokenizer; from peft import PeftModel; "
             "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
             "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())")
-    paths = [str(p) for p in (stub_path, REPO, Path(sysconfig.get_paths()["purelib"])) if p]
-    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    paths = [str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]
+    # -S: no site-packages but the ones named, as in the stub (whose interpreter is the system Python's)
+    done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=120)
     return {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
 
 
@@ -315,17 +347,34 @@ def log_errors(path: Path, lines: int = 40) -> list[str]:
     return [line[:400] for line in text if any(k in line for k in keys)][-lines:]
 
 
+def stub_numpy_plan(numpy_dir: Path | None, machine_numpy_first: bool, numpy_1_site: bool) -> list[str]:
+    """Which stub environments to try, in order. Triton 2.51's stub (pybind11 2.10) crashes on numpy 2 at the first
+    BYTES tensor (seen on the H100: `unpack_from requires a buffer of at least ...`), so with numpy 2 it gets a
+    site with numpy 1.x, unless asked to show the crash first."""
+    if int(np.__version__.split(".")[0]) < 2 and not numpy_1_site:
+        return ["machine"]
+    plan = ["machine"] if machine_numpy_first else []
+    if numpy_dir or numpy_1_site:
+        plan.append("numpy-1-site")
+    return plan or ["machine"]
+
+
 def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 numpy_dir: Path | None, probe: list[str], out: Path) -> tuple[Triton | None, dict[str, Any]]:
-    """Start Triton, load the adapters and check one predict; with the machine's numpy first, then (on failure
-    and if carried) numpy 1.x ahead of it on the stub's path. None when no attempt served."""
+                 numpy_dir: Path | None, plan: list[str], probe: list[str], out: Path
+                 ) -> tuple[Triton | None, dict[str, Any]]:
+    """Start Triton, load the adapters and check one predict, for each stub environment of `plan` until one
+    serves. None when none did."""
     attempts: list[dict[str, Any]] = []
-    for stub_path in [None] + ([numpy_dir] if numpy_dir else []):
-        triton = Triton(work, base, root, kind, dtype, site, stub_path)
-        attempt: dict[str, Any] = {"stub_numpy": "carried 1.x" if stub_path else f"machine's {np.__version__}"}
+    for choice in plan:
+        stub_site = stub_site_with_numpy(work, numpy_dir) if choice == "numpy-1-site" else None
+        triton = Triton(work, base, root, kind, dtype, site, stub_site)
+        attempt: dict[str, Any] = {"stub": choice}
         attempts.append(attempt)
-        attempt["preflight"] = preflight(stub_path)
+        attempt["preflight"] = preflight(stub_site)
         log("preflight", attempt["preflight"])
+        if attempt["preflight"]["rc"] != 0:  # the model could not even be imported there
+            attempt["ok"] = False
+            continue
         started = time.perf_counter()
         try:
             triton.start()
@@ -419,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lora-gpu-check"))
     parser.add_argument("--out", type=Path, default=REPO / "var" / "gpu")
     parser.add_argument("--quick", action="store_true", help="a tiny encoder and short rounds (a CPU rehearsal)")
+    parser.add_argument("--machine-numpy-first", action="store_true",
+                        help="with numpy 2, first try the stub on it (it crashes: shows why the numpy 1 site exists)")
+    parser.add_argument("--numpy-1-site", action="store_true",
+                        help="rehearsal: give the stub the numpy-1 site even where numpy is 1.x already")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
@@ -447,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["prepare_s"] = round(time.perf_counter() - started, 1)
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
     log(f"models ready in {figures['prepare_s']} s; tritonserver")
-    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir,
+    plan = stub_numpy_plan(numpy_dir, args.machine_numpy_first, args.numpy_1_site)
+    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir, plan,
                                              mixed_texts(16, seed=5), args.out)
     save()
     if triton is not None:
