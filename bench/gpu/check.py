@@ -335,9 +335,14 @@ def preflight(stub_site: Path | None) -> dict[str, Any]:
             "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
             "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())")
     paths = [str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]
-    # -S: no site-packages but the ones named, as in the stub (whose interpreter is the system Python's)
+    # -S: no site-packages but the ones named, as in the stub (model.py drops the system's site directories)
     done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=120)
-    return {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
+    answer = {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
+    if stub_site is not None:  # what the system Python's own site directories would have brought in
+        system = subprocess.run([getattr(sys, "_base_executable", sys.executable), "-c", code, *paths],
+                                capture_output=True, text=True, timeout=120)
+        answer["with_system_sites"] = {"rc": system.returncode, "output": (system.stdout + system.stderr)[-2500:]}
+    return answer
 
 
 def log_errors(path: Path, lines: int = 40) -> list[str]:

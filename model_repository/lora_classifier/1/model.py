@@ -7,9 +7,17 @@ objects, maps domain errors to `TritonError`, and keeps the per-model metrics.
 import os
 import sys
 
-# The backend stub's interpreter ignores PYTHONPATH; take the environment's packages from our own variable.
-for _path in reversed(os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.pathsep)):
-    if _path and _path not in sys.path:
+# The backend stub's interpreter ignores PYTHONPATH; take the environment's packages from our own variable,
+# and from it alone: the stub runs the system Python, whose site directories may hold other builds of the same
+# packages (on the GPU machine, ones built for numpy 2 that numpy 1.x cannot import), which a venv never sees.
+_OWN_PATHS = [p for p in os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.pathsep) if p]
+if _OWN_PATHS:
+    import site
+
+    _SYSTEM_SITES = {*site.getsitepackages(), site.getusersitepackages()}
+    sys.path[:] = [p for p in sys.path if p not in _SYSTEM_SITES]
+for _path in reversed(_OWN_PATHS):
+    if _path not in sys.path:
         sys.path.insert(0, _path)
 
 # OpenMP threads that spin while they wait burn the cores that tritonserver, the shim and the other
