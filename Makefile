@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv serve test test-unit bench demo-base triton clean
+.PHONY: venv serve test test-unit bench demo-base triton clean gpu-bundle
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -57,6 +57,10 @@ $(VENV)/.bench-deps: bench/requirements.txt | $(VENV)/.deps-installed
 	touch $@
 
 # Triton alone, against whatever BASE_MODEL_DIR / MODELS_ROOT / STATE_DIR the environment names.
+# What the GPU check carries to a GPU machine without a registry (docs/gpu.md).
+gpu-bundle: venv
+	bash bench/gpu/bundle.sh
+
 triton: venv
 	$(PY) scripts/run_triton.py $(TRITON_ARGS)
 

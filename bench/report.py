@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE / "perf_analyzer")]
+sys.path[:0] = [str(HERE), str(HERE / "perf_analyzer"), str(HERE / "gpu")]
 
 from stack import REPO, bench_base, prepare_adapters  # noqa: E402
 
 import e2e  # noqa: E402
+import render as gpu_render  # noqa: E402  (bench/gpu/render.py)
 import engine_throughput  # noqa: E402
 import run as perf_run  # noqa: E402  (bench/perf_analyzer/run.py)
 from engine_throughput import summary  # noqa: E402
@@ -249,7 +250,9 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
               + "; ".join(f"{kind}: {summary(a['throughput'][f'{kind}@{n}'])} vs {summary(a['throughput'][f'{kind}@8'])} texts/s "
                           f"({summary(ratio(a['throughput'][f'{kind}@{n}'], a['throughput'][f'{kind}@8']), 2)})"
                           for kind in ("one", "mixed")) + "."]
-    lines += ["", LEVERS, "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    gpu = gpu_render.load_results()  # the last GPU run's figures (this machine has no GPU)
+    lines += ["", LEVERS] + (gpu_render.gpu_section(gpu) if gpu else [])
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += ["", "## Rerun", "", "```", "make bench            # everything above, about 20 min here; writes this page",
               ".venv/bin/python bench/report.py --quick  # a smoke run, ~6 min", "```", ""]
     out.write_text("\n".join(lines), encoding="utf-8")

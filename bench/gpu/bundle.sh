@@ -12,7 +12,6 @@ site=.venv/lib/python3.11/site-packages
 out=.gpu
 [ -x "$site/pytriton/tritonserver/bin/tritonserver" ] || { echo "run make venv first" >&2; exit 1; }
 mkdir -p "$out"
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 if [ ! -f "$out/tritonserver.tar.xz" ]; then
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT

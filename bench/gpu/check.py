@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for _path in (str(REPO), str(REPO / "tests"), str(HERE.parent)):
+for _path in (str(REPO), str(REPO / "tests"), str(HERE.parent), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,6 +54,7 @@ from api_shim.status import service_status  # noqa: E402  (Flask- and tritonclie
 from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
 from loadgen import TRITON, percentile, run_load  # noqa: E402
 from process_harness import ManagedProcess  # noqa: E402
+from render import summary  # noqa: E402  (bench/gpu/render.py)
 
 MODEL = "lora_classifier"
 MAX_LENGTH = 256
@@ -235,36 +236,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Triton:
-    """tritonserver through scripts/run_triton.py, talked to over its HTTP/JSON protocol with requests."""
+class TritonHttp:
+    """lora_classifier over Triton's HTTP/JSON protocol, with requests: what the shim's TritonGateway does, for a
+    machine without tritonclient. `control`, `model_state` and `model_config` are the calls api_shim.status makes."""
 
-    def __init__(self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 stub_site: Path | None) -> None:
-        self.token = secrets.token_hex(16)
-        self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.model = MODEL
-        state = work / f"state-{self.http}"
-        state.mkdir(parents=True)
-        self.env = {**os.environ, "BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(state),
-                    "DTYPE": dtype, "CONTROL_TOKEN": self.token}
-        if site:  # run_triton.py finds the wheel's tritonserver on the import path
-            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-        self.command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--kind", kind, "--instances", "1",
-                        f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics_port}",
-                        "--run-dir", str(work / f"run-{self.http}"), "--runtime-dir", str(work / "triton-runtime")]
-        if stub_site:
-            self.command += ["--stub-site", str(stub_site)]
-        self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
+    def __init__(self, url: str, metrics_url: str, token: str) -> None:
+        self.url, self.metrics_url, self.token, self.model = url, metrics_url, token, MODEL
 
-    def start(self, timeout: float = 150) -> None:
-        self.process.start(self.command, self.env, f"{self.url}/v2/health/ready", timeout, cwd=REPO)
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    # The three calls api_shim.status.service_status makes of the shim's TritonGateway.
     def control(self, document: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps({**document, "token": self.token})
         body = {"inputs": [{"name": "CONTROL", "shape": [1, 1], "datatype": "BYTES", "data": [payload]}],
@@ -286,6 +264,7 @@ class Triton:
         return {"lora-control-token": self.token}
 
     def predict(self, texts: list[str], model_ids: list[str]) -> np.ndarray:
+        """PROBABILITIES, one row per text (padded to the widest model of the request)."""
         shape = [len(texts), 1]
         body = {"inputs": [{"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
                            {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": model_ids}],
@@ -298,6 +277,34 @@ class Triton:
         return probabilities.reshape(outputs["PROBABILITIES"]["shape"])
 
 
+class Triton(TritonHttp):
+    """tritonserver through scripts/run_triton.py, and its HTTP client."""
+
+    def __init__(self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
+                 stub_site: Path | None) -> None:
+        self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
+        super().__init__(f"http://127.0.0.1:{self.http}", f"http://127.0.0.1:{self.metrics_port}/metrics",
+                         secrets.token_hex(16))
+        state = work / f"state-{self.http}"
+        state.mkdir(parents=True)
+        self.env = {**os.environ, "BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(state),
+                    "DTYPE": dtype, "CONTROL_TOKEN": self.token}
+        if site:  # run_triton.py finds the wheel's tritonserver on the import path
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+        self.command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--kind", kind, "--instances", "1",
+                        f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics_port}",
+                        "--run-dir", str(work / f"run-{self.http}"), "--runtime-dir", str(work / "triton-runtime")]
+        if stub_site:
+            self.command += ["--stub-site", str(stub_site)]
+        self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
+
+    def start(self, timeout: float = 150) -> None:
+        self.process.start(self.command, self.env, f"{self.url}/v2/health/ready", timeout, cwd=REPO)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 # Packages built on numpy's C API that numpy 1.x cannot import once built for 2.x (scipy uses np.long, new in
 # 2.0), and that the model never needs. transformers imports sklearn, hence scipy, whenever it finds them.
 NUMPY_2_EXTENSIONS = ("numpy", "scipy", "sklearn", "scikit_learn", "pandas", "torchvision", "torchaudio", "numba",
@@ -305,14 +312,14 @@ NUMPY_2_EXTENSIONS = ("numpy", "scipy", "sklearn", "scikit_learn", "pandas", "to
                       "jaxlib", "ml_dtypes", "onnxruntime", "tensorstore", "statsmodels", "xarray", "seaborn")
 
 
-def stub_site_with_numpy(work: Path, numpy_dir: Path | None) -> Path:
-    """A site-packages for the backend stub: this interpreter's, linked entry by entry, less numpy and the
-    packages built against numpy 2, plus the carried numpy 1.x (or, rehearsing without one, this numpy)."""
+def stub_site_with_numpy(work: Path, numpy_dir: Path | None, own: Path | None = None) -> Path:
+    """A site-packages for the backend stub: `own` (this interpreter's), linked entry by entry, less numpy and
+    the packages built against numpy 2, plus the carried numpy 1.x (or, rehearsing without one, this numpy)."""
     site = work / "stub-site"
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
-    own = Path(sysconfig.get_paths()["purelib"])
+    own = own or Path(sysconfig.get_paths()["purelib"])
 
     def excluded(name: str) -> bool:
         stem = name.split("-")[0].split(".")[0].lower()
@@ -352,11 +359,12 @@ def log_errors(path: Path, lines: int = 40) -> list[str]:
     return [line[:400] for line in text if any(k in line for k in keys)][-lines:]
 
 
-def stub_numpy_plan(numpy_dir: Path | None, machine_numpy_first: bool, numpy_1_site: bool) -> list[str]:
+def stub_numpy_plan(numpy_version: str, numpy_dir: Path | None, machine_numpy_first: bool, numpy_1_site: bool
+                    ) -> list[str]:
     """Which stub environments to try, in order. Triton 2.51's stub (pybind11 2.10) crashes on numpy 2 at the first
     BYTES tensor (seen on the H100: `unpack_from requires a buffer of at least ...`), so with numpy 2 it gets a
     site with numpy 1.x, unless asked to show the crash first."""
-    if int(np.__version__.split(".")[0]) < 2 and not numpy_1_site:
+    if int(numpy_version.split(".")[0]) < 2 and not numpy_1_site:
         return ["machine"]
     plan = ["machine"] if machine_numpy_first else []
     if numpy_dir or numpy_1_site:
@@ -459,13 +467,6 @@ def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: flo
 # ------------------------------------------------------------------------------------------------- main
 
 
-def summary(values: Sequence[float], digits: int = 0) -> str:
-    fmt = f"{{:.{digits}f}}"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["prepare_s"] = round(time.perf_counter() - started, 1)
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
     log(f"models ready in {figures['prepare_s']} s; tritonserver")
-    plan = stub_numpy_plan(numpy_dir, args.machine_numpy_first, args.numpy_1_site)
+    plan = stub_numpy_plan(np.__version__, numpy_dir, args.machine_numpy_first, args.numpy_1_site)
     triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir, plan,
                                              mixed_texts(16, seed=5), args.out)
     save()

@@ -1,0 +1,133 @@
+"""The GPU section of docs/benchmarks.md, from the figures of the last GPU check (docs/gpu/results.json).
+
+bench/report.py includes it in the page it writes, so `make bench` (which runs on CPU) keeps the GPU figures.
+To put a new GPU run's figures in place without a whole `make bench`:
+
+    cp "$OUT"/gpu.json docs/gpu/results.json      # from the device run of bench/gpu/check.py
+    .venv/bin/python bench/gpu/render.py --into docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "docs" / "gpu" / "results.json"
+HEADING = "## GPU (bench/gpu/check.py)"
+
+
+def summary(values: Sequence[float], digits: int = 0) -> str:
+    fmt = f"{{:.{digits}f}}"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Round by round: served round k against in-process round k."""
+    return [x / y for x, y in zip(a, b) if y]
+
+
+def gpu_section(f: dict[str, Any]) -> list[str]:
+    env = f["environment"]
+    gpu = env.get("gpu", {})
+    encoder = f["encoder"]
+    lines = [
+        HEADING,
+        "",
+        f"Run on {gpu.get('name', 'no GPU')} ({gpu.get('nvidia_smi', '')}; torch CUDA {gpu.get('cuda', '-')}) on "
+        f"{f['when']}; Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+        f"peft {env['peft']}, {env['cpus']} CPU cores. Encoder of BERT-base's shape ({encoder['layers']} layers, "
+        f"hidden {encoder['hidden']}, {encoder['heads']} heads, random weights), {f['dtype']}, 8 real PEFT adapters "
+        f"(r=8 on query/value, 4 labels), max_length {f['max_length']}; tritonserver 2.51 from the nvidia-pytriton "
+        "wheel with one KIND_GPU instance of lora_classifier. Figures are median [min-max] over the rounds. "
+        "What the run needed and found: docs/gpu.md.",
+        "",
+    ]
+    parity = f.get("parity")
+    if parity:
+        lines += [f"**Parity** against plain transformers + peft in fp32 (one text at a time, CPU), over "
+                  f"{parity['texts']} texts of mixed length, served in one request per adapter and in one request "
+                  f"mixing all 8: max |p - p_ref| {parity['max_abs_diff']:.2e}, mean {parity['mean_abs_diff']:.1e}, "
+                  f"top-1 label agreement {parity['top1_agreement']:.0%}.", ""]
+    ip = f["in_process"]
+    lines += ["**In-process** (AdapterEngine on the GPU, batches of "
+              f"{f['batch']}; `bare`: the base encoder alone, in arrival order or sorted by length):", "",
+              "| texts | tokens/text | bare, sorted | bare, arrival | one adapter | 8 mixed |", "|---|---|---|---|---|---|"]
+    for name in ("short", "mixed"):
+        part = ip[name]
+        cells = [f"{summary(part[m]['texts_per_s'])} texts/s, {summary(part[m]['tokens_per_s'])} tokens/s"
+                 for m in ("bare-sorted", "bare-arrival", "one", "mixed-8")]
+        lines.append(f"| {name} | {part['tokens_per_text']:.0f} | " + " | ".join(cells) + " |")
+    served = f.get("served", {})
+    if served:
+        lines += ["", "**Served** through Triton's HTTP/JSON protocol (bench/loadgen.py: closed-loop clients, threads "
+                  "of one Python process on the same machine), against the in-process figure of the same texts and "
+                  "adapters, and against the length-sorted bare ceiling in tokens/s; served round k is paired with "
+                  "in-process round k (measured after Triton stopped, in the same run):", "",
+                  "| texts | adapters | texts x clients | texts/s | p50 ms | p99 ms | failed | / in-process | "
+                  "tokens/s / sorted ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+        for entry in served.values():
+            same = ip[entry["texts"]][entry["adapters"]]
+            ceiling = ip[entry["texts"]]["bare-sorted"]["tokens_per_s"]
+            versus = (f"{summary(ratios(entry['texts_per_s'], same['texts_per_s']), 2)} | "
+                      f"{summary(ratios(entry['tokens_per_s'], ceiling), 2)}")
+            if entry["clients"] == 1:  # a lone client measures latency, below; its throughput is no comparison
+                versus = "- | -"
+            lines.append(
+                f"| {entry['texts']} | {entry['adapters']} | {entry['texts_per_request']} x {entry['clients']} | "
+                f"{summary(entry['texts_per_s'])} | {summary(entry['p50_ms'], 1)} | {summary(entry['p99_ms'], 1)} | "
+                f"{entry['failed']} | {versus} |")
+        lone = next((e for e in served.values() if e["clients"] == 1 and e["texts_per_request"] == 1), None)
+        if lone:
+            batch1 = ip["batch1_ms"]["p50"]
+            lines += ["", f"**A lone request** (one client, one short text): served p50 {summary(lone['p50_ms'], 1)} "
+                      f"ms against {batch1:.1f} ms in-process at batch 1 ({statistics.median(lone['p50_ms']) / batch1:.2f}x)."]
+    status = f.get("status", {})
+    for worker in status.get("workers", []):
+        lines += ["", f"**Status** (api_shim.status over Triton's metrics): worker `{worker['worker_id']}` on "
+                  f"`{worker['device']}`, {worker['used_memory_mb']} of {worker['total_memory_mb']} MB used "
+                  f"({worker['memory_usage_percent']}%), {status.get('loaded_models_count')} models loaded."]
+    lines += ["", "Rerun (on a GPU machine; see docs/gpu.md): `bash bench/gpu/bundle.sh` here, then "
+              "`python3 bench/gpu/check.py --bundle .gpu --out $OUT` there.", ""]
+    return lines
+
+
+def load_results(path: Path = RESULTS) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def replace_section(page: str, section: list[str]) -> str:
+    """`page` with its GPU section replaced by `section`, or with `section` put before `## Plots`."""
+    lines = page.split("\n")
+    if HEADING in lines:
+        start = lines.index(HEADING)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        return "\n".join(lines[:start] + section + lines[end:])
+    at = lines.index("## Plots") if "## Plots" in lines else len(lines)
+    return "\n".join(lines[:at] + section + lines[at:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--into", type=Path, help="a benchmarks page whose GPU section to replace (else: print it)")
+    args = parser.parse_args(argv)
+    figures = load_results(args.results)
+    if figures is None:
+        sys.exit(f"{args.results}: no GPU figures")
+    section = gpu_section(figures)
+    if args.into:
+        args.into.write_text(replace_section(args.into.read_text(encoding="utf-8"), section), encoding="utf-8")
+    else:
+        print("\n".join(section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
