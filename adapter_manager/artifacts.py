@@ -14,7 +14,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from peft.utils.other import get_pattern_key
@@ -104,7 +105,7 @@ class ClassificationHead:
         tensors = (self.out_weight, self.out_bias, self.dense_weight, self.dense_bias)
         return sum(t.nbytes for t in tensors if t is not None)
 
-    def to(self, device: torch.device) -> "ClassificationHead":
+    def to(self, device: torch.device) -> ClassificationHead:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
@@ -294,9 +295,7 @@ def _build_adapter(
         if not (torch.isfinite(a32).all() and torch.isfinite(b32).all()):
             raise InvalidModel(f"{label}: {module} holds NaN or infinite values")
         modules[module] = LoraModule(a=a32.contiguous(), b=b32.contiguous())
-    return LoraAdapter(
-        modules=modules, rank=int(config["r"]), alpha=float(config["lora_alpha"]), use_rslora=use_rslora
-    )
+    return LoraAdapter(modules=modules, rank=int(config["r"]), alpha=float(config["lora_alpha"]), use_rslora=use_rslora)
 
 
 def _split_lora_key(key: str, label: str) -> tuple[str, str]:
@@ -342,7 +341,9 @@ def read_head(path: Path, hidden_size: int, label: str) -> ClassificationHead:
     try:
         obj = _torch_load(path)
     except Exception as exc:  # weights_only refuses pickled modules and any non-tensor global
-        raise InvalidModel(f"{label} cannot be read safely (it must be a state dict of tensors): {_first_line(exc)}") from exc
+        raise InvalidModel(
+            f"{label} cannot be read safely (it must be a state dict of tensors): {_first_line(exc)}"
+        ) from exc
     pooling = "cls"
     if isinstance(obj, Mapping) and "state_dict" in obj:
         extra = set(obj) - {"state_dict", "pooling"}
@@ -351,8 +352,10 @@ def read_head(path: Path, hidden_size: int, label: str) -> ClassificationHead:
         pooling, obj = obj.get("pooling", "cls"), obj["state_dict"]
         if pooling not in POOLINGS:
             raise InvalidModel(f"{label}: pooling must be one of {list(POOLINGS)}, got {pooling!r}")
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise InvalidModel(f"{label} must hold a non-empty dict of tensors (a state dict)")
     state = _strip_common_prefix(dict(obj), label)
@@ -433,9 +436,7 @@ def _labels_in_index_order(obj: Any, label: str) -> tuple[str, ...]:
         raise InvalidModel(f"{label} is ambiguous: both its keys and its values are the indices 0..{len(obj) - 1}")
     ordered = by_index if by_index is not None else by_label
     if ordered is None:
-        raise InvalidModel(
-            f"{label} must map indices 0..{len(obj) - 1} to labels, or labels to those indices"
-        )
+        raise InvalidModel(f"{label} must map indices 0..{len(obj) - 1} to labels, or labels to those indices")
     return _as_label_names(ordered, label)
 
 

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -119,11 +119,15 @@ class AdapterEngine:
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
         log.info(
             "base encoder %s on %s (%s), hidden %d, %d Linear layers",
-            base_model_dir, self.device, self.dtype, self.signature.hidden_size, len(self.signature.linear_shapes),
+            base_model_dir,
+            self.device,
+            self.dtype,
+            self.signature.hidden_size,
+            len(self.signature.linear_shapes),
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: str | None = None) -> "AdapterEngine":
+    def from_settings(cls, settings: Settings, device: str | None = None) -> AdapterEngine:
         return cls(
             settings.base_model_dir,
             settings.models_root,
@@ -189,8 +193,13 @@ class AdapterEngine:
             self._adapters[model_id] = adapter  # one assignment: batches see the old or the new, never a mix
         log.info(
             "%s model %s (stem %s, %d modules, %d labels, max_length %d) in %.1f ms",
-            "reloaded" if existing else "loaded", model_id, adapter.stem, len(modules), len(adapter.labels),
-            max_length, adapter.load_seconds * 1000,
+            "reloaded" if existing else "loaded",
+            model_id,
+            adapter.stem,
+            len(modules),
+            len(adapter.labels),
+            max_length,
+            adapter.load_seconds * 1000,
         )
         return LoadResult(model_id, changed=True, adapter=adapter)
 
@@ -312,7 +321,9 @@ class AdapterEngine:
             for model_id, rows in rows_of.items():
                 adapter = adapters[model_id]
                 index = torch.tensor(rows, device=hidden.device)
-                pooled = pool(hidden.index_select(0, index).float(), attention_mask.index_select(0, index), adapter.head.pooling)
+                pooled = pool(
+                    hidden.index_select(0, index).float(), attention_mask.index_select(0, index), adapter.head.pooling
+                )
                 probabilities = torch.softmax(adapter.head.logits(pooled), dim=-1).cpu().numpy()
                 for row, p in zip(rows, probabilities):
                     results[row] = Classification(model_id, adapter.labels, p)

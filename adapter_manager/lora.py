@@ -10,7 +10,7 @@ A `ModuleBank` stacks the batch's adapters once per module; the engine keeps rec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

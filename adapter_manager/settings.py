@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Mapping
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -87,9 +88,7 @@ class Settings:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
     @classmethod
-    def load(
-        cls, parameters: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
-    ) -> "Settings":
+    def load(cls, parameters: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting: environment first, then `parameters`, then the documented default."""
         return load_settings(cls, parameters, environ)
 

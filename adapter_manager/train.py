@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -188,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train(args.base, read_examples(args.data), args.out, args.name, config)
     log.info(
         "wrote %s/%s.{lora,head.pt,head.pt.pkl}: %d labels, final loss %.4f, training accuracy %.1f%%",
-        args.out, result.stem, len(result.labels), result.final_loss, result.train_accuracy * 100,
+        args.out,
+        result.stem,
+        len(result.labels),
+        result.final_loss,
+        result.train_accuracy * 100,
     )
     return 0
 

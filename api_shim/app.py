@@ -11,7 +11,14 @@ import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, InvalidRequest, PayloadTooLarge, Unauthorized
+from adapter_manager.errors import (
+    AdapterError,
+    BackendUnavailable,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+)
 
 from .gateway import TritonGateway
 from .routes import inference
@@ -50,8 +57,11 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     app.json.sort_keys = False  # label_probabilities keep the label map's order
     app.extensions["shim_settings"] = settings
     app.extensions["triton_gateway"] = TritonGateway(
-        settings.triton_url, settings.triton_timeout_s, settings.predict_concurrency,
-        control_token=settings.control_token, stall_s=settings.triton_stall_s,
+        settings.triton_url,
+        settings.triton_timeout_s,
+        settings.predict_concurrency,
+        control_token=settings.control_token,
+        stall_s=settings.triton_stall_s,
     )
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
     app.register_blueprint(inference)
@@ -100,4 +110,3 @@ def _as_domain_error(exc: Exception) -> AdapterError:
         error.http_status = exc.code or 400  # 404 unknown path, 405 wrong method: their own statuses
         return error
     return InternalError(str(type(exc).__name__))
-

@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -26,8 +26,14 @@ PROBE_INTERVAL_S = 1.0
 
 
 class BackendWatch:
-    def __init__(self, live_url: str, stall_s: float, probe_timeout_s: float = 1.0,
-                 probe: Callable[[], bool] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        live_url: str,
+        stall_s: float,
+        probe_timeout_s: float = 1.0,
+        probe: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.live_url = live_url
         self.stall_s = stall_s
         self.probe_timeout_s = probe_timeout_s

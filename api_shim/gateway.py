@@ -15,7 +15,8 @@ import json
 import threading
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import gevent
 import numpy as np
@@ -44,8 +45,15 @@ class Prediction:
 
 
 class TritonGateway:
-    def __init__(self, url: str, timeout_s: float = 120, concurrency: int = 4, model: str = MODEL,
-                 control_token: str = "", stall_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 120,
+        concurrency: int = 4,
+        model: str = MODEL,
+        control_token: str = "",
+        stall_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.concurrency = concurrency
@@ -69,7 +77,9 @@ class TritonGateway:
         client = getattr(self._local, name, None)
         if client is None:
             client = triton_http.InferenceServerClient(
-                self.url, concurrency=self.concurrency, connection_timeout=min(10.0, timeout_s),
+                self.url,
+                concurrency=self.concurrency,
+                connection_timeout=min(10.0, timeout_s),
                 network_timeout=timeout_s,
             )
             setattr(self._local, name, client)
@@ -107,7 +117,9 @@ class TritonGateway:
             tensor = triton_http.InferInput(name, [len(values), 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=object), binary_data=True)
             inputs.append(tensor)
-        outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in ("PROBABILITIES", "LABELS", "NUM_LABELS")]
+        outputs = [
+            triton_http.InferRequestedOutput(n, binary_data=True) for n in ("PROBABILITIES", "LABELS", "NUM_LABELS")
+        ]
         return inputs, outputs
 
     @staticmethod
@@ -133,8 +145,9 @@ class TritonGateway:
         try:
             result = self._call(lambda: self._client.infer(self.model, [tensor], outputs=[output]))
         except Unauthorized:  # the client did nothing wrong: the shim and Triton disagree on the secret
-            raise InternalError("Triton refused the shim's control token: CONTROL_TOKEN differs between the "
-                                "shim and Triton") from None
+            raise InternalError(
+                "Triton refused the shim's control token: CONTROL_TOKEN differs between the shim and Triton"
+            ) from None
         return json.loads(result.as_numpy("CONTROL_RESULT")[0][0])
 
     # ------------------------------------------------------------------------------ inspection
@@ -176,7 +189,12 @@ class TritonGateway:
         error = from_wire(message)
         if error is not None:
             return error
-        if exc.status() in (None, "None") or "unavailable" in message.lower() or "not ready" in message.lower() or "unknown model" in message.lower():
+        if (
+            exc.status() in (None, "None")
+            or "unavailable" in message.lower()
+            or "not ready" in message.lower()
+            or "unknown model" in message.lower()
+        ):
             self._reset()
             return BackendUnavailable(f"Triton cannot serve {self.model} now: {message[:300]}")
         return InternalError(f"Triton answered an unexpected error: {message[:300]}")

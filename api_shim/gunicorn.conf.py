@@ -1,6 +1,6 @@
 """gunicorn settings for the REST shim; every value can be set from the environment.
 
-    gunicorn -c api_shim/gunicorn.conf.py api_shim.wsgi:app
+gunicorn -c api_shim/gunicorn.conf.py api_shim.wsgi:app
 """
 
 import os

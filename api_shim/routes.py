@@ -78,8 +78,11 @@ def list_models():
 @inference.post("/models/query")
 def query_models():
     body = json_object(request)
-    wanted = set(string_list_field(body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS,
-                                   item_too_long=InvalidRequest))
+    wanted = set(
+        string_list_field(
+            body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS, item_too_long=InvalidRequest
+        )
+    )
     models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
     return jsonify(listing_body(models))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from adapter_manager.settings import documentation, load_settings, setting
 
@@ -16,11 +16,14 @@ class ShimSettings:
     )
     triton_timeout_s: int = setting("TRITON_TIMEOUT_S", "120", "Seconds to wait for one Triton call.")
     triton_stall_s: int = setting(
-        "TRITON_STALL_S", "5",
+        "TRITON_STALL_S",
+        "5",
         "A Triton call in flight this long makes new calls first check that Triton answers its health endpoint.",
     )
     control_token: str = setting(
-        "CONTROL_TOKEN", "", "The secret Triton's lora_classifier requires on control operations (load, unload, list, status).",
+        "CONTROL_TOKEN",
+        "",
+        "The secret Triton's lora_classifier requires on control operations (load, unload, list, status).",
     )
     backend_state_file: str = setting(
         "BACKEND_STATE_FILE", "", "Where `make serve`'s supervisor reports Triton's state (status says `starting`)."
@@ -34,13 +37,21 @@ class ShimSettings:
     predict_concurrency: int = setting("PREDICT_CONCURRENCY", "4", "Chunks of one predict request in flight at once.")
 
     def __post_init__(self) -> None:
-        for name in ("triton_timeout_s", "triton_stall_s", "max_texts_per_request", "max_text_chars", "max_body_bytes", "max_top_n",
-                     "max_batch_size", "predict_concurrency"):
+        for name in (
+            "triton_timeout_s",
+            "triton_stall_s",
+            "max_texts_per_request",
+            "max_text_chars",
+            "max_body_bytes",
+            "max_top_n",
+            "max_batch_size",
+            "predict_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None) -> "ShimSettings":
+    def load(cls, environ: Mapping[str, str] | None = None) -> ShimSettings:
         return load_settings(cls, None, environ)
 
     @classmethod

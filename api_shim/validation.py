@@ -91,7 +91,10 @@ def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
 
 
 def string_list_field(
-    body: dict[str, Any], name: str, max_items: int, max_item_chars: int,
+    body: dict[str, Any],
+    name: str,
+    max_items: int,
+    max_item_chars: int,
     item_too_long: type[AdapterError] = PayloadTooLarge,
 ) -> list[str]:
     """A required, non-empty list of strings; too many items is payload_too_large, too long an item

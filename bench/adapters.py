@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -115,8 +115,15 @@ def memory_and_throughput(
         loaded = level
         own = sum(a.nbytes for a in engine.resident()) / 2**20
         rss = rss_mb()
-        memory.append({"adapters": level, "rss_mb": rss, "growth_mb": rss - baseline, "adapters_mb": own,
-                       "growth_per_adapter_size": (rss - baseline) / own})
+        memory.append(
+            {
+                "adapters": level,
+                "rss_mb": rss,
+                "growth_mb": rss - baseline,
+                "adapters_mb": own,
+                "growth_per_adapter_size": (rss - baseline) / own,
+            }
+        )
     # Throughput with every level's adapters resident vs an engine holding only the 8 it serves.
     served = [ids[i * (loaded // SEEDS)] for i in range(SEEDS)]
     small = AdapterEngine(base, root, device="cpu", dtype="float32")
@@ -125,8 +132,10 @@ def memory_and_throughput(
     mixed = [served[i % SEEDS] for i in range(len(texts))]
     one = [served[0]] * len(texts)
     modes = {
-        "one@8": lambda: small.classify(texts, one), f"one@{loaded}": lambda: engine.classify(texts, one),
-        "mixed@8": lambda: small.classify(texts, mixed), f"mixed@{loaded}": lambda: engine.classify(texts, mixed),
+        "one@8": lambda: small.classify(texts, one),
+        f"one@{loaded}": lambda: engine.classify(texts, one),
+        "mixed@8": lambda: small.classify(texts, mixed),
+        f"mixed@{loaded}": lambda: engine.classify(texts, mixed),
     }
     results: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(rounds):
@@ -167,16 +176,22 @@ def print_report(figures: dict) -> None:
     for where in ("api", "engine"):
         for op in ("load_ms", "unload_ms"):
             values = figures[where][op]
-            print(f"  {where:<7}{op[:-3]:<8}{statistics.median(values):7.1f} {percentile(values, 99):7.1f}  ({max(values):.1f})")
+            print(
+                f"  {where:<7}{op[:-3]:<8}{statistics.median(values):7.1f} {percentile(values, 99):7.1f}  ({max(values):.1f})"
+            )
     print(f"memory (RSS) over the base alone ({figures['baseline_rss_mb']:.0f} MB):")
     for row in figures["memory"]:
-        print(f"  {row['adapters']:>5} adapters: +{row['growth_mb']:7.1f} MB for {row['adapters_mb']:7.1f} MB of adapter "
-              f"tensors = {row['growth_per_adapter_size']:.2f}x")
+        print(
+            f"  {row['adapters']:>5} adapters: +{row['growth_mb']:7.1f} MB for {row['adapters_mb']:7.1f} MB of adapter "
+            f"tensors = {row['growth_per_adapter_size']:.2f}x"
+        )
     results, many = figures["throughput"], figures["many"]
     print(f"throughput, texts/s, 16-text batches, with {many} resident vs 8 resident:")
     for kind in ("one", "mixed"):
         ratio = [a / b for a, b in zip(results[f"{kind}@{many}"], results[f"{kind}@8"])]
-        print(f"  {kind:<6} {summary(results[f'{kind}@{many}'])} vs {summary(results[f'{kind}@8'])}: {summary(ratio, 3)}")
+        print(
+            f"  {kind:<6} {summary(results[f'{kind}@{many}'])} vs {summary(results[f'{kind}@8'])}: {summary(ratio, 3)}"
+        )
 
 
 if __name__ == "__main__":

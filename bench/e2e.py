@@ -39,13 +39,23 @@ def key(system: str, length: str, texts_per_request: int, clients: int) -> str:
 
 
 def measure(
-    base: Path, root: Path, lengths: list[str], rounds: int, seconds: float, sweep: list[int], work: Path,
-    shim_env: dict[str, str] | None = None, instances: int | str = INSTANCES,
+    base: Path,
+    root: Path,
+    lengths: list[str],
+    rounds: int,
+    seconds: float,
+    sweep: list[int],
+    work: Path,
+    shim_env: dict[str, str] | None = None,
+    instances: int | str = INSTANCES,
 ) -> dict[str, list[dict]]:
     """Every scenario for both systems, `rounds` times; then the sweep once. Values are LoadResult dicts."""
     texts = {length: make_texts(256, TEXT_WORDS[length], seed=1) for length in lengths}
     results: dict[str, list[dict]] = {}
-    with Stack(work / "stack", base, root, instances=instances, shim_env=shim_env) as stack, NaiveServer(work, base, root, ADAPTERS) as naive:
+    with (
+        Stack(work / "stack", base, root, instances=instances, shim_env=shim_env) as stack,
+        NaiveServer(work, base, root, ADAPTERS) as naive,
+    ):
         stack.load(ADAPTERS)
         urls = {"shim": stack.predict_url, "naive": naive.predict_url}
         for system in SYSTEMS:  # first contact: kernels, connections, allocator
@@ -64,18 +74,28 @@ def measure(
 
 
 def print_report(results: dict[str, list[dict]], lengths: list[str]) -> None:
-    print(f"{'scenario':<28} {'system':<6} {'texts/s':>16} {'p50 ms':>16} {'p99 ms':>16} {'non-200':>8} {'shim/naive':>16}")
+    print(
+        f"{'scenario':<28} {'system':<6} {'texts/s':>16} {'p50 ms':>16} {'p99 ms':>16} {'non-200':>8} {'shim/naive':>16}"
+    )
     for length in lengths:
         for per_request, clients in SCENARIOS:
             naive = results[key("naive", length, per_request, clients)]
             for system in SYSTEMS:
                 runs = results[key(system, length, per_request, clients)]
                 tps = [r["texts_per_s"] for r in runs]
-                ratio = summary([a["texts_per_s"] / b["texts_per_s"] for a, b in zip(runs, naive)], 2) if system == "shim" else ""
-                failed = sum(n for r in runs for code, n in r["statuses"].items() if code != "200") + sum(r["malformed"] for r in runs)
-                print(f"{length + f', {per_request}-text x {clients}':<28} {system:<6} {summary(tps):>16} "
-                      f"{summary([r['p50_ms'] for r in runs]):>16} {summary([r['p99_ms'] for r in runs]):>16} "
-                      f"{failed:>8} {ratio:>16}")
+                ratio = (
+                    summary([a["texts_per_s"] / b["texts_per_s"] for a, b in zip(runs, naive)], 2)
+                    if system == "shim"
+                    else ""
+                )
+                failed = sum(n for r in runs for code, n in r["statuses"].items() if code != "200") + sum(
+                    r["malformed"] for r in runs
+                )
+                print(
+                    f"{length + f', {per_request}-text x {clients}':<28} {system:<6} {summary(tps):>16} "
+                    f"{summary([r['p50_ms'] for r in runs]):>16} {summary([r['p99_ms'] for r in runs]):>16} "
+                    f"{failed:>8} {ratio:>16}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per run (after 2 s warm-up)")
     parser.add_argument("--lengths", default="short,long")
     parser.add_argument("--sweep", default="1,4,16,32,64", help="client counts for the 1-text sweep ('' to skip)")
-    parser.add_argument("--instances", default=INSTANCES,
-                        help="Triton CPU instances, or auto (make serve's default); several, comma-separated, "
-                             "are measured one after the other, each against its own naive run")
+    parser.add_argument(
+        "--instances",
+        default=INSTANCES,
+        help="Triton CPU instances, or auto (make serve's default); several, comma-separated, "
+        "are measured one after the other, each against its own naive run",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = REPO / "var" / "bench" / "e2e"

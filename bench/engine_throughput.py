@@ -22,18 +22,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import bench_base, prepare_adapters  # noqa: E402  (sets up sys.path and the HF environment)
+from stack import bench_base, prepare_adapters
 
-import torch  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModel  # noqa: E402
+import torch
+from peft import PeftModel
+from transformers import AutoModel
 
-from adapter_manager import AdapterEngine  # noqa: E402
-from factories import WORDS  # noqa: E402
+from adapter_manager import AdapterEngine
+from factories import WORDS
 
 # Words per text: about 16 and 128 tokens with MiniLM's tokenizer.
 TEXT_WORDS = {"short": 7, "long": 60}
@@ -63,7 +63,14 @@ def summary(values: list[float], digits: int = 0) -> str:
 
 
 def measure(
-    base: Path, root: Path, ids: list[str], texts: list[str], rounds: int, seconds: float, wide: int = 0, peft: bool = True
+    base: Path,
+    root: Path,
+    ids: list[str],
+    texts: list[str],
+    rounds: int,
+    seconds: float,
+    wide: int = 0,
+    peft: bool = True,
 ) -> dict[str, list[float]]:
     """texts/s per mode (see the module doc) for every round; `ids[:8]` are the mixed adapters and, with
     `wide`, batches cycle through `ids[:wide]` with every row on a different adapter."""
@@ -91,8 +98,9 @@ def measure(
 
         modes[f"mixed-{wide}"] = wide_batch
     if peft:
-        model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(base)), str(root / ids[0] / "model.lora"),
-                                          adapter_name=ids[0])
+        model = PeftModel.from_pretrained(
+            AutoModel.from_pretrained(str(base)), str(root / ids[0] / "model.lora"), adapter_name=ids[0]
+        )
         for model_id in mixed_ids[1:]:
             model.load_adapter(str(root / model_id / "model.lora"), adapter_name=model_id)
         model.eval()
@@ -113,7 +121,9 @@ def measure(
     for _ in range(rounds):
         for name, fn in modes.items():
             results[name].append(throughput(fn, len(texts), seconds))
-    results["tokens_per_text"] = [engine._tokenize(texts, [512] * len(texts))["attention_mask"].sum(1).float().mean().item()]
+    results["tokens_per_text"] = [
+        engine._tokenize(texts, [512] * len(texts))["attention_mask"].sum(1).float().mean().item()
+    ]
     return results
 
 
@@ -123,7 +133,9 @@ def ratios(results: dict[str, list[float]], a: str, b: str) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, default=None, help="encoder dir (default: MiniLM if installed, else a tiny BERT)")
+    parser.add_argument(
+        "--base", type=Path, default=None, help="encoder dir (default: MiniLM if installed, else a tiny BERT)"
+    )
     parser.add_argument("--wide", type=int, default=64, help="also mix this many adapters, one per row (0: skip)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", choices=("short", "long"), default="short", help="~16 or ~128 tokens per text")
@@ -142,8 +154,10 @@ def main() -> int:
     results = measure(base, work / "models", ids, texts, args.rounds, args.seconds, args.wide, not args.no_peft)
     tokens = results.pop("tokens_per_text")[0]
 
-    print(f"base {base} | {torch.get_num_threads()} threads | batch {len(texts)} | ~{tokens:.0f} tokens/text | "
-          f"adapters r=8 | {args.rounds} rounds x {args.seconds}s")
+    print(
+        f"base {base} | {torch.get_num_threads()} threads | batch {len(texts)} | ~{tokens:.0f} tokens/text | "
+        f"adapters r=8 | {args.rounds} rounds x {args.seconds}s"
+    )
     print(f"{'mode':<16} texts/s median [min-max]")
     for name, values in results.items():
         print(f"{name:<16} {summary(values)}")

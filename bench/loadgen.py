@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 
@@ -58,13 +58,15 @@ def _shim_has_rows(payload: bytes, count: int) -> bool:
 
 def _triton_body(model_id: str, texts: list[str]) -> bytes:
     shape = [len(texts), 1]
-    return json.dumps({
-        "inputs": [
-            {"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
-            {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": [model_id] * len(texts)},
-        ],
-        "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}],
-    }).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
+                {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": [model_id] * len(texts)},
+            ],
+            "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}],
+        }
+    ).encode()
 
 
 def _triton_has_rows(payload: bytes, count: int) -> bool:
@@ -164,4 +166,3 @@ def run_load(
 def _texts_for(texts: Sequence[str], count: int, client: int, k: int) -> list[str]:
     first = (client * 7 + k * count) % len(texts)
     return [texts[(first + i) % len(texts)] for i in range(count)]
-

@@ -64,12 +64,14 @@ def create_app(base: Path, models_root: Path, model_ids: list[str]) -> Flask:
         names = labels[model_id]
         rows = probabilities.tolist()
         ranked = [sorted(zip(names, row), key=lambda pair: -pair[1]) for row in rows]
-        return jsonify({
-            "model_id": model_id,
-            "labels": [r[0][0] for r in ranked],
-            "top_n": [[list(pair) for pair in r[:top_n]] for r in ranked],
-            "label_probabilities": [dict(zip(names, row)) for row in rows],
-        })
+        return jsonify(
+            {
+                "model_id": model_id,
+                "labels": [r[0][0] for r in ranked],
+                "top_n": [[list(pair) for pair in r[:top_n]] for r in ranked],
+                "label_probabilities": [dict(zip(names, row)) for row in rows],
+            }
+        )
 
     @app.get("/api/v1/health/ready")
     def ready():

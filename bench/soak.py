@@ -61,7 +61,9 @@ def make_texts(count: int, words: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, words))) for _ in range(count)]
 
 
-def prepare(work: Path, base_choice: str, texts: list[str]) -> tuple[Path, Path, dict[str, dict[str, dict[str, float]]]]:
+def prepare(
+    work: Path, base_choice: str, texts: list[str]
+) -> tuple[Path, Path, dict[str, dict[str, dict[str, float]]]]:
     """The base, 9 training outputs, and the reference probabilities of every (model, text)."""
     if base_choice == "tiny":
         base = make_tiny_base(work / "base")
@@ -74,8 +76,13 @@ def prepare(work: Path, base_choice: str, texts: list[str]) -> tuple[Path, Path,
     reference = Reference(base)
     expected: dict[str, dict[str, dict[str, float]]] = {}
     for i, model_id in enumerate(TRAFFIC_MODELS + [CHURN_MODEL]):
-        spec = OutputSpec(stem=f"soak{i}", rank=8, num_labels=3 + i % 4, seed=100 + i,
-                          target_modules=("query", "value") if i % 2 else ("query", "key", "value"))
+        spec = OutputSpec(
+            stem=f"soak{i}",
+            rank=8,
+            num_labels=3 + i % 4,
+            seed=100 + i,
+            target_modules=("query", "value") if i % 2 else ("query", "key", "value"),
+        )
         out = make_training_output(root, model_id, base, spec)
         labels = read_labels(next(out.glob("*.head.pt.pkl")), "labels")
         expected[model_id] = {t: dict(zip(labels, p)) for t, p in zip(texts, reference.probabilities(out, texts))}
@@ -85,12 +92,15 @@ def prepare(work: Path, base_choice: str, texts: list[str]) -> tuple[Path, Path,
 def start_servers(work: Path, base: Path, root: Path, instances: int, workers: int) -> tuple[TritonServer, ShimServer]:
     triton = TritonServer(work, server_settings(base, root, work / "state", MAX_ADAPTERS="64"), instances=instances)
     triton.start(timeout=600)
-    shim = ShimServer(work, {
-        **triton.shim_settings(),
-        "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_THREADS": "8",
-        "GUNICORN_ACCESS_LOG": os.devnull,
-    })
+    shim = ShimServer(
+        work,
+        {
+            **triton.shim_settings(),
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_THREADS": "8",
+            "GUNICORN_ACCESS_LOG": os.devnull,
+        },
+    )
     try:
         shim.start()
     except BaseException:
@@ -146,7 +156,7 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 def memory_report(samples: list[dict[str, float]], per: float) -> dict[str, Any]:
     """Start, end, and slope over the second half of the samples, in MB per `per` units of `at`."""
-    second_half = samples[len(samples) // 2:]
+    second_half = samples[len(samples) // 2 :]
     report = {}
     for key in ("triton_mb", "gunicorn_workers_mb"):
         report[key] = {
@@ -177,7 +187,9 @@ class Tally:
         self.violations = 0
         self.examples: list[str] = []
 
-    def record(self, kind: str, outcome: str, seconds: float, problem: str | None = None, violation: bool = False) -> None:
+    def record(
+        self, kind: str, outcome: str, seconds: float, problem: str | None = None, violation: bool = False
+    ) -> None:
         with self.lock:
             key = f"{kind} {outcome}"
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
@@ -213,7 +225,9 @@ class Api:
             return answer
         code = answer.get("error") if isinstance(answer, dict) else None
         contract = code in CONTRACT_CODES and set(answer) == {"error", "message"} and code != "internal_error"
-        problem = None if contract and (code in ok_codes or not ok_codes) else f"{path} {response.status_code} {answer}"[:300]
+        problem = (
+            None if contract and (code in ok_codes or not ok_codes) else f"{path} {response.status_code} {answer}"[:300]
+        )
         self.tally.record(kind, f"{response.status_code} {code}", elapsed, problem, violation=not contract)
         return None
 
@@ -251,15 +265,30 @@ def run_cycles(api: Api, memory: Memory, cycles: int, every: int, texts: list[st
             memory.sample(i + 1)
         if (i + 1) % max(every, cycles // 10) == 0 or i + 1 == cycles:
             s = memory.samples[-1]
-            print(f"  cycle {i + 1:>6}: tritonserver {s['triton_mb']:.0f} MB ({s['stubs']} stubs), "
-                  f"gunicorn workers {s['gunicorn_workers_mb']:.0f} MB", flush=True)
+            print(
+                f"  cycle {i + 1:>6}: tritonserver {s['triton_mb']:.0f} MB ({s['stubs']} stubs), "
+                f"gunicorn workers {s['gunicorn_workers_mb']:.0f} MB",
+                flush=True,
+            )
     seconds = time.perf_counter() - started
-    return {"cycles": cycles, "seconds": round(seconds, 1), "samples": memory.samples[:],
-            "memory_mb_per_1000_cycles": memory_report(memory.samples, 1000)}
+    return {
+        "cycles": cycles,
+        "seconds": round(seconds, 1),
+        "samples": memory.samples[:],
+        "memory_mb_per_1000_cycles": memory_report(memory.samples, 1000),
+    }
 
 
-def run_traffic(base_url: str, expected: dict, tally: Tally, memory: Memory, seconds: float, clients: int,
-                sample_s: float, texts: list[str]) -> dict[str, Any]:
+def run_traffic(
+    base_url: str,
+    expected: dict,
+    tally: Tally,
+    memory: Memory,
+    seconds: float,
+    clients: int,
+    sample_s: float,
+    texts: list[str],
+) -> dict[str, Any]:
     setup = Api(base_url, expected, tally)
     for model_id in TRAFFIC_MODELS:
         if not setup.load("traffic-setup", model_id):
@@ -298,17 +327,24 @@ def run_traffic(base_url: str, expected: dict, tally: Tally, memory: Memory, sec
         s = memory.sample(elapsed)
         if elapsed >= next_report:
             done = sum(v for k, v in tally.outcomes.items() if k.startswith("predict-"))
-            print(f"  {elapsed:6.0f}s: {done} client requests, tritonserver {s['triton_mb']:.0f} MB, "
-                  f"gunicorn workers {s['gunicorn_workers_mb']:.0f} MB, mismatches {tally.mismatches}, "
-                  f"violations {tally.violations}", flush=True)
+            print(
+                f"  {elapsed:6.0f}s: {done} client requests, tritonserver {s['triton_mb']:.0f} MB, "
+                f"gunicorn workers {s['gunicorn_workers_mb']:.0f} MB, mismatches {tally.mismatches}, "
+                f"violations {tally.violations}",
+                flush=True,
+            )
             next_report = elapsed + max(sample_s, seconds / 20)
         stop.wait(min(sample_s, max(0.0, seconds - elapsed)))
     stop.set()
     for thread in threads:
         thread.join(timeout=300)
     memory.sample(time.perf_counter() - started)
-    return {"seconds": round(time.perf_counter() - started, 1), "clients": clients, "samples": memory.samples[:],
-            "memory_mb_per_minute": memory_report(memory.samples, 60)}
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "clients": clients,
+        "samples": memory.samples[:],
+        "memory_mb_per_minute": memory_report(memory.samples, 60),
+    }
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -331,8 +367,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     texts = make_texts(64, 12, seed=7)
     tally = Tally()
-    print(f"soak: base {args.base}, {args.cycles} cycles, {args.seconds:.0f}s of traffic, {args.clients} clients, "
-          f"{args.instances} Triton instances, {args.workers} gunicorn workers; work dir {work}", flush=True)
+    print(
+        f"soak: base {args.base}, {args.cycles} cycles, {args.seconds:.0f}s of traffic, {args.clients} clients, "
+        f"{args.instances} Triton instances, {args.workers} gunicorn workers; work dir {work}",
+        flush=True,
+    )
     try:
         base, root, expected = prepare(work, args.base, texts)
         triton, shim = start_servers(work, base, root, args.instances, args.workers)
@@ -340,10 +379,15 @@ def main() -> int:
             memory = Memory(triton, shim)
             print("(a) load/predict/unload cycles", flush=True)
             every = args.sample_every or max(1, args.cycles // 40)
-            cycles = run_cycles(Api(shim.base, expected, tally), memory, args.cycles, every, texts) if args.cycles else None
+            cycles = (
+                run_cycles(Api(shim.base, expected, tally), memory, args.cycles, every, texts) if args.cycles else None
+            )
             print("(b) mixed traffic", flush=True)
-            traffic = run_traffic(shim.base, expected, tally, memory, args.seconds, args.clients, args.sample_seconds,
-                                  texts) if args.seconds > 0 else None
+            traffic = (
+                run_traffic(shim.base, expected, tally, memory, args.seconds, args.clients, args.sample_seconds, texts)
+                if args.seconds > 0
+                else None
+            )
         finally:
             shim.stop()
             triton.stop()
@@ -368,15 +412,20 @@ def main() -> int:
     args.out.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
 
     print("\nresults")
-    for name, phase, unit in (("cycles", cycles, "memory_mb_per_1000_cycles"), ("traffic", traffic, "memory_mb_per_minute")):
+    for name, phase, unit in (
+        ("cycles", cycles, "memory_mb_per_1000_cycles"),
+        ("traffic", traffic, "memory_mb_per_minute"),
+    ):
         if phase is None:
             continue
         per = "MB/1000 cycles" if name == "cycles" else "MB/min"
         print(f"  {name}: {phase['seconds']}s")
         for key, label in (("triton_mb", "tritonserver+stubs"), ("gunicorn_workers_mb", "gunicorn workers")):
             m = phase[unit][key]
-            print(f"    {label:<20} RSS {m['start']:.0f} -> {m['end']:.0f} MB (max {m['max']:.0f}), "
-                  f"slope over the second half {m['slope_second_half']:+.2f} {per}")
+            print(
+                f"    {label:<20} RSS {m['start']:.0f} -> {m['end']:.0f} MB (max {m['max']:.0f}), "
+                f"slope over the second half {m['slope_second_half']:+.2f} {per}"
+            )
     print("  outcomes:")
     for key, count in summary["outcomes"].items():
         print(f"    {key:<40} {count}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -62,15 +62,24 @@ def prepare_adapters(root: Path, base: Path, model_ids: Sequence[str], rank: int
 class Stack:
     """tritonserver (`instances` CPU instances) and the shim in front of it, both on free ports."""
 
-    def __init__(self, work: Path, base: Path, root: Path, instances: int | str = 1, shim_env: dict[str, str] | None = None,
-                 triton_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        base: Path,
+        root: Path,
+        instances: int | str = 1,
+        shim_env: dict[str, str] | None = None,
+        triton_env: dict[str, str] | None = None,
+    ) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        self.triton = TritonServer(work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances)
+        self.triton = TritonServer(
+            work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances
+        )
         self.work = work
         self.shim_env = shim_env or {}
         self.shim: ShimServer | None = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         (self.work / "state" / "manifest.json").unlink(missing_ok=True)  # start with nothing loaded
         self.triton.start()
         env = {**self.triton.shim_settings(), **self.shim_env}
@@ -107,11 +116,20 @@ class NaiveServer:
     def __init__(self, work: Path, base: Path, root: Path, model_ids: Sequence[str]) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.command = [sys.executable, str(HERE / "naive_server.py"), "--base", str(base), "--models-root", str(root),
-                        "--port", str(self.port), *model_ids]
+        self.command = [
+            sys.executable,
+            str(HERE / "naive_server.py"),
+            "--base",
+            str(base),
+            "--models-root",
+            str(root),
+            "--port",
+            str(self.port),
+            *model_ids,
+        ]
         self.process = ManagedProcess(work / f"naive-{self.port}.log")
 
-    def __enter__(self) -> "NaiveServer":
+    def __enter__(self) -> NaiveServer:
         env = {k: v for k, v in os.environ.items() if k not in OMP_POLICY}  # a user's defaults
         self.process.start(self.command, env, f"http://127.0.0.1:{self.port}/api/v1/health/ready", 300)
         return self

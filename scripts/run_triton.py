@@ -152,21 +152,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8010)))
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8011)))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8012)))
-    parser.add_argument("--instances", default=os.environ.get("TRITON_INSTANCES") or "auto",
-                        help="instances per device, or auto (the default)")
+    parser.add_argument(
+        "--instances",
+        default=os.environ.get("TRITON_INSTANCES") or "auto",
+        help="instances per device, or auto (the default)",
+    )
     parser.add_argument("--kind", choices=("cpu", "gpu"), default=os.environ.get("TRITON_KIND", "cpu"))
-    parser.add_argument("--bind-address", default=os.environ.get("TRITON_BIND_ADDRESS") or "127.0.0.1",
-                        help="address of the HTTP, gRPC and metrics ports; 0.0.0.0 opens them to other hosts")
+    parser.add_argument(
+        "--bind-address",
+        default=os.environ.get("TRITON_BIND_ADDRESS") or "127.0.0.1",
+        help="address of the HTTP, gRPC and metrics ports; 0.0.0.0 opens them to other hosts",
+    )
     parser.add_argument("--run-dir", type=Path, default=REPO / "var" / "run" / "triton")
     parser.add_argument("--runtime-dir", type=Path, default=REPO / "var" / "triton-runtime")
     parser.add_argument("--model-repository", type=Path, default=REPO / "model_repository")
-    parser.add_argument("--tritonserver-root", type=Path, default=os.environ.get("TRITONSERVER_ROOT") or None,
-                        help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel")
-    parser.add_argument("--stub-site", type=Path, default=None,
-                        help="the packages the model imports (default: this interpreter's site-packages)")
+    parser.add_argument(
+        "--tritonserver-root",
+        type=Path,
+        default=os.environ.get("TRITONSERVER_ROOT") or None,
+        help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel",
+    )
+    parser.add_argument(
+        "--stub-site",
+        type=Path,
+        default=None,
+        help="the packages the model imports (default: this interpreter's site-packages)",
+    )
     parser.add_argument("--log-verbose", type=int, default=0)
-    parser.add_argument("--watchdog", action="store_true",
-                        help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)")
+    parser.add_argument(
+        "--watchdog",
+        action="store_true",
+        help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)",
+    )
     args, extra = parser.parse_known_args(argv)
 
     try:
@@ -175,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     token = os.environ.get("CONTROL_TOKEN", "")
     if not token:
-        print("run_triton: CONTROL_TOKEN is not set: control operations and the restricted APIs are closed to "
-              "everyone", file=sys.stderr, flush=True)
+        print(
+            "run_triton: CONTROL_TOKEN is not set: control operations and the restricted APIs are closed to everyone",
+            file=sys.stderr,
+            flush=True,
+        )
     runtime = args.tritonserver_root or prepare_runtime(args.runtime_dir)
     repository = prepare_repository(args.model_repository, args.run_dir, instances, args.kind)
     restricted = restricted_api_flags(token or secrets.token_hex(32))  # no token: a secret nobody holds
@@ -204,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     env = server_environment(from_wheel=args.tritonserver_root is None, stub_site=args.stub_site)
     if args.watchdog:
         local = "127.0.0.1" if args.bind_address in ("0.0.0.0", "::") else args.bind_address
-        return watch(command, env, f"http://{local}:{args.http_port}/v2/health/ready",
-                     float(os.environ.get("TRITON_HANG_TIMEOUT_S") or 30))
+        return watch(
+            command,
+            env,
+            f"http://{local}:{args.http_port}/v2/health/ready",
+            float(os.environ.get("TRITON_HANG_TIMEOUT_S") or 30),
+        )
     os.execve(command[0], command, env)
     return 0
 

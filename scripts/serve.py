@@ -105,12 +105,22 @@ def main() -> int:
     python = sys.executable
     triton = Child(
         "tritonserver",
-        [python, str(REPO / "scripts" / "run_triton.py"), f"--run-dir={run_dir / 'triton'}",
-         f"--runtime-dir={REPO / 'var' / 'triton-runtime'}"],
-        env, REPO, health_url=f"http://127.0.0.1:{http_port}/v2/health/ready",
+        [
+            python,
+            str(REPO / "scripts" / "run_triton.py"),
+            f"--run-dir={run_dir / 'triton'}",
+            f"--runtime-dir={REPO / 'var' / 'triton-runtime'}",
+        ],
+        env,
+        REPO,
+        health_url=f"http://127.0.0.1:{http_port}/v2/health/ready",
     )
-    shim = Child("gunicorn", [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"),
-                              "api_shim.wsgi:app"], env, REPO)
+    shim = Child(
+        "gunicorn",
+        [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"],
+        env,
+        REPO,
+    )
     base = f"http://localhost:{api_port}/api/v1"
 
     def on_ready() -> None:
@@ -120,8 +130,13 @@ def main() -> int:
         for task, accuracy in demo.items():
             print(f"  demo model {task}: held-out accuracy {accuracy:.1%}", flush=True)
         if demo:
-            example = json.dumps({"model_id": "support_intent", "texts": ["Where is my package?", "I want my money back"]})
-            print(f"  curl -s -X POST {base}/inference/predict -H 'Content-Type: application/json' -d '{example}'", flush=True)
+            example = json.dumps(
+                {"model_id": "support_intent", "texts": ["Where is my package?", "I want my money back"]}
+            )
+            print(
+                f"  curl -s -X POST {base}/inference/predict -H 'Content-Type: application/json' -d '{example}'",
+                flush=True,
+            )
         print(f"  curl -s {base}/inference/status\n", flush=True)
 
     supervisor = Supervisor(triton, shim, settings, state_file, on_ready, shim_ready_url=f"{base}/health/ready")

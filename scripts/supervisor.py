@@ -28,7 +28,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
+from collections.abc import Callable
 
 HEALTHY_AFTER_S = 60.0  # a child healthy this long resets the backoff; one that dies sooner counts as a failed start
 GIVE_UP_AFTER = 5  # failed starts in a row
@@ -42,8 +43,13 @@ def log(message: str) -> None:
 class RestartPolicy:
     """When to restart a child that exited, and when to give up on it."""
 
-    def __init__(self, initial_s: float = 1.0, maximum_s: float = 30.0, healthy_after_s: float = HEALTHY_AFTER_S,
-                 give_up_after: int = GIVE_UP_AFTER) -> None:
+    def __init__(
+        self,
+        initial_s: float = 1.0,
+        maximum_s: float = 30.0,
+        healthy_after_s: float = HEALTHY_AFTER_S,
+        give_up_after: int = GIVE_UP_AFTER,
+    ) -> None:
         self.initial_s, self.maximum_s = initial_s, maximum_s
         self.healthy_after_s, self.give_up_after = healthy_after_s, give_up_after
         self.next_delay_s = initial_s
@@ -72,8 +78,15 @@ def describe_exit(returncode: int) -> str:
 class Child:
     """One server process in its own process group; its output is forwarded and the last lines kept."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path,
-                 health_url: str | None = None, output: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        health_url: str | None = None,
+        output: TextIO = sys.stdout,
+    ) -> None:
         self.name, self.command, self.env, self.cwd = name, command, env, cwd
         self.health_url = health_url
         self.output = output
@@ -92,8 +105,13 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.command,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.started_at = self.last_answer_at = time.monotonic()
         self.ready_at = self.restart_at = None
@@ -140,7 +158,7 @@ class Child:
             return True
         return False
 
-    def health_problem(self, now: float, settings: "SupervisionSettings") -> str | None:
+    def health_problem(self, now: float, settings: SupervisionSettings) -> str | None:
         """Why the child must be treated as dead although it runs (never ready, or hung), or None."""
         if self.ready_at is None and now - self.started_at > settings.start_timeout_s:
             return f"{self.name} was not ready {settings.start_timeout_s:.0f} s after its start"
@@ -242,8 +260,15 @@ class SupervisionSettings:
 
 
 class Supervisor:
-    def __init__(self, triton: Child, shim: Child, settings: SupervisionSettings, state_file: Path,
-                 on_ready: Callable[[], None] = lambda: None, shim_ready_url: str | None = None) -> None:
+    def __init__(
+        self,
+        triton: Child,
+        shim: Child,
+        settings: SupervisionSettings,
+        state_file: Path,
+        on_ready: Callable[[], None] = lambda: None,
+        shim_ready_url: str | None = None,
+    ) -> None:
         self.triton, self.shim = triton, shim
         self.settings = settings
         self.state_file = state_file
@@ -305,12 +330,17 @@ class Supervisor:
         """Clean up after `child` and schedule its restart; False when it cannot start at all."""
         child.kill()
         now = time.monotonic()
-        healthy_for = now - child.ready_at if child.ready_at is not None else (
-            now - child.started_at if child is not self.triton else 0.0)
+        healthy_for = (
+            now - child.ready_at
+            if child.ready_at is not None
+            else (now - child.started_at if child is not self.triton else 0.0)
+        )
         delay = child.policy.after_exit(now - child.started_at, healthy_for)
         if delay is None:
-            log(f"{cause}\nserve: {child.name} failed {GIVE_UP_AFTER} times in a row, each within "
-                f"{HEALTHY_AFTER_S:.0f} s of its start: it cannot start; stopping")
+            log(
+                f"{cause}\nserve: {child.name} failed {GIVE_UP_AFTER} times in a row, each within "
+                f"{HEALTHY_AFTER_S:.0f} s of its start: it cannot start; stopping"
+            )
             self._write_state("error", cause)
             return False
         self.restarts += 1

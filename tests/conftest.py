@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -54,15 +54,26 @@ def assert_matches_reference(
         np.testing.assert_allclose(result.probabilities, want, atol=PARITY_TOLERANCE, rtol=0)
         assert abs(float(result.probabilities.sum()) - 1.0) < 1e-5
 
+
 # ------------------------------------------------------------------- a real tritonserver (session)
 
 MAX_ADAPTERS = 10
 # The models every Triton test can load: different ranks, targets, heads, pooling and label counts.
 MODELS = {
     "alpha": OutputSpec(rank=4, target_modules=("query", "value"), num_labels=3, seed=11),
-    "team/beta": OutputSpec(stem="beta", rank=8, target_modules=("query", "key", "value", "dense"), num_labels=5,
-                            head_layout="two-layer", pooling="mean", weights_format="bin", seed=12),
-    "gamma": OutputSpec(stem="gamma", rank=2, target_modules=("key",), num_labels=2, labels_format="label_to_index", seed=13),
+    "team/beta": OutputSpec(
+        stem="beta",
+        rank=8,
+        target_modules=("query", "key", "value", "dense"),
+        num_labels=5,
+        head_layout="two-layer",
+        pooling="mean",
+        weights_format="bin",
+        seed=12,
+    ),
+    "gamma": OutputSpec(
+        stem="gamma", rank=2, target_modules=("key",), num_labels=2, labels_format="label_to_index", seed=13
+    ),
     **{f"bench-{i}": OutputSpec(stem=f"bench{i}", rank=8, num_labels=4, seed=20 + i) for i in range(8)},
 }
 

@@ -9,7 +9,7 @@ import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -104,9 +104,7 @@ def make_training_output(models_root: Path, model_dir: str, base_dir: Path, spec
         init_lora_weights=False,  # random A and B: the adapter really changes the encoder's output
     )
     peft_model = get_peft_model(base, config)
-    peft_model.save_pretrained(
-        str(out / f"{spec.stem}.lora"), safe_serialization=spec.weights_format == "safetensors"
-    )
+    peft_model.save_pretrained(str(out / f"{spec.stem}.lora"), safe_serialization=spec.weights_format == "safetensors")
     torch.save(head_object(spec, base.config.hidden_size), out / f"{spec.stem}.head.pt")
     with (out / f"{spec.stem}.head.pt.pkl").open("wb") as handle:
         pickle.dump(label_object(spec), handle)
@@ -159,7 +157,9 @@ class Reference:
 
     def probabilities(self, output_dir: Path, texts: Sequence[str], max_length: int = 512) -> list[list[float]]:
         stem = next(output_dir.glob("*.head.pt")).name[: -len(".head.pt")]
-        model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(self.base_dir)), str(output_dir / f"{stem}.lora"))
+        model = PeftModel.from_pretrained(
+            AutoModel.from_pretrained(str(self.base_dir)), str(output_dir / f"{stem}.lora")
+        )
         model.eval()
         head_obj = torch.load(output_dir / f"{stem}.head.pt", weights_only=True)
         pooling = "cls"

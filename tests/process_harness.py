@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 
@@ -33,7 +33,9 @@ class ManagedProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, command: list[str], env: dict[str, str], ready_url: str, timeout: float, cwd: Path | None = None) -> None:
+    def start(
+        self, command: list[str], env: dict[str, str], ready_url: str, timeout: float, cwd: Path | None = None
+    ) -> None:
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
                 command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

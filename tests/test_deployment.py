@@ -20,8 +20,14 @@ DOCKERFILES = {"triton": REPO / "scripts/docker/triton.Dockerfile", "api": REPO 
 def run_compose_config(**env: str) -> subprocess.CompletedProcess:
     """docker-compose's own resolution of the file (Debian's docker-compose validates without an engine)."""
     environ = {k: v for k, v in os.environ.items() if k != "CONTROL_TOKEN"} | env
-    return subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env=environ)
+    return subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+    )
 
 
 def compose_config() -> dict:
@@ -39,7 +45,9 @@ def test_compose_keeps_the_promises_of_make_serve():
     config = compose_config()
     triton, api = config["services"]["triton"], config["services"]["api"]
     assert triton["restart"] == api["restart"] == "unless-stopped"
-    assert "health/ready" in " ".join(triton["healthcheck"]["test"]) and "health/live" in " ".join(api["healthcheck"]["test"])
+    assert "health/ready" in " ".join(triton["healthcheck"]["test"]) and "health/live" in " ".join(
+        api["healthcheck"]["test"]
+    )
     assert api["depends_on"]["triton"]["condition"] == "service_started"  # the shim does not wait for Triton
     assert "ports" not in triton  # Triton is reached through the shim only
     assert triton["environment"]["CONTROL_TOKEN"] == api["environment"]["CONTROL_TOKEN"] == "a-long-random-secret"
@@ -52,11 +60,17 @@ def test_compose_file_is_valid_and_wires_triton_and_the_api():
     triton, api = config["services"]["triton"], config["services"]["api"]
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    mounts = {v.split(":")[1]: v for v in triton["volumes"]} if isinstance(triton["volumes"][0], str) else {v["target"]: v for v in triton["volumes"]}
+    mounts = (
+        {v.split(":")[1]: v for v in triton["volumes"]}
+        if isinstance(triton["volumes"][0], str)
+        else {v["target"]: v for v in triton["volumes"]}
+    )
     assert set(mounts) >= {"/opt/lora/model_repository", "/models/base", "/models/outputs", "/var/lib/lora-classifier"}
     for target in ("/models/base", "/models/outputs", "/opt/lora/model_repository"):
         mount = mounts[target]
-        assert (mount.endswith(":ro") if isinstance(mount, str) else mount.get("read_only")), f"{target} must be read-only"
+        assert mount.endswith(":ro") if isinstance(mount, str) else mount.get("read_only"), (
+            f"{target} must be read-only"
+        )
     assert "lora-state" in config["volumes"]
     assert api["environment"]["TRITON_URL"] == "triton:8000"
     assert any(str(p.get("target", p)).endswith("8000") for p in api["ports"])
@@ -65,7 +79,9 @@ def test_compose_file_is_valid_and_wires_triton_and_the_api():
 def test_every_env_default_is_documented_in_dot_env():
     compose = (REPO / "docker-compose.yml").read_text()
     used = set(re.findall(r"\$\{(\w+):-", compose))
-    defined = {line.split("=", 1)[0] for line in (REPO / ".env").read_text().splitlines() if line and not line.startswith("#")}
+    defined = {
+        line.split("=", 1)[0] for line in (REPO / ".env").read_text().splitlines() if line and not line.startswith("#")
+    }
     assert used <= defined, f"not in .env: {sorted(used - defined)}"
 
 
@@ -80,7 +96,9 @@ def test_dockerfiles_copy_only_files_that_exist(name):
 
 
 def test_the_api_image_copies_every_module_the_shim_imports():
-    code = "import sys, api_shim.wsgi; print(' '.join(sorted(m for m in sys.modules if m.startswith('adapter_manager.'))))"
+    code = (
+        "import sys, api_shim.wsgi; print(' '.join(sorted(m for m in sys.modules if m.startswith('adapter_manager.'))))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     copied = " ".join(line for line in DOCKERFILES["api"].read_text().splitlines() if line.startswith("COPY "))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import requests
 
@@ -30,9 +30,15 @@ class Traffic:
     """`clients` threads, each sending predictions of `texts` to the API at `base` back to back, on fresh
     connections; nothing is retried."""
 
-    def __init__(self, base: str, model_ids: list[str], clients: int, timeout: float = 30,
-                 texts: Sequence[str] = ("baba dede kiki", "类别 好坏", "lolo mumu nana fafa"),
-                 pause_after_error_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: str,
+        model_ids: list[str],
+        clients: int,
+        timeout: float = 30,
+        texts: Sequence[str] = ("baba dede kiki", "类别 好坏", "lolo mumu nana fafa"),
+        pause_after_error_s: float = 0.0,
+    ) -> None:
         self.base, self.model_ids, self.timeout, self.texts = base, model_ids, timeout, list(texts)
         self.pause_after_error_s = pause_after_error_s  # as a client backing off would; 0: straight on
         self.outcomes: list[Outcome] = []
@@ -40,7 +46,7 @@ class Traffic:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         for thread in self._threads:
             thread.start()
         return self
@@ -59,8 +65,9 @@ class Traffic:
             started = time.monotonic()
             status, error, body = None, "", None
             try:
-                response = requests.post(f"{self.base}{PREDICT}", json={"model_id": model_id, "texts": self.texts},
-                                         timeout=self.timeout)
+                response = requests.post(
+                    f"{self.base}{PREDICT}", json={"model_id": model_id, "texts": self.texts}, timeout=self.timeout
+                )
                 status, body = response.status_code, response.json()
                 error = "" if status == 200 else body.get("error", "?")
             except (requests.RequestException, ValueError) as exc:

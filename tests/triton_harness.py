@@ -10,7 +10,8 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import requests
@@ -37,8 +38,14 @@ def free_port() -> int:
 def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: str) -> dict[str, str]:
     """The environment of a test or benchmark tritonserver: these paths, float32, the control secret, and any
     other settings."""
-    return {"BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(models_root), "STATE_DIR": str(state_dir),
-            "DTYPE": "float32", "CONTROL_TOKEN": CONTROL_TOKEN, **settings}
+    return {
+        "BASE_MODEL_DIR": str(base),
+        "MODELS_ROOT": str(models_root),
+        "STATE_DIR": str(state_dir),
+        "DTYPE": "float32",
+        "CONTROL_TOKEN": CONTROL_TOKEN,
+        **settings,
+    }
 
 
 class TritonServer:
@@ -61,14 +68,22 @@ class TritonServer:
 
     def shim_settings(self) -> dict[str, str]:
         """What a shim needs to reach this server: its URLs and its control secret."""
-        return {"TRITON_URL": self.url, "TRITON_METRICS_URL": f"http://127.0.0.1:{self.metrics_port}/metrics",
-                "CONTROL_TOKEN": self.control_token}
+        return {
+            "TRITON_URL": self.url,
+            "TRITON_METRICS_URL": f"http://127.0.0.1:{self.metrics_port}/metrics",
+            "CONTROL_TOKEN": self.control_token,
+        }
 
     def start(self, timeout: float = 180) -> None:
         command = [
-            sys.executable, str(REPO / "scripts" / "run_triton.py"),
-            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-            f"--instances={self.instances}", "--kind=cpu", f"--run-dir={self.workdir / 'run'}",
+            sys.executable,
+            str(REPO / "scripts" / "run_triton.py"),
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--instances={self.instances}",
+            "--kind=cpu",
+            f"--run-dir={self.workdir / 'run'}",
         ]
         self.server.start(command, self.env, f"http://{self.url}/v2/models/{MODEL}/ready", timeout)
 
@@ -93,7 +108,9 @@ class TritonServer:
 
     def statistics(self) -> dict[str, int]:
         headers = {RESTRICTED_API_HEADER: self.control_token}  # a restricted API
-        stats = requests.get(f"http://{self.url}/v2/models/{MODEL}/stats", headers=headers, timeout=5).json()["model_stats"][0]
+        stats = requests.get(f"http://{self.url}/v2/models/{MODEL}/stats", headers=headers, timeout=5).json()[
+            "model_stats"
+        ][0]
         return {"requests": stats["inference_stats"]["success"]["count"], "executions": stats["execution_count"]}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from adapter_manager.artifacts import read_labels
 from tolerance import TOLERANCE, assert_close_distribution

@@ -35,7 +35,8 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -101,26 +102,48 @@ def environment() -> dict[str, Any]:
 
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     soname = sysconfig.get_config_var("INSTSONAME") or ""
-    found = sorted({str(p) for d in {libdir, "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib",
-                                     f"{sys.base_prefix}/lib"} if d and Path(d).is_dir()
-                    for p in Path(d).glob("libpython3*.so*")})
+    found = sorted(
+        {
+            str(p)
+            for d in {libdir, "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib", f"{sys.base_prefix}/lib"}
+            if d and Path(d).is_dir()
+            for p in Path(d).glob("libpython3*.so*")
+        }
+    )
     ldconfig = subprocess.run(["sh", "-c", "ldconfig -p | grep libpython3"], capture_output=True, text=True).stdout
     info: dict[str, Any] = {
-        "python": sys.version.split()[0], "executable": sys.executable, "base_prefix": sys.base_prefix,
-        "libpython": {"LIBDIR": libdir, "INSTSONAME": soname, "in_libdir": (Path(libdir) / soname).is_file(),
-                      "found": found, "ldconfig": ldconfig.strip().splitlines()},
-        "numpy": np.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "peft": peft.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "base_prefix": sys.base_prefix,
+        "libpython": {
+            "LIBDIR": libdir,
+            "INSTSONAME": soname,
+            "in_libdir": (Path(libdir) / soname).is_file(),
+            "found": found,
+            "ldconfig": ldconfig.strip().splitlines(),
+        },
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                       "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
+        info["gpu"] = {
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+        }
         smi = shutil.which("nvidia-smi")
         if smi:
             info["gpu"]["nvidia_smi"] = subprocess.run(
                 [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                capture_output=True, text=True).stdout.strip()
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
     return info
 
 
@@ -177,11 +200,12 @@ def rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) -> 
 
 def batches(texts: Sequence[str], size: int, by_length: bool) -> list[list[str]]:
     ordered = sorted(texts, key=token_count) if by_length else list(texts)
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def in_process(base: Path, root: Path, device: str, dtype: str, sets: dict[str, list[str]], rounds: int,
-               seconds: float) -> dict[str, Any]:
+def in_process(
+    base: Path, root: Path, device: str, dtype: str, sets: dict[str, list[str]], rounds: int, seconds: float
+) -> dict[str, Any]:
     engine = AdapterEngine(base, root, device=device, dtype=dtype, max_adapters=16)
     for model_id in ADAPTERS:
         engine.load(model_id, max_length=MAX_LENGTH)
@@ -192,6 +216,7 @@ def in_process(base: Path, root: Path, device: str, dtype: str, sets: dict[str, 
             with torch.inference_mode():
                 for texts in group:
                     engine.model(**engine._tokenize(texts, [MAX_LENGTH] * len(texts)))
+
         return run
 
     def classify(group: list[list[str]], mixed: bool) -> Callable[[], None]:
@@ -199,20 +224,27 @@ def in_process(base: Path, root: Path, device: str, dtype: str, sets: dict[str, 
             for texts in group:
                 ids = [ADAPTERS[i % 8] if mixed else ADAPTERS[0] for i in range(len(texts))]
                 engine.classify(texts, ids)
+
         return run
 
     figures: dict[str, Any] = {}
     for name, texts in sets.items():
         tokens = sum(token_count(t) for t in texts)
         arrival = batches(texts, BATCH, by_length=False)
-        modes = {"bare-sorted": bare(batches(texts, BATCH, by_length=True)), "bare-arrival": bare(arrival),
-                 "one": classify(arrival, False), "mixed-8": classify(arrival, True)}
+        modes = {
+            "bare-sorted": bare(batches(texts, BATCH, by_length=True)),
+            "bare-arrival": bare(arrival),
+            "one": classify(arrival, False),
+            "mixed-8": classify(arrival, True),
+        }
         per_mode: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode, fn in modes.items():
                 per_mode[mode].append(rate(fn, seconds, sync) * len(texts))
-        figures[name] = {mode: {"texts_per_s": values, "tokens_per_s": [v * tokens / len(texts) for v in values]}
-                         for mode, values in per_mode.items()}
+        figures[name] = {
+            mode: {"texts_per_s": values, "tokens_per_s": [v * tokens / len(texts) for v in values]}
+            for mode, values in per_mode.items()
+        }
         figures[name]["tokens_per_text"] = tokens / len(texts)
     lone = sets["short"][0]
     samples = []
@@ -245,8 +277,10 @@ class TritonHttp:
 
     def control(self, document: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps({**document, "token": self.token})
-        body = {"inputs": [{"name": "CONTROL", "shape": [1, 1], "datatype": "BYTES", "data": [payload]}],
-                "outputs": [{"name": "CONTROL_RESULT"}]}
+        body = {
+            "inputs": [{"name": "CONTROL", "shape": [1, 1], "datatype": "BYTES", "data": [payload]}],
+            "outputs": [{"name": "CONTROL_RESULT"}],
+        }
         answer = requests.post(f"{self.url}/v2/models/{MODEL}/infer", json=body, timeout=120)
         if answer.status_code != 200:
             raise RuntimeError(f"control {document.get('op')} answered {answer.status_code}: {answer.text[:500]}")
@@ -266,9 +300,13 @@ class TritonHttp:
     def predict(self, texts: list[str], model_ids: list[str]) -> np.ndarray:
         """PROBABILITIES, one row per text (padded to the widest model of the request)."""
         shape = [len(texts), 1]
-        body = {"inputs": [{"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
-                           {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": model_ids}],
-                "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}]}
+        body = {
+            "inputs": [
+                {"name": "TEXT", "shape": shape, "datatype": "BYTES", "data": texts},
+                {"name": "MODEL_ID", "shape": shape, "datatype": "BYTES", "data": model_ids},
+            ],
+            "outputs": [{"name": "PROBABILITIES"}, {"name": "NUM_LABELS"}],
+        }
         answer = requests.post(f"{self.url}/v2/models/{MODEL}/infer", json=body, timeout=120)
         if answer.status_code != 200:
             raise RuntimeError(f"predict answered {answer.status_code}: {answer.text[:300]}")
@@ -280,20 +318,40 @@ class TritonHttp:
 class Triton(TritonHttp):
     """tritonserver through scripts/run_triton.py, and its HTTP client."""
 
-    def __init__(self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 stub_site: Path | None) -> None:
+    def __init__(
+        self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None, stub_site: Path | None
+    ) -> None:
         self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
-        super().__init__(f"http://127.0.0.1:{self.http}", f"http://127.0.0.1:{self.metrics_port}/metrics",
-                         secrets.token_hex(16))
+        super().__init__(
+            f"http://127.0.0.1:{self.http}", f"http://127.0.0.1:{self.metrics_port}/metrics", secrets.token_hex(16)
+        )
         state = work / f"state-{self.http}"
         state.mkdir(parents=True)
-        self.env = {**os.environ, "BASE_MODEL_DIR": str(base), "MODELS_ROOT": str(root), "STATE_DIR": str(state),
-                    "DTYPE": dtype, "CONTROL_TOKEN": self.token}
+        self.env = {
+            **os.environ,
+            "BASE_MODEL_DIR": str(base),
+            "MODELS_ROOT": str(root),
+            "STATE_DIR": str(state),
+            "DTYPE": dtype,
+            "CONTROL_TOKEN": self.token,
+        }
         if site:  # run_triton.py finds the wheel's tritonserver on the import path
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-        self.command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--kind", kind, "--instances", "1",
-                        f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics_port}",
-                        "--run-dir", str(work / f"run-{self.http}"), "--runtime-dir", str(work / "triton-runtime")]
+        self.command = [
+            sys.executable,
+            str(REPO / "scripts" / "run_triton.py"),
+            "--kind",
+            kind,
+            "--instances",
+            "1",
+            f"--http-port={self.http}",
+            f"--grpc-port={self.grpc}",
+            f"--metrics-port={self.metrics_port}",
+            "--run-dir",
+            str(work / f"run-{self.http}"),
+            "--runtime-dir",
+            str(work / "triton-runtime"),
+        ]
         if stub_site:
             self.command += ["--stub-site", str(stub_site)]
         self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
@@ -307,9 +365,32 @@ class Triton(TritonHttp):
 
 # Packages built on numpy's C API that numpy 1.x cannot import once built for 2.x (scipy uses np.long, new in
 # 2.0), and that the model never needs. transformers imports sklearn, hence scipy, whenever it finds them.
-NUMPY_2_EXTENSIONS = ("numpy", "scipy", "sklearn", "scikit_learn", "pandas", "torchvision", "torchaudio", "numba",
-                      "h5py", "matplotlib", "skimage", "scikit_image", "pyarrow", "cv2", "opencv", "cupy", "jax",
-                      "jaxlib", "ml_dtypes", "onnxruntime", "tensorstore", "statsmodels", "xarray", "seaborn")
+NUMPY_2_EXTENSIONS = (
+    "numpy",
+    "scipy",
+    "sklearn",
+    "scikit_learn",
+    "pandas",
+    "torchvision",
+    "torchaudio",
+    "numba",
+    "h5py",
+    "matplotlib",
+    "skimage",
+    "scikit_image",
+    "pyarrow",
+    "cv2",
+    "opencv",
+    "cupy",
+    "jax",
+    "jaxlib",
+    "ml_dtypes",
+    "onnxruntime",
+    "tensorstore",
+    "statsmodels",
+    "xarray",
+    "seaborn",
+)
 
 
 def stub_site_with_numpy(work: Path, numpy_dir: Path | None, own: Path | None = None) -> Path:
@@ -337,17 +418,23 @@ def stub_site_with_numpy(work: Path, numpy_dir: Path | None, own: Path | None = 
 
 def preflight(stub_site: Path | None) -> dict[str, Any]:
     """Import what model.py imports, on the stub's path (LORA_CLASSIFIER_PYTHONPATH first), in a fresh interpreter."""
-    code = ("import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
-            "from transformers import AutoModel, AutoTokenizer; from peft import PeftModel; "
-            "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
-            "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())")
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
+        "from transformers import AutoModel, AutoTokenizer; from peft import PeftModel; "
+        "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
+        "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())"
+    )
     paths = [str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]
     # -S: no site-packages but the ones named, as in the stub (model.py drops the system's site directories)
     done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=120)
     answer = {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
     if stub_site is not None:  # what the system Python's own site directories would have brought in
-        system = subprocess.run([getattr(sys, "_base_executable", sys.executable), "-c", code, *paths],
-                                capture_output=True, text=True, timeout=120)
+        system = subprocess.run(
+            [getattr(sys, "_base_executable", sys.executable), "-c", code, *paths],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         answer["with_system_sites"] = {"rc": system.returncode, "output": (system.stdout + system.stderr)[-2500:]}
     return answer
 
@@ -355,12 +442,13 @@ def preflight(stub_site: Path | None) -> dict[str, Any]:
 def log_errors(path: Path, lines: int = 40) -> list[str]:
     """The lines of a tritonserver log that say what went wrong."""
     text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    keys = ("E1", "rror", "Traceback", "numpy", "File \"", "failed")
+    keys = ("E1", "rror", "Traceback", "numpy", 'File "', "failed")
     return [line[:400] for line in text if any(k in line for k in keys)][-lines:]
 
 
-def stub_numpy_plan(numpy_version: str, numpy_dir: Path | None, machine_numpy_first: bool, numpy_1_site: bool
-                    ) -> list[str]:
+def stub_numpy_plan(
+    numpy_version: str, numpy_dir: Path | None, machine_numpy_first: bool, numpy_1_site: bool
+) -> list[str]:
     """Which stub environments to try, in order. Triton 2.51's stub (pybind11 2.10) crashes on numpy 2 at the first
     BYTES tensor (seen on the H100: `unpack_from requires a buffer of at least ...`), so with numpy 2 it gets a
     site with numpy 1.x, unless asked to show the crash first."""
@@ -372,9 +460,18 @@ def stub_numpy_plan(numpy_version: str, numpy_dir: Path | None, machine_numpy_fi
     return plan or ["machine"]
 
 
-def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None,
-                 numpy_dir: Path | None, plan: list[str], probe: list[str], out: Path
-                 ) -> tuple[Triton | None, dict[str, Any]]:
+def start_triton(
+    work: Path,
+    base: Path,
+    root: Path,
+    kind: str,
+    dtype: str,
+    site: Path | None,
+    numpy_dir: Path | None,
+    plan: list[str],
+    probe: list[str],
+    out: Path,
+) -> tuple[Triton | None, dict[str, Any]]:
     """Start Triton, load the adapters and check one predict, for each stub environment of `plan` until one
     serves. None when none did."""
     attempts: list[dict[str, Any]] = []
@@ -399,7 +496,7 @@ def start_triton(work: Path, base: Path, root: Path, kind: str, dtype: str, site
                 raise RuntimeError(f"predict returned rows that are not distributions: {rows[:2]}")
             attempt["ok"] = True
             return triton, {"attempts": attempts}
-        except Exception as exc:  # noqa: BLE001  (reported, then the next attempt or the caller's failure)
+        except Exception as exc:
             attempt["ok"] = False
             attempt["error"] = str(exc)[-1500:]
             triton.stop()
@@ -419,7 +516,7 @@ def parity(triton: Triton, base: Path, root: Path, texts: list[str]) -> dict[str
     per_adapter = len(texts) // len(ADAPTERS)
     expected, rows, mixed_ids, mixed_texts_ = [], [], [], []
     for i, model_id in enumerate(ADAPTERS):
-        mine = texts[i * per_adapter:(i + 1) * per_adapter]
+        mine = texts[i * per_adapter : (i + 1) * per_adapter]
         expected.extend(reference.probabilities(root / model_id, mine, max_length=MAX_LENGTH))
         rows.extend(triton.predict(mine, [model_id] * len(mine)))
         mixed_texts_.extend(mine)
@@ -432,9 +529,12 @@ def parity(triton: Triton, base: Path, root: Path, texts: list[str]) -> dict[str
     reference_rows = np.array(expected)
     per_request = np.abs(np.array(rows) - reference_rows)
     in_mixed = np.abs(mixed - reference_rows)
-    return {"texts": len(expected), "max_abs_diff": float(max(per_request.max(), in_mixed.max())),
-            "mean_abs_diff": float((per_request.mean() + in_mixed.mean()) / 2),
-            "top1_agreement": float(np.mean(np.argmax(mixed, 1) == np.argmax(reference_rows, 1)))}
+    return {
+        "texts": len(expected),
+        "max_abs_diff": float(max(per_request.max(), in_mixed.max())),
+        "mean_abs_diff": float((per_request.mean() + in_mixed.mean()) / 2),
+        "top1_agreement": float(np.mean(np.argmax(mixed, 1) == np.argmax(reference_rows, 1))),
+    }
 
 
 # ----------------------------------------------------------------------------------------- 6. served load
@@ -450,12 +550,22 @@ def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: flo
     for _ in range(rounds):
         for name, adapters, per_request, clients in scenarios:
             ids = ADAPTERS[:1] if adapters == "one" else ADAPTERS
-            outcome = run_load(triton.url, ids, sets[name], per_request, clients, seconds, warmup=1.0,
-                               protocol=TRITON)
+            outcome = run_load(triton.url, ids, sets[name], per_request, clients, seconds, warmup=1.0, protocol=TRITON)
             tokens = sum(token_count(t) for t in sets[name]) / len(sets[name])
-            entry = results.setdefault(f"{name}/{adapters}/{per_request}x{clients}", {
-                "texts": name, "adapters": adapters, "texts_per_request": per_request, "clients": clients,
-                "texts_per_s": [], "tokens_per_s": [], "p50_ms": [], "p99_ms": [], "failed": 0})
+            entry = results.setdefault(
+                f"{name}/{adapters}/{per_request}x{clients}",
+                {
+                    "texts": name,
+                    "adapters": adapters,
+                    "texts_per_request": per_request,
+                    "clients": clients,
+                    "texts_per_s": [],
+                    "tokens_per_s": [],
+                    "p50_ms": [],
+                    "p99_ms": [],
+                    "failed": 0,
+                },
+            )
             entry["texts_per_s"].append(outcome.texts_per_s)
             entry["tokens_per_s"].append(outcome.texts_per_s * tokens)
             entry["p50_ms"].append(outcome.p50_ms)
@@ -474,10 +584,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lora-gpu-check"))
     parser.add_argument("--out", type=Path, default=REPO / "var" / "gpu")
     parser.add_argument("--quick", action="store_true", help="a tiny encoder and short rounds (a CPU rehearsal)")
-    parser.add_argument("--machine-numpy-first", action="store_true",
-                        help="with numpy 2, first try the stub on it (it crashes: shows why the numpy 1 site exists)")
-    parser.add_argument("--numpy-1-site", action="store_true",
-                        help="rehearsal: give the stub the numpy-1 site even where numpy is 1.x already")
+    parser.add_argument(
+        "--machine-numpy-first",
+        action="store_true",
+        help="with numpy 2, first try the stub on it (it crashes: shows why the numpy 1 site exists)",
+    )
+    parser.add_argument(
+        "--numpy-1-site",
+        action="store_true",
+        help="rehearsal: give the stub the numpy-1 site even where numpy is 1.x already",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
@@ -488,8 +604,14 @@ def main(argv: list[str] | None = None) -> int:
     kind = "gpu" if args.device == "cuda" else "cpu"
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "device": args.device, "dtype": dtype,
-                               "quick": args.quick, "max_length": MAX_LENGTH, "batch": BATCH}
+    figures: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device": args.device,
+        "dtype": dtype,
+        "quick": args.quick,
+        "max_length": MAX_LENGTH,
+        "batch": BATCH,
+    }
     out = args.out / "gpu.json"
 
     def save() -> None:
@@ -507,8 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
     log(f"models ready in {figures['prepare_s']} s; tritonserver")
     plan = stub_numpy_plan(np.__version__, numpy_dir, args.machine_numpy_first, args.numpy_1_site)
-    triton, figures["triton"] = start_triton(args.work, base, root, kind, dtype, site, numpy_dir, plan,
-                                             mixed_texts(16, seed=5), args.out)
+    triton, figures["triton"] = start_triton(
+        args.work, base, root, kind, dtype, site, numpy_dir, plan, mixed_texts(16, seed=5), args.out
+    )
     save()
     if triton is not None:
         try:
@@ -536,19 +659,30 @@ def report(figures: dict[str, Any]) -> None:
     gpu = figures["environment"].get("gpu", {}).get("name", "CPU")
     print(f"\n== {gpu}, {figures['dtype']}, encoder {figures['encoder']}")
     if "parity" in figures:
-        print(f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
-              f"top-1 agreement {figures['parity']['top1_agreement']:.3f}")
+        print(
+            f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
+            f"top-1 agreement {figures['parity']['top1_agreement']:.3f}"
+        )
     for name in ("short", "mixed"):
         part = figures["in_process"][name]
-        print(f"in-process {name} ({part['tokens_per_text']:.0f} tokens/text), texts/s: " + ", ".join(
-            f"{mode} {summary(part[mode]['texts_per_s'])}" for mode in ("bare-sorted", "bare-arrival", "one", "mixed-8")))
+        print(
+            f"in-process {name} ({part['tokens_per_text']:.0f} tokens/text), texts/s: "
+            + ", ".join(
+                f"{mode} {summary(part[mode]['texts_per_s'])}"
+                for mode in ("bare-sorted", "bare-arrival", "one", "mixed-8")
+            )
+        )
     print(f"in-process batch-1 latency p50 {figures['in_process']['batch1_ms']['p50']:.2f} ms")
     for key, entry in figures.get("served", {}).items():
-        print(f"served {key}: {summary(entry['texts_per_s'])} texts/s, {summary(entry['tokens_per_s'])} tokens/s, "
-              f"p50 {summary(entry['p50_ms'], 1)} ms, p99 {summary(entry['p99_ms'], 1)} ms, failed {entry['failed']}")
+        print(
+            f"served {key}: {summary(entry['texts_per_s'])} texts/s, {summary(entry['tokens_per_s'])} tokens/s, "
+            f"p50 {summary(entry['p50_ms'], 1)} ms, p99 {summary(entry['p99_ms'], 1)} ms, failed {entry['failed']}"
+        )
     for worker in figures.get("status", {}).get("workers", []):
-        print(f"status worker {worker['worker_id']} on {worker['device']}: {worker['used_memory_mb']} of "
-              f"{worker['total_memory_mb']} MB used")
+        print(
+            f"status worker {worker['worker_id']} on {worker['device']}: {worker['used_memory_mb']} of "
+            f"{worker['total_memory_mb']} MB used"
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "gpu" / "results.json"
@@ -51,50 +52,77 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
     ]
     parity = f.get("parity")
     if parity:
-        lines += [f"**Parity** against plain transformers + peft in fp32 (one text at a time, CPU), over "
-                  f"{parity['texts']} texts of mixed length, served in one request per adapter and in one request "
-                  f"mixing all 8: max |p - p_ref| {parity['max_abs_diff']:.2e}, mean {parity['mean_abs_diff']:.1e}, "
-                  f"top-1 label agreement {parity['top1_agreement']:.0%}.", ""]
+        lines += [
+            f"**Parity** against plain transformers + peft in fp32 (one text at a time, CPU), over "
+            f"{parity['texts']} texts of mixed length, served in one request per adapter and in one request "
+            f"mixing all 8: max |p - p_ref| {parity['max_abs_diff']:.2e}, mean {parity['mean_abs_diff']:.1e}, "
+            f"top-1 label agreement {parity['top1_agreement']:.0%}.",
+            "",
+        ]
     ip = f["in_process"]
-    lines += ["**In-process** (AdapterEngine on the GPU, batches of "
-              f"{f['batch']}; `bare`: the base encoder alone, in arrival order or sorted by length):", "",
-              "| texts | tokens/text | bare, sorted | bare, arrival | one adapter | 8 mixed |", "|---|---|---|---|---|---|"]
+    lines += [
+        "**In-process** (AdapterEngine on the GPU, batches of "
+        f"{f['batch']}; `bare`: the base encoder alone, in arrival order or sorted by length):",
+        "",
+        "| texts | tokens/text | bare, sorted | bare, arrival | one adapter | 8 mixed |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("short", "mixed"):
         part = ip[name]
-        cells = [f"{summary(part[m]['texts_per_s'])} texts/s, {summary(part[m]['tokens_per_s'])} tokens/s"
-                 for m in ("bare-sorted", "bare-arrival", "one", "mixed-8")]
+        cells = [
+            f"{summary(part[m]['texts_per_s'])} texts/s, {summary(part[m]['tokens_per_s'])} tokens/s"
+            for m in ("bare-sorted", "bare-arrival", "one", "mixed-8")
+        ]
         lines.append(f"| {name} | {part['tokens_per_text']:.0f} | " + " | ".join(cells) + " |")
     served = f.get("served", {})
     if served:
-        lines += ["", "**Served** through Triton's HTTP/JSON protocol (bench/loadgen.py: closed-loop clients, threads "
-                  "of one Python process on the same machine), against the in-process figure of the same texts and "
-                  "adapters, and against the length-sorted bare ceiling in tokens/s; served round k is paired with "
-                  "in-process round k (measured after Triton stopped, in the same run):", "",
-                  "| texts | adapters | texts x clients | texts/s | p50 ms | p99 ms | failed | / in-process | "
-                  "tokens/s / sorted ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "**Served** through Triton's HTTP/JSON protocol (bench/loadgen.py: closed-loop clients, threads "
+            "of one Python process on the same machine), against the in-process figure of the same texts and "
+            "adapters, and against the length-sorted bare ceiling in tokens/s; served round k is paired with "
+            "in-process round k (measured after Triton stopped, in the same run):",
+            "",
+            "| texts | adapters | texts x clients | texts/s | p50 ms | p99 ms | failed | / in-process | "
+            "tokens/s / sorted ceiling |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for entry in served.values():
             same = ip[entry["texts"]][entry["adapters"]]
             ceiling = ip[entry["texts"]]["bare-sorted"]["tokens_per_s"]
-            versus = (f"{summary(ratios(entry['texts_per_s'], same['texts_per_s']), 2)} | "
-                      f"{summary(ratios(entry['tokens_per_s'], ceiling), 2)}")
+            versus = (
+                f"{summary(ratios(entry['texts_per_s'], same['texts_per_s']), 2)} | "
+                f"{summary(ratios(entry['tokens_per_s'], ceiling), 2)}"
+            )
             if entry["clients"] == 1:  # a lone client measures latency, below; its throughput is no comparison
                 versus = "- | -"
             lines.append(
                 f"| {entry['texts']} | {entry['adapters']} | {entry['texts_per_request']} x {entry['clients']} | "
                 f"{summary(entry['texts_per_s'])} | {summary(entry['p50_ms'], 1)} | {summary(entry['p99_ms'], 1)} | "
-                f"{entry['failed']} | {versus} |")
+                f"{entry['failed']} | {versus} |"
+            )
         lone = next((e for e in served.values() if e["clients"] == 1 and e["texts_per_request"] == 1), None)
         if lone:
             batch1 = ip["batch1_ms"]["p50"]
-            lines += ["", f"**A lone request** (one client, one short text): served p50 {summary(lone['p50_ms'], 1)} "
-                      f"ms against {batch1:.1f} ms in-process at batch 1 ({statistics.median(lone['p50_ms']) / batch1:.2f}x)."]
+            lines += [
+                "",
+                f"**A lone request** (one client, one short text): served p50 {summary(lone['p50_ms'], 1)} "
+                f"ms against {batch1:.1f} ms in-process at batch 1 ({statistics.median(lone['p50_ms']) / batch1:.2f}x).",
+            ]
     status = f.get("status", {})
     for worker in status.get("workers", []):
-        lines += ["", f"**Status** (api_shim.status over Triton's metrics): worker `{worker['worker_id']}` on "
-                  f"`{worker['device']}`, {worker['used_memory_mb']} of {worker['total_memory_mb']} MB used "
-                  f"({worker['memory_usage_percent']}%), {status.get('loaded_models_count')} models loaded."]
-    lines += ["", "Rerun (on a GPU machine; see docs/gpu.md): `bash bench/gpu/bundle.sh` here, then "
-              "`python3 bench/gpu/check.py --bundle .gpu --out $OUT` there.", ""]
+        lines += [
+            "",
+            f"**Status** (api_shim.status over Triton's metrics): worker `{worker['worker_id']}` on "
+            f"`{worker['device']}`, {worker['used_memory_mb']} of {worker['total_memory_mb']} MB used "
+            f"({worker['memory_usage_percent']}%), {status.get('loaded_models_count')} models loaded.",
+        ]
+    lines += [
+        "",
+        "Rerun (on a GPU machine; see docs/gpu.md): `bash bench/gpu/bundle.sh` here, then "
+        "`python3 bench/gpu/check.py --bundle .gpu --out $OUT` there.",
+        "",
+    ]
     return lines
 
 

@@ -29,7 +29,10 @@ def sentence(rng: random.Random, words: int) -> str:
 
 
 def write(name: str, texts: list[str], model_ids: list[str]) -> None:
-    data = [{"TEXT": {"content": [t], "shape": [1]}, "MODEL_ID": {"content": [m], "shape": [1]}} for t, m in zip(texts, model_ids)]
+    data = [
+        {"TEXT": {"content": [t], "shape": [1]}, "MODEL_ID": {"content": [m], "shape": [1]}}
+        for t, m in zip(texts, model_ids)
+    ]
     (HERE / name).write_text(json.dumps({"data": data}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 

@@ -62,19 +62,42 @@ def perf_analyzer(url: str, input_file: Path, concurrency: int, batch: int, meas
     raise AssertionError("unreachable")
 
 
-def _perf_analyzer_once(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
+def _perf_analyzer_once(
+    url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int
+) -> dict[str, float]:
     binary = Path(sys.executable).parent / "perf_analyzer"
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
         command = [
-            str(binary), "-m", "lora_classifier", "-u", url, "-i", "http", "--input-data", str(input_file),
-            "-b", str(batch), "--concurrency-range", str(concurrency), "--measurement-interval", str(measurement_ms),
-            "--stability-percentage", "25", "--max-trials", "8", "-f", report.name,
+            str(binary),
+            "-m",
+            "lora_classifier",
+            "-u",
+            url,
+            "-i",
+            "http",
+            "--input-data",
+            str(input_file),
+            "-b",
+            str(batch),
+            "--concurrency-range",
+            str(concurrency),
+            "--measurement-interval",
+            str(measurement_ms),
+            "--stability-percentage",
+            "25",
+            "--max-trials",
+            "8",
+            "-f",
+            report.name,
             # model config and statistics are restricted APIs: they answer only holders of the control secret
-            "-H", f"{RESTRICTED_API_HEADER}:{CONTROL_TOKEN}",
+            "-H",
+            f"{RESTRICTED_API_HEADER}:{CONTROL_TOKEN}",
         ]
         done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(), timeout=600)
         if done.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            raise RuntimeError(
+                f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            )
         row = next(csv.DictReader(io.StringIO(Path(report.name).read_text())))
     return {
         "texts_per_s": float(row["Inferences/Second"]),
@@ -101,7 +124,9 @@ def measure(
         for name in inputs:
             if engine is not None:
                 texts, model_ids = input_rows(name)
-                ceiling[name].append(throughput(lambda: engine.classify(texts, model_ids), len(texts), measurement_ms / 1000))
+                ceiling[name].append(
+                    throughput(lambda: engine.classify(texts, model_ids), len(texts), measurement_ms / 1000)
+                )
             for level in levels:
                 triton[name][level].append(perf_analyzer(url, HERE / f"{name}.json", level, batch, measurement_ms))
     return {"triton": triton, "in_process": ceiling}
@@ -127,8 +152,16 @@ def print_report(figures: dict, header: str) -> None:
 
 
 def run(
-    inputs: list[str], levels: list[int], rounds: int, measurement_ms: int, batch: int = 16, url: str | None = None,
-    base: Path | None = None, instances: int = 1, in_process: bool = True, triton_env: dict[str, str] | None = None,
+    inputs: list[str],
+    levels: list[int],
+    rounds: int,
+    measurement_ms: int,
+    batch: int = 16,
+    url: str | None = None,
+    base: Path | None = None,
+    instances: int = 1,
+    in_process: bool = True,
+    triton_env: dict[str, str] | None = None,
 ) -> dict:
     """Start a tritonserver (unless `url` is given), load bench-0..7, and measure (see `measure`)."""
     from stack import bench_base, prepare_adapters
@@ -141,7 +174,9 @@ def run(
         base = bench_base(work, base)
         root = work / "models"
         prepare_adapters(root, base, ADAPTERS)
-        server = TritonServer(work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances)
+        server = TritonServer(
+            work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances
+        )
         server.start()
         url = server.url
     try:
@@ -180,10 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     levels = [int(c) for c in args.concurrency.split(",")]
-    figures = run(inputs, levels, args.rounds, args.measurement_ms, args.batch, args.url, args.base, args.instances,
-                  not args.no_in_process)
-    print_report(figures, f"lora_classifier via perf_analyzer at {figures['url']}: {args.batch}-text requests, "
-                          f"{args.rounds} round(s), {args.measurement_ms} ms windows; median [min-max] where rounds > 1")
+    figures = run(
+        inputs,
+        levels,
+        args.rounds,
+        args.measurement_ms,
+        args.batch,
+        args.url,
+        args.base,
+        args.instances,
+        not args.no_in_process,
+    )
+    print_report(
+        figures,
+        f"lora_classifier via perf_analyzer at {figures['url']}: {args.batch}-text requests, "
+        f"{args.rounds} round(s), {args.measurement_ms} ms windows; median [min-max] where rounds > 1",
+    )
     return 0
 
 

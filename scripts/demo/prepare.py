@@ -69,8 +69,16 @@ def prepare(out: Path) -> tuple[Path, Path, dict[str, float]]:
         results = engine.classify([text for text, _ in held_out], [task] * len(held_out))
         correct = sum(result.top(1)[0][0] == label for result, (_, label) in zip(results, held_out))
         accuracies[task] = correct / len(held_out)
-        stamp.write_text(json.dumps({"fingerprint": fingerprint(task), "held_out_accuracy": accuracies[task],
-                                     "held_out_texts": len(held_out)}, indent=1))
+        stamp.write_text(
+            json.dumps(
+                {
+                    "fingerprint": fingerprint(task),
+                    "held_out_accuracy": accuracies[task],
+                    "held_out_texts": len(held_out),
+                },
+                indent=1,
+            )
+        )
     return base, models, accuracies
 
 

@@ -148,7 +148,9 @@ def test_head_with_the_wrong_hidden_size(engine, models_root, base_dir, layout):
 def test_lora_shapes_that_do_not_fit_the_base(engine, models_root, tmp_path):
     wider_base = make_tiny_base(tmp_path / "wider", hidden=48)
     make_training_output(models_root, "job", wider_base, OutputSpec())
-    refused(engine, r"adapter_model.safetensors: .*query LoRA shapes A\(4, 48\).*do not fit the base layer \(32 -> 32\)")
+    refused(
+        engine, r"adapter_model.safetensors: .*query LoRA shapes A\(4, 48\).*do not fit the base layer \(32 -> 32\)"
+    )
 
 
 def test_a_target_module_the_base_does_not_have(engine, output):
@@ -166,7 +168,9 @@ def test_rank_disagreeing_with_the_config(engine, output):
 def test_a_non_lora_peft_type(engine, models_root, base_dir):
     out = make_training_output(models_root, "job", base_dir, OutputSpec())
     shutil.rmtree(out / "model.lora")
-    ia3 = get_peft_model(AutoModel.from_pretrained(str(base_dir)), IA3Config(target_modules=["query", "value"], feedforward_modules=[]))
+    ia3 = get_peft_model(
+        AutoModel.from_pretrained(str(base_dir)), IA3Config(target_modules=["query", "value"], feedforward_modules=[])
+    )
     ia3.save_pretrained(str(out / "model.lora"))
     refused(engine, "peft_type is 'IA3'; only LORA adapters are served")
 
@@ -174,7 +178,9 @@ def test_a_non_lora_peft_type(engine, models_root, base_dir):
 def test_a_dora_adapter(engine, models_root, base_dir):
     out = make_training_output(models_root, "job", base_dir, OutputSpec())
     shutil.rmtree(out / "model.lora")
-    dora = get_peft_model(AutoModel.from_pretrained(str(base_dir)), LoraConfig(r=4, target_modules=["query"], use_dora=True))
+    dora = get_peft_model(
+        AutoModel.from_pretrained(str(base_dir)), LoraConfig(r=4, target_modules=["query"], use_dora=True)
+    )
     dora.save_pretrained(str(out / "model.lora"))
     refused(engine, "DoRA adapters are not supported")
 
@@ -311,13 +317,21 @@ def test_a_head_saved_as_a_whole_module_is_refused_without_running(engine, outpu
 @pytest.mark.parametrize(
     "head, named",
     [
-        ({"classifier.weight": torch.zeros(3, 32), "classifier.extra": torch.zeros(3)}, "match no accepted head layout"),
+        (
+            {"classifier.weight": torch.zeros(3, 32), "classifier.extra": torch.zeros(3)},
+            "match no accepted head layout",
+        ),
         ({"weight": torch.zeros(3, 32), "bias": torch.zeros(4)}, r"output bias must be \[3\]"),
         ({"weight": torch.zeros(3, 32, dtype=torch.int64)}, "must be finite floats"),
         ({"weight": torch.full((3, 32), float("inf"))}, "must be finite floats"),
         ({"dense.weight": torch.zeros(8, 32), "out_proj.weight": torch.zeros(3, 8)}, "match no accepted head layout"),
         (
-            {"dense.weight": torch.zeros(8, 32), "dense.bias": torch.zeros(8), "out_proj.weight": torch.zeros(3, 9), "out_proj.bias": torch.zeros(3)},
+            {
+                "dense.weight": torch.zeros(8, 32),
+                "dense.bias": torch.zeros(8),
+                "out_proj.weight": torch.zeros(3, 9),
+                "out_proj.bias": torch.zeros(3),
+            },
             r"out_proj.weight is \[3, 9\]; expected \[L, 8\]",
         ),
         ({"state_dict": {"weight": torch.zeros(3, 32)}, "pooling": "max"}, "pooling must be one of"),

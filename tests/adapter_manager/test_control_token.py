@@ -12,9 +12,17 @@ def test_the_right_secret_passes_and_is_removed():
     assert authorize_control({"op": "list", "token": "s3cret"}, "s3cret") == {"op": "list"}
 
 
-@pytest.mark.parametrize("document", [{"op": "list"}, {"op": "list", "token": ""}, {"op": "list", "token": "s3cre"},
-                                      {"op": "list", "token": "s3cret "}, {"op": "list", "token": ["s3cret"]},
-                                      {"op": "list", "token": None}])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"op": "list"},
+        {"op": "list", "token": ""},
+        {"op": "list", "token": "s3cre"},
+        {"op": "list", "token": "s3cret "},
+        {"op": "list", "token": ["s3cret"]},
+        {"op": "list", "token": None},
+    ],
+)
 def test_a_missing_or_wrong_secret_is_unauthorized(document):
     with pytest.raises(Unauthorized, match="CONTROL_TOKEN"):
         authorize_control(document, "s3cret")
@@ -37,4 +45,11 @@ def test_the_restricted_api_flags_name_every_api_but_inference_health_and_metada
         option, value = flag.split("=", 1)
         apis, header = value.split(":", 1)
         assert option == name and header == f"{RESTRICTED_API_HEADER}=s3cret"
-        assert set(apis.split(",")) == {"model-repository", "model-config", "shared-memory", "statistics", "trace", "logging"}
+        assert set(apis.split(",")) == {
+            "model-repository",
+            "model-config",
+            "shared-memory",
+            "statistics",
+            "trace",
+            "logging",
+        }

@@ -16,4 +16,6 @@ def test_generated_tokenizer_does_not_map_test_texts_to_unknown(base_dir):
 @pytest.mark.parametrize("text", ["baba dede", "类别好坏"])
 def test_tokenizer_round_trips_through_save_and_load(base_dir, text):
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True).replace(" ", "") == text.replace(" ", "")
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True).replace(" ", "") == text.replace(
+        " ", ""
+    )

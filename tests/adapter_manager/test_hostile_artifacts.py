@@ -58,7 +58,9 @@ class Guard:
 @pytest.fixture
 def guard(engine, models_root, base_dir) -> Guard:
     # The guard targets every Linear, so a refused adapter could not hide behind a wrapper it adds.
-    make_training_output(models_root, GUARD, base_dir, OutputSpec(stem="g", seed=3, target_modules=("query", "key", "value", "dense")))
+    make_training_output(
+        models_root, GUARD, base_dir, OutputSpec(stem="g", seed=3, target_modules=("query", "key", "value", "dense"))
+    )
     return Guard(engine)
 
 
@@ -117,7 +119,7 @@ def handmade_pickles(marker: Path) -> dict[str, bytes]:
     return {
         "GLOBAL+REDUCE (protocol 0)": b"cos\nsystem\n(S'" + cmd + b"'\ntR.",
         "INST (protocol 0)": b"(S'" + cmd + b"'\nios\nsystem\n.",
-        "py2 name __builtin__.eval": b"c__builtin__\neval\n(S'__import__(\"os\").system(\"" + cmd + b"\")'\ntR.",
+        "py2 name __builtin__.eval": b'c__builtin__\neval\n(S\'__import__("os").system("' + cmd + b"\")'\ntR.",
         "STACK_GLOBAL (protocol 4)": b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c" + bytes([len(cmd)]) + cmd + b"\x85R.",
         "payload behind an allowed OrderedDict": (
             b"\x80\x04\x8c\x0bcollections\x8c\x0bOrderedDict\x93)R\x8c\x01a"
@@ -207,9 +209,11 @@ def _safetensors_damage(data: bytes) -> dict[str, bytes]:
     name = next(k for k in header if k != "__metadata__")
     wrong_offsets = dict(header, **{name: dict(header[name], data_offsets=[0, 10**9])})
     wrong_dtype = dict(header, **{name: dict(header[name], dtype="F64")})  # claims twice the bytes it has
+
     def with_header(h: dict) -> bytes:
         raw = json.dumps(h).encode()
         return struct.pack("<Q", len(raw)) + raw + data[8 + header_len :]
+
     return {
         "cut in half": data[: len(data) // 2],
         "last byte missing": data[:-1],
@@ -227,9 +231,18 @@ def _safetensors_damage(data: bytes) -> dict[str, bytes]:
 
 
 SAFETENSORS_DAMAGE = [
-    "cut in half", "last byte missing", "only the length prefix", "shorter than the length prefix", "header length 2**63",
-    "header length past the end", "header garbage", "header not an object", "offsets past the end",
-    "dtype disagreeing with its bytes", "empty", "zeros",
+    "cut in half",
+    "last byte missing",
+    "only the length prefix",
+    "shorter than the length prefix",
+    "header length 2**63",
+    "header length past the end",
+    "header garbage",
+    "header not an object",
+    "offsets past the end",
+    "dtype disagreeing with its bytes",
+    "empty",
+    "zeros",
 ]
 
 
@@ -253,7 +266,9 @@ def test_damaged_safetensors(guard, job, damage):
 def test_empty_garbage_and_truncated_files(guard, job, file, named, content):
     path = job / file
     data = path.read_bytes()
-    path.write_bytes({"empty": b"", "garbage": os.urandom(64) + b"\xff", "truncated": data[: len(data) * 2 // 3]}[content])
+    path.write_bytes(
+        {"empty": b"", "garbage": os.urandom(64) + b"\xff", "truncated": data[: len(data) * 2 // 3]}[content]
+    )
     guard.refuse("job", InvalidModel, named)
 
 
@@ -278,7 +293,7 @@ def test_a_pattern_key_that_is_not_a_regular_expression(guard, job, pattern):
 
 
 def test_a_label_pickle_nested_too_deeply(guard, job):
-    (job / "model.head.pt.pkl").write_bytes(b"\x80\x04" + b"]" * 200_000 + b"." )
+    (job / "model.head.pt.pkl").write_bytes(b"\x80\x04" + b"]" * 200_000 + b".")
     guard.refuse("job", InvalidModel, "model.head.pt.pkl")
 
 
@@ -288,6 +303,7 @@ def test_a_huge_integer_label(guard, job):
 
 
 # ----------------------------------------------------------------------------------------- dtypes
+
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int8, torch.uint8, torch.bool])
 def test_lora_weights_that_are_not_floats(guard, job, dtype):
@@ -313,6 +329,7 @@ def test_head_weights_that_are_not_floats(guard, job, dtype):
 @pytest.mark.parametrize("kind", ["meta", "sparse", "quantized"])
 def test_tensors_without_plain_data(guard, bin_job, kind):
     """weights_only lets meta, sparse and quantized tensors through; none of them can be served."""
+
     def odd(t: torch.Tensor) -> torch.Tensor:
         if kind == "meta":
             return torch.empty_like(t, device="meta")
@@ -333,7 +350,9 @@ def test_tensors_without_plain_data(guard, bin_job, kind):
 
 def test_half_precision_and_double_weights_are_accepted_as_float32(guard, job, reference, tmp_path):
     """Not a refusal: fp16 / bf16 / fp64 tensors are floats; they are converted to float32 on load."""
-    edit_weights(job, lambda s: s.update({k: v.to(torch.bfloat16 if "query" in k else torch.float16) for k, v in s.items()}))
+    edit_weights(
+        job, lambda s: s.update({k: v.to(torch.bfloat16 if "query" in k else torch.float16) for k, v in s.items()})
+    )
     pristine = shutil.copytree(job, tmp_path / "pristine")  # float32 head: what the reference can compute with
     head = torch.load(job / "model.head.pt", weights_only=True)
     torch.save({k: v.double() for k, v in head.items()}, job / "model.head.pt")
@@ -348,18 +367,54 @@ def test_half_precision_and_double_weights_are_accepted_as_float32(guard, job, r
 
 
 SHAPES = {
-    "A and B ranks disagree": (lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][:, :3].contiguous()}), r"query LoRA shapes A\(4, 32\) B\(32, 3\)"),
-    "A with the wrong hidden size": (lambda s: s.update({lora_key(s): torch.zeros(4, 48)}), r"query LoRA shapes A\(4, 48\)"),
-    "B with the wrong output size": (lambda s: s.update({lora_key(s, part="lora_B"): torch.zeros(31, 4)}), r"B\(31, 4\) do not fit the base layer \(32 -> 32\)"),
-    "A and B swapped": (lambda s: s.update({lora_key(s): s[lora_key(s, part="lora_B")].clone(), lora_key(s, part="lora_B"): s[lora_key(s)].clone()}), r"query LoRA shapes A\(32, 4\) B\(4, 32\)"),
-    "A one-dimensional": (lambda s: s.update({(k := lora_key(s)): s[k].flatten().contiguous()}), r"query.lora_A must be a 2-D float tensor, got float32\[128\]"),
-    "B three-dimensional": (lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][None].contiguous()}), r"query.lora_B must be a 2-D float tensor, got float32\[1, 32, 4\]"),
+    "A and B ranks disagree": (
+        lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][:, :3].contiguous()}),
+        r"query LoRA shapes A\(4, 32\) B\(32, 3\)",
+    ),
+    "A with the wrong hidden size": (
+        lambda s: s.update({lora_key(s): torch.zeros(4, 48)}),
+        r"query LoRA shapes A\(4, 48\)",
+    ),
+    "B with the wrong output size": (
+        lambda s: s.update({lora_key(s, part="lora_B"): torch.zeros(31, 4)}),
+        r"B\(31, 4\) do not fit the base layer \(32 -> 32\)",
+    ),
+    "A and B swapped": (
+        lambda s: s.update(
+            {lora_key(s): s[lora_key(s, part="lora_B")].clone(), lora_key(s, part="lora_B"): s[lora_key(s)].clone()}
+        ),
+        r"query LoRA shapes A\(32, 4\) B\(4, 32\)",
+    ),
+    "A one-dimensional": (
+        lambda s: s.update({(k := lora_key(s)): s[k].flatten().contiguous()}),
+        r"query.lora_A must be a 2-D float tensor, got float32\[128\]",
+    ),
+    "B three-dimensional": (
+        lambda s: s.update({(k := lora_key(s, part="lora_B")): s[k][None].contiguous()}),
+        r"query.lora_B must be a 2-D float tensor, got float32\[1, 32, 4\]",
+    ),
     "both ranks 2 while the config says 4": (
-        lambda s: s.update({lora_key(s): s[lora_key(s)][:2].contiguous(), lora_key(s, part="lora_B"): s[lora_key(s, part="lora_B")][:, :2].contiguous()}),
+        lambda s: s.update(
+            {
+                lora_key(s): s[lora_key(s)][:2].contiguous(),
+                lora_key(s, part="lora_B"): s[lora_key(s, part="lora_B")][:, :2].contiguous(),
+            }
+        ),
         "query has rank 2 but adapter_config.json says 4",
     ),
-    "an empty rank": (lambda s: s.update({lora_key(s): torch.zeros(0, 32), lora_key(s, part="lora_B"): torch.zeros(32, 0)}), "has rank 0 but adapter_config.json says 4"),
-    "a LoRA pair on the pooler (not in the base)": (lambda s: s.update({"base_model.model.classifier.lora_A.weight": torch.zeros(4, 32), "base_model.model.classifier.lora_B.weight": torch.zeros(3, 4)}), "classifier is not a Linear layer of the base model"),
+    "an empty rank": (
+        lambda s: s.update({lora_key(s): torch.zeros(0, 32), lora_key(s, part="lora_B"): torch.zeros(32, 0)}),
+        "has rank 0 but adapter_config.json says 4",
+    ),
+    "a LoRA pair on the pooler (not in the base)": (
+        lambda s: s.update(
+            {
+                "base_model.model.classifier.lora_A.weight": torch.zeros(4, 32),
+                "base_model.model.classifier.lora_B.weight": torch.zeros(3, 4),
+            }
+        ),
+        "classifier is not a Linear layer of the base model",
+    ),
 }
 
 
@@ -371,20 +426,47 @@ def test_lora_shapes_that_do_not_fit(guard, job, case):
 
 
 HEADS = {
-    "linear head, hidden 31": ({"weight": torch.zeros(3, 31), "bias": torch.zeros(3)}, r"weight is \[3, 31\]; its hidden size must equal the base's 32"),
-    "linear head, one-dimensional": ({"weight": torch.zeros(32)}, r"output weight must be \[labels, hidden\], got \[32\]"),
-    "linear head, no outputs": ({"weight": torch.zeros(0, 32)}, r"output weight must be \[labels, hidden\], got \[0, 32\]"),
+    "linear head, hidden 31": (
+        {"weight": torch.zeros(3, 31), "bias": torch.zeros(3)},
+        r"weight is \[3, 31\]; its hidden size must equal the base's 32",
+    ),
+    "linear head, one-dimensional": (
+        {"weight": torch.zeros(32)},
+        r"output weight must be \[labels, hidden\], got \[32\]",
+    ),
+    "linear head, no outputs": (
+        {"weight": torch.zeros(0, 32)},
+        r"output weight must be \[labels, hidden\], got \[0, 32\]",
+    ),
     "two-layer head, dense on hidden 33": (
-        {"dense.weight": torch.zeros(8, 33), "dense.bias": torch.zeros(8), "out_proj.weight": torch.zeros(3, 8), "out_proj.bias": torch.zeros(3)},
+        {
+            "dense.weight": torch.zeros(8, 33),
+            "dense.bias": torch.zeros(8),
+            "out_proj.weight": torch.zeros(3, 8),
+            "out_proj.bias": torch.zeros(3),
+        },
         r"dense.weight is \[8, 33\]; expected \[H', 32\]",
     ),
     "two-layer head, dense bias of the wrong size": (
-        {"dense.weight": torch.zeros(8, 32), "dense.bias": torch.zeros(7), "out_proj.weight": torch.zeros(3, 8), "out_proj.bias": torch.zeros(3)},
+        {
+            "dense.weight": torch.zeros(8, 32),
+            "dense.bias": torch.zeros(7),
+            "out_proj.weight": torch.zeros(3, 8),
+            "out_proj.bias": torch.zeros(3),
+        },
         r"dense.bias must be \[8\]",
     ),
-    "linear head, 4 outputs for 3 labels": ({"weight": torch.zeros(4, 32), "bias": torch.zeros(4)}, "has 4 outputs but the label map model.head.pt.pkl has 3 labels"),
+    "linear head, 4 outputs for 3 labels": (
+        {"weight": torch.zeros(4, 32), "bias": torch.zeros(4)},
+        "has 4 outputs but the label map model.head.pt.pkl has 3 labels",
+    ),
     "two-layer head, 2 outputs for 3 labels": (
-        {"dense.weight": torch.zeros(8, 32), "dense.bias": torch.zeros(8), "out_proj.weight": torch.zeros(2, 8), "out_proj.bias": torch.zeros(2)},
+        {
+            "dense.weight": torch.zeros(8, 32),
+            "dense.bias": torch.zeros(8),
+            "out_proj.weight": torch.zeros(2, 8),
+            "out_proj.bias": torch.zeros(2),
+        },
         "has 2 outputs but the label map model.head.pt.pkl has 3 labels",
     ),
 }
@@ -422,7 +504,12 @@ def test_lora_weights_that_overflow_once_scaled(guard, job):
 
 @pytest.mark.parametrize("key", ["dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"])
 def test_non_finite_two_layer_head(guard, job, key):
-    head = {"dense.weight": torch.zeros(8, 32), "dense.bias": torch.zeros(8), "out_proj.weight": torch.zeros(3, 8), "out_proj.bias": torch.zeros(3)}
+    head = {
+        "dense.weight": torch.zeros(8, 32),
+        "dense.bias": torch.zeros(8),
+        "out_proj.weight": torch.zeros(3, 8),
+        "out_proj.bias": torch.zeros(3),
+    }
     head[key].view(-1)[0] = float("nan")
     torch.save({"state_dict": head, "pooling": "mean"}, job / "model.head.pt")
     guard.refuse("job", InvalidModel, f"job/model.head.pt: {key} must be finite floats")
@@ -484,7 +571,13 @@ def test_symlinked_model_dirs(guard, models_root, tmp_path, base_dir):
 
 @pytest.mark.parametrize(
     "artifact",
-    ["model.head.pt", "model.head.pt.pkl", "model.lora", "model.lora/adapter_config.json", "model.lora/adapter_model.safetensors"],
+    [
+        "model.head.pt",
+        "model.head.pt.pkl",
+        "model.lora",
+        "model.lora/adapter_config.json",
+        "model.lora/adapter_model.safetensors",
+    ],
 )
 def test_artifacts_symlinked_outside_the_root(guard, job, tmp_path, artifact):
     outside = tmp_path / "elsewhere"
@@ -529,7 +622,9 @@ def test_artifact_symlinks_that_stay_inside_the_root_are_followed(guard, job, mo
 
     guard.engine.remove("job")
     (shared / "labels.pickle").write_bytes(pickle.dumps(["a", "b"]))
-    guard.refuse("job", InvalidModel, "job: the head model.head.pt has 3 outputs but the label map model.head.pt.pkl has 2")
+    guard.refuse(
+        "job", InvalidModel, "job: the head model.head.pt has 3 outputs but the label map model.head.pt.pkl has 2"
+    )
     (shared / "adapter-v1" / "adapter_config.json").write_text("[")
     guard.refuse("job", InvalidModel, "job/model.lora/adapter_config.json is not valid JSON")
 
@@ -574,7 +669,14 @@ def _corrupt(out: Path, how: str) -> None:
         raise ValueError(how)
 
 
-CORRUPTIONS = ["every file garbage", "labels replaced by a payload", "head of another shape", "weights truncated", "a second stem appeared", "directory deleted"]
+CORRUPTIONS = [
+    "every file garbage",
+    "labels replaced by a payload",
+    "head of another shape",
+    "weights truncated",
+    "a second stem appeared",
+    "directory deleted",
+]
 
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
@@ -653,7 +755,12 @@ def test_refusals_through_the_service_leave_the_manifest_alone(services, guard, 
     a.load(GUARD)
     before = a.manifest.read()
     (job / "model.head.pt.pkl").write_bytes(handmade_pickles(tmp_path / "pwned")["STACK_GLOBAL (protocol 4)"])
-    for model_dir, error in (("job", InvalidModel), ("../job", InvalidRequest), ("a" * 300, InvalidRequest), ("nope", ModelNotFound)):
+    for model_dir, error in (
+        ("job", InvalidModel),
+        ("../job", InvalidRequest),
+        ("a" * 300, InvalidRequest),
+        ("nope", ModelNotFound),
+    ):
         with pytest.raises(error):
             a.control({"op": "load", "model_dir": model_dir})
     after = a.manifest.read()

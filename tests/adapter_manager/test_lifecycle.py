@@ -71,7 +71,9 @@ def test_reload_is_atomic_under_concurrent_classification(engine, reference, mod
     def classify_forever() -> None:
         while not stop.is_set():
             for i, result in enumerate(engine.classify(TEXTS, ["job"] * len(TEXTS))):
-                match = [v for v, (_, probs) in enumerate(versions) if np.allclose(result.probabilities, probs[i], atol=1e-4)]
+                match = [
+                    v for v, (_, probs) in enumerate(versions) if np.allclose(result.probabilities, probs[i], atol=1e-4)
+                ]
                 if len(match) != 1:
                     failures.append(result.probabilities)
                 seen.update(match)
@@ -143,5 +145,7 @@ def test_200_add_remove_cycles_leave_resident_memory_flat(base_dir, models_root)
         cycle()
     gc.collect()
     grown = process.memory_info().rss - before
-    assert grown < 20 * adapter_bytes, f"RSS grew {grown / 1e6:.2f} MB over 200 cycles of a {adapter_bytes / 1e6:.2f} MB adapter"
+    assert grown < 20 * adapter_bytes, (
+        f"RSS grew {grown / 1e6:.2f} MB over 200 cycles of a {adapter_bytes / 1e6:.2f} MB adapter"
+    )
     assert [a.model_id for a in engine.resident()] == ["small"]

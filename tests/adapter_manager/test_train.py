@@ -46,12 +46,29 @@ def test_trained_model_classifies_held_out_texts(engine, base_dir, models_root, 
         data.write_text("".join(json.dumps({"text": t, "label": l}, ensure_ascii=False) + "\n" for t, l in train_rows))
 
     command = [
-        sys.executable, "-m", "adapter_manager.train", "--base", str(base_dir), "--data", str(data),
-        "--out", str(models_root / "topics"), "--name", "topics.pt", "--epochs", "10", "--lr", "1e-2",
+        sys.executable,
+        "-m",
+        "adapter_manager.train",
+        "--base",
+        str(base_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(models_root / "topics"),
+        "--name",
+        "topics.pt",
+        "--epochs",
+        "10",
+        "--lr",
+        "1e-2",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (models_root / "topics").iterdir()) == ["topics.head.pt", "topics.head.pt.pkl", "topics.lora"]
+    assert sorted(p.name for p in (models_root / "topics").iterdir()) == [
+        "topics.head.pt",
+        "topics.head.pt.pkl",
+        "topics.lora",
+    ]
 
     assert engine.load("topics").adapter.labels == tuple(sorted(TOPICS))
     results = engine.classify([t for t, _ in held_out], ["topics"] * len(held_out))

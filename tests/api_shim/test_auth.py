@@ -20,15 +20,27 @@ def keyed(tmp_path_factory, triton):
 
 
 @pytest.mark.parametrize(
-    "method, path", [("GET", "/inference/models"), ("GET", "/inference/status"), ("POST", "/inference/predict"),
-                     ("POST", "/inference/models/load"), ("POST", "/inference/models/unload"),
-                     ("POST", "/inference/models/query"), ("GET", "/openapi.json")],
+    "method, path",
+    [
+        ("GET", "/inference/models"),
+        ("GET", "/inference/status"),
+        ("POST", "/inference/predict"),
+        ("POST", "/inference/models/load"),
+        ("POST", "/inference/models/unload"),
+        ("POST", "/inference/models/query"),
+        ("GET", "/openapi.json"),
+    ],
 )
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}]
+)
 def test_missing_or_wrong_keys_are_unauthorized(keyed, method, path, headers):
     response = requests.request(method, f"{keyed.base}{path}", headers=headers, json={}, timeout=30)
     assert response.status_code == 401
-    assert response.json() == {"error": "unauthorized", "message": "a valid API key is required (X-API-Key header or Authorization: Bearer)"}
+    assert response.json() == {
+        "error": "unauthorized",
+        "message": "a valid API key is required (X-API-Key header or Authorization: Bearer)",
+    }
 
 
 @pytest.mark.parametrize("headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}])

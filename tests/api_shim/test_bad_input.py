@@ -20,7 +20,12 @@ import requests
 from factories import OutputSpec, make_training_output
 from triton_tests_helpers import TOLERANCE, expected_rows
 
-LOAD, UNLOAD, PREDICT, QUERY = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models/query"
+LOAD, UNLOAD, PREDICT, QUERY = (
+    "/inference/models/load",
+    "/inference/models/unload",
+    "/inference/predict",
+    "/inference/models/query",
+)
 MODELS, STATUS, LIVE, READY = "/inference/models", "/inference/status", "/health/live", "/health/ready"
 POSTS = [LOAD, UNLOAD, PREDICT, QUERY]
 ALPHA = "alpha"  # a real training output of tests/conftest.py (3 labels)
@@ -83,14 +88,27 @@ def test_malformed_json_is_invalid_request(api, path, data, words):
 
 # ------------------------------------------------------------------------------------- content types
 
+
 @pytest.mark.parametrize("path", POSTS)
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml",
-     "application/jsonx", "json"],
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonx",
+        "json",
+    ],
 )
 def test_a_body_that_is_not_declared_json_is_invalid_request(api, path, content_type):
-    assert_error(send_json(api, path, '{"model_id": "x", "model_dir": "x"}', content_type), 400, "invalid_request", "must be JSON")
+    assert_error(
+        send_json(api, path, '{"model_id": "x", "model_dir": "x"}', content_type),
+        400,
+        "invalid_request",
+        "must be JSON",
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,48 +145,195 @@ INVALID = [
     pytest.param(PREDICT, {"model_id": ALPHA, "text": ["a"]}, "texts is required", id="predict-singular-text"),
     # wrong types of strings
     pytest.param(LOAD, {"model_dir": ["alpha"]}, "model_dir must be a string, got array", id="load-model_dir-array"),
-    pytest.param(LOAD, {"model_dir": {"path": "alpha"}}, "model_dir must be a string, got object", id="load-model_dir-object"),
+    pytest.param(
+        LOAD, {"model_dir": {"path": "alpha"}}, "model_dir must be a string, got object", id="load-model_dir-object"
+    ),
     pytest.param(LOAD, {"model_dir": True}, "model_dir must be a string, got boolean", id="load-model_dir-boolean"),
     pytest.param(UNLOAD, {"model_id": 7}, "model_id must be a string, got integer", id="unload-model_id-integer"),
     pytest.param(UNLOAD, {"model_id": False}, "model_id must be a string, got boolean", id="unload-model_id-boolean"),
-    pytest.param(PREDICT, {"model_id": 1.5, "texts": ["a"]}, "model_id must be a string, got number", id="predict-model_id-number"),
-    pytest.param(PREDICT, {"model_id": [ALPHA], "texts": ["a"]}, "model_id must be a string, got array", id="predict-model_id-array"),
+    pytest.param(
+        PREDICT,
+        {"model_id": 1.5, "texts": ["a"]},
+        "model_id must be a string, got number",
+        id="predict-model_id-number",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": [ALPHA], "texts": ["a"]},
+        "model_id must be a string, got array",
+        id="predict-model_id-array",
+    ),
     pytest.param(UNLOAD, {"model_id": "   "}, "model_id must not be empty", id="unload-model_id-blank"),
     pytest.param(PREDICT, {"model_id": "", "texts": ["a"]}, "model_id must not be empty", id="predict-model_id-empty"),
     # wrong types of lists
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": {"0": "a"}}, "texts must be a list of strings, got object", id="predict-texts-object"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": 5}, "texts must be a list of strings, got integer", id="predict-texts-number"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": True}, "texts must be a list of strings, got boolean", id="predict-texts-boolean"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": [None]}, "texts[0] must be a string, got null", id="predict-texts-null-item"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a", ["b"]]}, "texts[1] must be a string, got array", id="predict-texts-nested-list"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a", {"t": "b"}]}, "texts[1] must be a string, got object", id="predict-texts-object-item"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": [True]}, "texts[0] must be a string, got boolean", id="predict-texts-boolean-item"),
-    pytest.param(QUERY, {"model_ids": ALPHA}, "model_ids must be a list of strings, got string", id="query-model_ids-string"),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": {"0": "a"}},
+        "texts must be a list of strings, got object",
+        id="predict-texts-object",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": 5},
+        "texts must be a list of strings, got integer",
+        id="predict-texts-number",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": True},
+        "texts must be a list of strings, got boolean",
+        id="predict-texts-boolean",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": [None]},
+        "texts[0] must be a string, got null",
+        id="predict-texts-null-item",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a", ["b"]]},
+        "texts[1] must be a string, got array",
+        id="predict-texts-nested-list",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a", {"t": "b"}]},
+        "texts[1] must be a string, got object",
+        id="predict-texts-object-item",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": [True]},
+        "texts[0] must be a string, got boolean",
+        id="predict-texts-boolean-item",
+    ),
+    pytest.param(
+        QUERY, {"model_ids": ALPHA}, "model_ids must be a list of strings, got string", id="query-model_ids-string"
+    ),
     pytest.param(QUERY, {"model_ids": []}, "model_ids must not be empty", id="query-model_ids-empty"),
-    pytest.param(QUERY, {"model_ids": [None]}, "model_ids[0] must be a string, got null", id="query-model_ids-null-item"),
-    pytest.param(QUERY, {"model_ids": {"alpha": 1}}, "model_ids must be a list of strings, got object", id="query-model_ids-object"),
+    pytest.param(
+        QUERY, {"model_ids": [None]}, "model_ids[0] must be a string, got null", id="query-model_ids-null-item"
+    ),
+    pytest.param(
+        QUERY,
+        {"model_ids": {"alpha": 1}},
+        "model_ids must be a list of strings, got object",
+        id="query-model_ids-object",
+    ),
     # numbers as strings, booleans, floats
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": "3"}, "top_n must be an integer, got string", id="predict-top_n-string"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": True}, "top_n must be an integer, got boolean", id="predict-top_n-true"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": [3]}, "top_n must be an integer, got array", id="predict-top_n-array"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "batch_size": "16"}, "batch_size must be an integer, got string", id="predict-batch_size-string"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "batch_size": False}, "batch_size must be an integer, got boolean", id="predict-batch_size-false"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "batch_size": 16.0}, "batch_size must be an integer, got number", id="predict-batch_size-16.0-is-not-an-integer"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": True}, "max_length must be an integer, got boolean", id="load-max_length-true"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": 128.5}, "max_length must be an integer, got number", id="load-max_length-float"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": {"v": 1}}, "max_length must be an integer, got object", id="load-max_length-object"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "reload": 1}, "reload must be true or false, got integer", id="load-reload-integer"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "reload": "false"}, "reload must be true or false, got string", id="load-reload-string"),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": "3"},
+        "top_n must be an integer, got string",
+        id="predict-top_n-string",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": True},
+        "top_n must be an integer, got boolean",
+        id="predict-top_n-true",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": [3]},
+        "top_n must be an integer, got array",
+        id="predict-top_n-array",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "batch_size": "16"},
+        "batch_size must be an integer, got string",
+        id="predict-batch_size-string",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "batch_size": False},
+        "batch_size must be an integer, got boolean",
+        id="predict-batch_size-false",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "batch_size": 16.0},
+        "batch_size must be an integer, got number",
+        id="predict-batch_size-16.0-is-not-an-integer",
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "max_length": True},
+        "max_length must be an integer, got boolean",
+        id="load-max_length-true",
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "max_length": 128.5},
+        "max_length must be an integer, got number",
+        id="load-max_length-float",
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "max_length": {"v": 1}},
+        "max_length must be an integer, got object",
+        id="load-max_length-object",
+    ),
+    pytest.param(
+        LOAD, {"model_dir": ALPHA, "reload": 1}, "reload must be true or false, got integer", id="load-reload-integer"
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "reload": "false"},
+        "reload must be true or false, got string",
+        id="load-reload-string",
+    ),
     # zero / negative / huge bounds
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": -1}, "top_n must be between 1 and 50, got -1", id="predict-top_n-negative"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": 51}, "top_n must be between 1 and 50, got 51", id="predict-top_n-over-MAX_TOP_N"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "top_n": 10**30}, "top_n must be between 1 and 50", id="predict-top_n-10e30"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "batch_size": -5}, "batch_size must be between 1 and 64, got -5", id="predict-batch_size-negative"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["a"], "batch_size": 2**63}, "batch_size must be between 1 and 64", id="predict-batch_size-2e63"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": -1}, "max_length must be between", id="load-max_length-negative"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": 1}, "max_length must be between 2 and 512, got 1", id="load-max_length-1"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": 513}, "max_length must be between 2 and 512, got 513", id="load-max_length-513"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "max_length": 10**30}, "max_length must be between", id="load-max_length-10e30"),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": -1},
+        "top_n must be between 1 and 50, got -1",
+        id="predict-top_n-negative",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": 51},
+        "top_n must be between 1 and 50, got 51",
+        id="predict-top_n-over-MAX_TOP_N",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "top_n": 10**30},
+        "top_n must be between 1 and 50",
+        id="predict-top_n-10e30",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "batch_size": -5},
+        "batch_size must be between 1 and 64, got -5",
+        id="predict-batch_size-negative",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["a"], "batch_size": 2**63},
+        "batch_size must be between 1 and 64",
+        id="predict-batch_size-2e63",
+    ),
+    pytest.param(
+        LOAD, {"model_dir": ALPHA, "max_length": -1}, "max_length must be between", id="load-max_length-negative"
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "max_length": 1},
+        "max_length must be between 2 and 512, got 1",
+        id="load-max_length-1",
+    ),
+    pytest.param(
+        LOAD,
+        {"model_dir": ALPHA, "max_length": 513},
+        "max_length must be between 2 and 512, got 513",
+        id="load-max_length-513",
+    ),
+    pytest.param(
+        LOAD, {"model_dir": ALPHA, "max_length": 10**30}, "max_length must be between", id="load-max_length-10e30"
+    ),
 ]
 
 
@@ -179,8 +344,13 @@ def test_missing_and_mistyped_fields_are_invalid_requests(api, path, body, words
 
 @pytest.mark.parametrize(
     "literal, words",
-    [("NaN", "got number"), ("Infinity", "got number"), ("-Infinity", "got number"), ("1e400", "got number"),
-     ("1E2", "got number")],
+    [
+        ("NaN", "got number"),
+        ("Infinity", "got number"),
+        ("-Infinity", "got number"),
+        ("1e400", "got number"),
+        ("1E2", "got number"),
+    ],
 )
 @pytest.mark.parametrize("field", ["top_n", "batch_size"])
 def test_non_integer_json_numbers_are_invalid_requests(api, field, literal, words):
@@ -193,8 +363,13 @@ def test_non_integer_json_numbers_are_invalid_requests(api, field, literal, word
     "body",
     [
         pytest.param({"model_id": ALPHA, "texts": ["a"], "top_n": None, "batch_size": None}, id="null-means-default"),
-        pytest.param({"model_id": ALPHA, "texts": ["a"], "extra": {"deep": [1, 2]}, "model_dir": "x"}, id="extra-fields-ignored"),
-        pytest.param({"model_id": ALPHA, "texts": ["a"], "top_n": 50, "batch_size": 64}, id="top_n-and-batch_size-at-their-limits"),
+        pytest.param(
+            {"model_id": ALPHA, "texts": ["a"], "extra": {"deep": [1, 2]}, "model_dir": "x"}, id="extra-fields-ignored"
+        ),
+        pytest.param(
+            {"model_id": ALPHA, "texts": ["a"], "top_n": 50, "batch_size": 64},
+            id="top_n-and-batch_size-at-their-limits",
+        ),
         pytest.param({"model_id": ALPHA, "texts": ["a"], "top_n": 1, "batch_size": 1}, id="top_n-and-batch_size-at-1"),
         pytest.param({"model_id": ALPHA, "texts": ["a"] * 64, "batch_size": 7}, id="64-texts-the-limit"),
         pytest.param({"model_id": ALPHA, "texts": ["x" * 5000]}, id="text-of-5000-chars-the-limit"),
@@ -232,14 +407,38 @@ def test_valid_edge_requests_on_load_and_query_succeed(api, path, body):
 # ----------------------------------------------------------------------------------- sizes (413)
 
 TOO_LARGE = [
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": [""] * 1000}, "texts has 1000 items; the limit is 64", id="predict-1000-empty-texts"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["类" * 5001]}, "texts[0] is 5001 characters long", id="predict-5001-cjk-chars"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["ok", "😀" * 5001]}, "texts[1] is 5001 characters long", id="predict-5001-emoji"),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": [""] * 1000},
+        "texts has 1000 items; the limit is 64",
+        id="predict-1000-empty-texts",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["类" * 5001]},
+        "texts[0] is 5001 characters long",
+        id="predict-5001-cjk-chars",
+    ),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["ok", "😀" * 5001]},
+        "texts[1] is 5001 characters long",
+        id="predict-5001-emoji",
+    ),
     pytest.param(QUERY, {"model_ids": [ALPHA] * 65}, "model_ids has 65 items; the limit is 64", id="query-65-ids"),
-    pytest.param(LOAD, {"model_dir": ALPHA, "pad": "x" * MAX_BODY}, f"larger than {MAX_BODY} bytes", id="load-huge-body"),
-    pytest.param(UNLOAD, {"model_id": ALPHA, "pad": "x" * MAX_BODY}, f"larger than {MAX_BODY} bytes", id="unload-huge-body"),
+    pytest.param(
+        LOAD, {"model_dir": ALPHA, "pad": "x" * MAX_BODY}, f"larger than {MAX_BODY} bytes", id="load-huge-body"
+    ),
+    pytest.param(
+        UNLOAD, {"model_id": ALPHA, "pad": "x" * MAX_BODY}, f"larger than {MAX_BODY} bytes", id="unload-huge-body"
+    ),
     pytest.param(QUERY, {"model_ids": [ALPHA] * 30_000}, f"larger than {MAX_BODY} bytes", id="query-huge-body"),
-    pytest.param(PREDICT, {"model_id": ALPHA, "texts": ["x" * 4100] * 64}, f"larger than {MAX_BODY} bytes", id="predict-huge-body-of-valid-texts"),
+    pytest.param(
+        PREDICT,
+        {"model_id": ALPHA, "texts": ["x" * 4100] * 64},
+        f"larger than {MAX_BODY} bytes",
+        id="predict-huge-body-of-valid-texts",
+    ),
 ]
 
 
@@ -266,8 +465,11 @@ def test_a_huge_chunked_body_without_content_length_is_payload_too_large(api, pa
 
 def test_a_small_chunked_body_is_read_normally(api):
     load_alpha(api)
-    response = api.post(PREDICT, data=_chunked(b'{"model_id": "alpha", "texts": ["a"', b', "b"', 10),
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        PREDICT,
+        data=_chunked(b'{"model_id": "alpha", "texts": ["a"', b', "b"', 10),
+        headers={"Content-Type": "application/json"},
+    )
     assert_prediction(response, ["a"] + ["b"] * 10)
 
 
@@ -338,8 +540,12 @@ HOSTILE_LOAD = [
     pytest.param("a\u007f", 400, "invalid_request", "control characters", id="del"),
     pytest.param("a" * 513, 400, "invalid_request", "the limit is 512", id="513-chars"),
     pytest.param("a" * 256, 400, "invalid_request", "path component of 256 bytes", id="component-of-256-bytes"),
-    pytest.param("alpha/" + "a" * 300, 400, "invalid_request", "path component of 300 bytes", id="long-component-under-real-dir"),
-    pytest.param("/".join(["a" * 100] * 5), 404, "model_not_found", "does not exist", id="500-chars-in-short-components"),
+    pytest.param(
+        "alpha/" + "a" * 300, 400, "invalid_request", "path component of 300 bytes", id="long-component-under-real-dir"
+    ),
+    pytest.param(
+        "/".join(["a" * 100] * 5), 404, "model_not_found", "does not exist", id="500-chars-in-short-components"
+    ),
     pytest.param("%2e%2e/x", 404, "model_not_found", "does not exist", id="percent-encoding-is-literal"),
     pytest.param(" alpha", 404, "model_not_found", "does not exist", id="leading-space-is-not-stripped"),
     pytest.param("ALPHA", 404, "model_not_found", "does not exist", id="case-matters"),
@@ -363,7 +569,9 @@ def test_a_missing_non_ascii_model_dir_is_not_found(api, model_dir):
     [("类别-{}/模型", "model"), ("café-{}", "model"), ("😀-{}", "model"), ("数据-{}/ünï", "模型")],
     ids=["cjk-nested", "latin-accent", "emoji", "non-ascii-stem"],
 )
-def test_a_non_ascii_model_dir_loads_lists_predicts_and_unloads(api, base_dir, reference, triton_models_root, name, stem):
+def test_a_non_ascii_model_dir_loads_lists_predicts_and_unloads(
+    api, base_dir, reference, triton_models_root, name, stem
+):
     """Triton's Python stub runs with an ASCII file-system encoding; non-ASCII names still reach their files."""
     model_id = name.format(uuid.uuid4().hex[:8])
     top = triton_models_root / model_id.split("/")[0]
@@ -382,8 +590,9 @@ def test_a_non_ascii_model_dir_loads_lists_predicts_and_unloads(api, base_dir, r
         response = api.post(PREDICT, json={"model_id": model_id, "texts": texts})
         assert response.status_code == 200, response.text
         assert response.json()["model_id"] == model_id
-        for got, want in zip(response.json()["label_probabilities"],
-                             expected_rows(reference, triton_models_root, model_id, texts)):
+        for got, want in zip(
+            response.json()["label_probabilities"], expected_rows(reference, triton_models_root, model_id, texts)
+        ):
             assert list(got) == list(want) and max(abs(got[k] - want[k]) for k in want) <= TOLERANCE
 
         response = api.post(UNLOAD, json={"model_id": model_id})
@@ -394,7 +603,19 @@ def test_a_non_ascii_model_dir_loads_lists_predicts_and_unloads(api, base_dir, r
         shutil.rmtree(top, ignore_errors=True)
 
 
-HOSTILE_IDS = ["../x", "/etc/passwd", "alpha\u0000", "alpha/../alpha", "a" * 512, "\u202ealpha", "类别", "😀", "*", ".*", "' OR 1=1 --"]
+HOSTILE_IDS = [
+    "../x",
+    "/etc/passwd",
+    "alpha\u0000",
+    "alpha/../alpha",
+    "a" * 512,
+    "\u202ealpha",
+    "类别",
+    "😀",
+    "*",
+    ".*",
+    "' OR 1=1 --",
+]
 
 
 @pytest.mark.parametrize("model_id", HOSTILE_IDS, ids=lambda v: repr(v)[:24])
@@ -425,6 +646,7 @@ def test_a_query_id_over_512_chars_is_invalid_request_like_everywhere_else(api):
 
 # ------------------------------------------------------------- GET endpoints, health, methods, paths
 
+
 @pytest.mark.parametrize("path", [MODELS, STATUS, LIVE, READY, "/openapi.json"])
 @pytest.mark.parametrize(
     "kwargs",
@@ -444,8 +666,17 @@ def test_get_endpoints_ignore_query_strings_and_bodies(api, path, kwargs):
 
 @pytest.mark.parametrize(
     "method, path",
-    [("POST", LIVE), ("PUT", READY), ("DELETE", STATUS), ("POST", MODELS), ("GET", LOAD), ("PUT", UNLOAD),
-     ("PATCH", PREDICT), ("GET", QUERY), ("POST", "/openapi.json")],
+    [
+        ("POST", LIVE),
+        ("PUT", READY),
+        ("DELETE", STATUS),
+        ("POST", MODELS),
+        ("GET", LOAD),
+        ("PUT", UNLOAD),
+        ("PATCH", PREDICT),
+        ("GET", QUERY),
+        ("POST", "/openapi.json"),
+    ],
 )
 def test_wrong_methods_are_405_json_errors(api, method, path):
     assert_error(api.call(method, path, json={"model_id": ALPHA}), 405, "invalid_request", path)
@@ -453,8 +684,14 @@ def test_wrong_methods_are_405_json_errors(api, method, path):
 
 @pytest.mark.parametrize(
     "path",
-    ["/health", "/health/live/x", "/inference/predict/", "/inference/../inference/status/x", "/inference/%00",
-     "/inference/" + "x" * 4000],
+    [
+        "/health",
+        "/health/live/x",
+        "/inference/predict/",
+        "/inference/../inference/status/x",
+        "/inference/%00",
+        "/inference/" + "x" * 4000,
+    ],
 )
 def test_unknown_paths_are_404_json_errors(api, path):
     response = api.get(path)
@@ -482,10 +719,13 @@ def test_oversized_request_heads_are_refused_by_gunicorn_not_a_500(shim, kwargs,
 
 # ---------------------------------------------------------------------------------- after all that
 
+
 def test_the_service_still_predicts_correctly_after_the_barrage(api, reference, triton_models_root):
     assert api.get(LIVE).status_code == 200 and api.get(READY).status_code == 200
     assert api.get(STATUS).json()["service_status"] == "running"
     load_alpha(api)
     texts = ["baba dede kiki", "类别 好坏 新闻", "😀", "lolo mumu nana popo"]
     for _ in range(4):  # both gunicorn workers, several threads
-        assert_prediction(api.post(PREDICT, json={"model_id": ALPHA, "texts": texts}), texts, reference, triton_models_root)
+        assert_prediction(
+            api.post(PREDICT, json={"model_id": ALPHA, "texts": texts}), texts, reference, triton_models_root
+        )

@@ -39,6 +39,8 @@ def test_twenty_concurrent_clients_mixing_three_models(api, shim, reference, tri
     for (model_id, texts, _), (status, body) in zip(jobs, answers):
         assert status == 200, body
         assert body["model_id"] == model_id and len(body["labels"]) == len(texts)
-        for got, want in zip(body["label_probabilities"], expected_rows(reference, triton_models_root, model_id, texts)):
+        for got, want in zip(
+            body["label_probabilities"], expected_rows(reference, triton_models_root, model_id, texts)
+        ):
             assert list(got) == list(want)  # a mix-up of models would show here: label sets differ
             assert max(abs(got[k] - want[k]) for k in want) <= TOLERANCE

@@ -9,7 +9,12 @@ import requests
 
 from conftest import MAX_ADAPTERS
 
-LOAD, UNLOAD, PREDICT, QUERY = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models/query"
+LOAD, UNLOAD, PREDICT, QUERY = (
+    "/inference/models/load",
+    "/inference/models/unload",
+    "/inference/predict",
+    "/inference/models/query",
+)
 
 
 def assert_error(response: requests.Response, status: int, code: str, words: str = "") -> None:
@@ -42,7 +47,11 @@ def assert_error(response: requests.Response, status: int, code: str, words: str
         (PREDICT, {"model_id": "alpha", "texts": ["a"], "top_n": 2.5}, "top_n must be an integer, got number"),
         (PREDICT, {"model_id": "alpha", "texts": ["a"], "batch_size": 0}, "batch_size must be between 1 and 64"),
         (PREDICT, {"model_id": "alpha", "texts": ["a"], "batch_size": 65}, "batch_size must be between 1 and 64"),
-        (PREDICT, {"model_id": "alpha", "texts": ["a"], "batch_size": True}, "batch_size must be an integer, got boolean"),
+        (
+            PREDICT,
+            {"model_id": "alpha", "texts": ["a"], "batch_size": True},
+            "batch_size must be an integer, got boolean",
+        ),
         (QUERY, {"model_ids": [1]}, "model_ids[0] must be a string"),
     ],
 )
@@ -80,7 +89,9 @@ def test_capacity_exceeded(api):
     ids = ["alpha", "team/beta", "gamma"] + [f"bench-{i}" for i in range(8)]
     for model_id in ids[:MAX_ADAPTERS]:
         assert api.post(LOAD, json={"model_dir": model_id}).status_code == 200
-    assert_error(api.post(LOAD, json={"model_dir": ids[MAX_ADAPTERS]}), 507, "capacity_exceeded", f"maximum is {MAX_ADAPTERS}")
+    assert_error(
+        api.post(LOAD, json={"model_dir": ids[MAX_ADAPTERS]}), 507, "capacity_exceeded", f"maximum is {MAX_ADAPTERS}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,7 +111,10 @@ def test_an_oversized_body_is_refused_before_it_is_parsed(api):
     assert_error(api.post(PREDICT, data=data, headers={"Content-Type": "application/json"}), 413, "payload_too_large")
 
 
-@pytest.mark.parametrize("method, path, status", [("GET", "/inference/nothing-here", 404), ("GET", "/inference/predict", 405), ("DELETE", "/inference/models", 405)])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [("GET", "/inference/nothing-here", 404), ("GET", "/inference/predict", 405), ("DELETE", "/inference/models", 405)],
+)
 def test_unknown_paths_and_methods_answer_json_errors(api, method, path, status):
     assert_error(api.call(method, path), status, "invalid_request", path)
 
@@ -109,7 +123,9 @@ def test_backend_unavailable_while_triton_is_down(api, triton):
     api.post(LOAD, json={"model_dir": "alpha"})
     triton.stop()
     try:
-        assert_error(api.post(PREDICT, json={"model_id": "alpha", "texts": ["x"]}), 503, "backend_unavailable", "unreachable")
+        assert_error(
+            api.post(PREDICT, json={"model_id": "alpha", "texts": ["x"]}), 503, "backend_unavailable", "unreachable"
+        )
         assert_error(api.post(LOAD, json={"model_dir": "gamma"}), 503, "backend_unavailable")
         assert_error(api.get("/inference/models"), 503, "backend_unavailable")
         assert_error(api.get("/health/ready"), 503, "backend_unavailable")

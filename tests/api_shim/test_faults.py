@@ -34,12 +34,18 @@ from triton_tests_helpers import TOLERANCE, expected_rows
 
 MODELS = {
     "f-alpha": OutputSpec(rank=4, num_labels=3, seed=31),
-    "team/f-beta": OutputSpec(stem="beta", rank=8, target_modules=("query", "key", "value"), num_labels=4,
-                              pooling="mean", seed=32),
+    "team/f-beta": OutputSpec(
+        stem="beta", rank=8, target_modules=("query", "key", "value"), num_labels=4, pooling="mean", seed=32
+    ),
     "f-gamma": OutputSpec(stem="gamma", rank=2, target_modules=("key",), num_labels=2, seed=33),
 }
 TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]
-LOAD, UNLOAD, PREDICT, LISTING = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models"
+LOAD, UNLOAD, PREDICT, LISTING = (
+    "/inference/models/load",
+    "/inference/models/unload",
+    "/inference/predict",
+    "/inference/models",
+)
 PROMPT_S = 5.0  # every request during a fault is answered within this many seconds
 
 
@@ -54,7 +60,9 @@ def fault_root(tmp_path_factory, base_dir) -> Path:
 @pytest.fixture(scope="module")
 def fault_triton(tmp_path_factory, base_dir, fault_root):
     workdir = tmp_path_factory.mktemp("fault-triton")
-    server = TritonServer(workdir, server_settings(base_dir, fault_root, workdir / "state", MAX_ADAPTERS="8"), instances=2)
+    server = TritonServer(
+        workdir, server_settings(base_dir, fault_root, workdir / "state", MAX_ADAPTERS="8"), instances=2
+    )
     server.start()
     yield server
     server.stop()
@@ -240,7 +248,7 @@ def assert_consistent(shim: ShimServer, expected) -> list[str]:
     return now_loaded
 
 
-GARBAGE = b"\x00\xff{\"generation\": 7, \"models\": {\"f-alpha\": [garbage" + bytes(range(256))
+GARBAGE = b'\x00\xff{"generation": 7, "models": {"f-alpha": [garbage' + bytes(range(256))
 NESTED = b'{"generation": 7, "models": ' + b"[" * 100_000  # json raises RecursionError, not ValueError
 
 
@@ -258,7 +266,9 @@ def test_a_manifest_overwritten_with_garbage_while_running_is_kept_aside(served,
     copies = damaged_copies(fault_triton)
     assert len(copies) == 1 and copies[0].read_bytes() == garbage
     assert assert_consistent(served, expected) == []
-    assert_error(requests.post(f"{served.base}{UNLOAD}", json={"model_id": "f-alpha"}, timeout=10), 404, "model_not_loaded")
+    assert_error(
+        requests.post(f"{served.base}{UNLOAD}", json={"model_id": "f-alpha"}, timeout=10), 404, "model_not_loaded"
+    )
     # the operator's fix: load again
     load(served, "f-alpha")
     assert assert_consistent(served, expected) == ["f-alpha"]

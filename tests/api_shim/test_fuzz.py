@@ -32,8 +32,13 @@ from triton_harness import REPO
 
 REAL_MODEL = "alpha"  # one of tests/conftest.py's MODELS
 MAX_EXAMPLES = 40  # fuzzed examples per operation (the examples and coverage phases add their own)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 # No codec restriction: every operation, load included, gets the full UTF-8 alphabet. (Load was once fuzzed
 # with ASCII only, while non-ASCII model dirs failed inside Triton's Python stub, whose file-system encoding
@@ -83,8 +88,13 @@ def base_url(shim, fuzz_session):
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_every_operation_conforms_to_openapi(case, base_url, fuzz_session):
     mode = case.meta.generation.mode.value if case.meta else "?"
     key = (case.operation.label, case.meta.phase.name.value if case.meta else "?", mode)
@@ -128,5 +138,11 @@ def _report() -> None:
     print("\nschemathesis requests sent\n" + "\n".join(lines))
     if os.environ.get("FUZZ_COUNTS_FILE"):
         with open(os.environ["FUZZ_COUNTS_FILE"], "w", encoding="utf-8") as f:
-            json.dump({"sent": {"|".join(k): v for k, v in sorted(SENT.items())},
-                       "statuses": {f"{op}|{status}": v for (op, status), v in sorted(STATUSES.items())}}, f, indent=1)
+            json.dump(
+                {
+                    "sent": {"|".join(k): v for k, v in sorted(SENT.items())},
+                    "statuses": {f"{op}|{status}": v for (op, status), v in sorted(STATUSES.items())},
+                },
+                f,
+                indent=1,
+            )

@@ -19,7 +19,12 @@ import torch
 from factories import OutputSpec, make_training_output
 from tolerance import assert_same_predictions
 
-LOAD, UNLOAD, PREDICT, MODELS = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models"
+LOAD, UNLOAD, PREDICT, MODELS = (
+    "/inference/models/load",
+    "/inference/models/unload",
+    "/inference/predict",
+    "/inference/models",
+)
 TEXTS = ["baba dede fifi", "类别 好坏", "kaka lili mumu"]
 INSTANCES = ("lora_classifier_0_0", "lora_classifier_0_1")
 
@@ -61,12 +66,36 @@ def assert_refused(api, alpha, model_dir, status: int, code: str, words: str = "
 def test_hostile_files_are_invalid_models_and_never_run(api, alpha, scratch, triton_models_root, base_dir, tmp_path):
     marker = tmp_path / "pwned"
     cases = {
-        "labels": ("model.head.pt.pkl", lambda out: (out / "model.head.pt.pkl").write_bytes(pickle.dumps(["a", WritesAFile(marker), "c"])), "names the global"),
-        "module": ("model.head.pt", lambda out: torch.save(torch.nn.Linear(32, 3), out / "model.head.pt"), "cannot be read safely"),
-        "bin": ("adapter_model.bin", lambda out: torch.save({"x": WritesAFile(marker)}, out / "model.lora" / "adapter_model.bin"), "cannot be read safely"),
-        "cut": ("adapter_model.safetensors", lambda out: (out / "model.lora" / "adapter_model.safetensors").write_bytes(b"\x08" + bytes(20)), "cannot be read safely"),
-        "shape": ("model.head.pt", lambda out: torch.save({"weight": torch.zeros(3, 31)}, out / "model.head.pt"), "hidden size"),
-        "nan": ("model.head.pt", lambda out: torch.save({"weight": torch.full((3, 32), float("nan"))}, out / "model.head.pt"), "finite"),
+        "labels": (
+            "model.head.pt.pkl",
+            lambda out: (out / "model.head.pt.pkl").write_bytes(pickle.dumps(["a", WritesAFile(marker), "c"])),
+            "names the global",
+        ),
+        "module": (
+            "model.head.pt",
+            lambda out: torch.save(torch.nn.Linear(32, 3), out / "model.head.pt"),
+            "cannot be read safely",
+        ),
+        "bin": (
+            "adapter_model.bin",
+            lambda out: torch.save({"x": WritesAFile(marker)}, out / "model.lora" / "adapter_model.bin"),
+            "cannot be read safely",
+        ),
+        "cut": (
+            "adapter_model.safetensors",
+            lambda out: (out / "model.lora" / "adapter_model.safetensors").write_bytes(b"\x08" + bytes(20)),
+            "cannot be read safely",
+        ),
+        "shape": (
+            "model.head.pt",
+            lambda out: torch.save({"weight": torch.zeros(3, 31)}, out / "model.head.pt"),
+            "hidden size",
+        ),
+        "nan": (
+            "model.head.pt",
+            lambda out: torch.save({"weight": torch.full((3, 32), float("nan"))}, out / "model.head.pt"),
+            "finite",
+        ),
     }
     for case, (named, damage, words) in cases.items():
         spec = OutputSpec(weights_format="bin" if case == "bin" else "safetensors", seed=40)
@@ -97,7 +126,9 @@ def test_bad_model_dirs_and_symlinks_on_the_wire(api, alpha, scratch, triton_mod
     assert_refused(api, alpha, "../alpha", 400, "invalid_request", "'..'")
     assert_refused(api, alpha, "alpha\x00", 400, "invalid_request", "control characters")
     assert_refused(api, alpha, "%2e%2e/%2e%2e/etc", 404, "model_not_found")  # no URL decoding inside JSON
-    assert_refused(api, alpha, f"{scratch}-artifact", 422, "invalid_model", "gamma.head.pt.pkl links outside the models root")
+    assert_refused(
+        api, alpha, f"{scratch}-artifact", 422, "invalid_model", "gamma.head.pt.pkl links outside the models root"
+    )
     assert_refused(api, alpha, f"{scratch}-artloop", 422, "invalid_model", "gamma.head.pt cannot be resolved")
     assert_refused(api, alpha, f"{scratch}-two", 422, "invalid_model", "several models in one directory")
     listed = {m["model_id"] for m in api.get(MODELS).json()["models"]}
@@ -106,12 +137,15 @@ def test_bad_model_dirs_and_symlinks_on_the_wire(api, alpha, scratch, triton_mod
 
 def _served_by_both_instances(triton, shim, model_id: str) -> None:
     """Send predicts until each Triton instance has served `model_id` (so each holds it in memory)."""
+
     def count(instance: str) -> float:
         return triton.metric("lora_texts_total", model_id=model_id, instance=instance)
 
     def predict(_):
         with requests.Session() as session:
-            return session.post(f"{shim.base}{PREDICT}", json={"model_id": model_id, "texts": TEXTS}, timeout=60).status_code
+            return session.post(
+                f"{shim.base}{PREDICT}", json={"model_id": model_id, "texts": TEXTS}, timeout=60
+            ).status_code
 
     for _ in range(10):
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -121,7 +155,9 @@ def _served_by_both_instances(triton, shim, model_id: str) -> None:
     pytest.fail("one Triton instance never served the model")
 
 
-def test_a_model_changed_on_disk_keeps_serving_and_a_failed_reload_keeps_it(api, alpha, shim, triton, scratch, triton_models_root):
+def test_a_model_changed_on_disk_keeps_serving_and_a_failed_reload_keeps_it(
+    api, alpha, shim, triton, scratch, triton_models_root
+):
     model_id = f"{scratch}-retrained"
     out = shutil.copytree(triton_models_root / "team/beta", triton_models_root / model_id)
     assert api.post(LOAD, json={"model_dir": model_id}).status_code == 200
@@ -133,7 +169,9 @@ def test_a_model_changed_on_disk_keeps_serving_and_a_failed_reload_keeps_it(api,
             path.write_bytes(os.urandom(64))  # the training job rewrote everything with garbage
 
     for _ in range(6):  # both instances keep serving from memory
-        assert_same_predictions(api.post(PREDICT, json={"model_id": model_id, "texts": TEXTS, "top_n": 5}).json(), before)
+        assert_same_predictions(
+            api.post(PREDICT, json={"model_id": model_id, "texts": TEXTS, "top_n": 5}).json(), before
+        )
     assert api.post(LOAD, json={"model_dir": model_id}).json()["message"] == f"model {model_id} is already loaded"
     refused = api.post(LOAD, json={"model_dir": model_id, "reload": True})
     assert refused.status_code == 422 and refused.json()["error"] == "invalid_model", refused.text
@@ -142,7 +180,14 @@ def test_a_model_changed_on_disk_keeps_serving_and_a_failed_reload_keeps_it(api,
     assert refused.status_code == 404 and refused.json()["error"] == "model_not_found", refused.text
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda _: requests.post(f"{shim.base}{PREDICT}", json={"model_id": model_id, "texts": TEXTS, "top_n": 5}, timeout=60).json(), range(16)))
+        answers = list(
+            pool.map(
+                lambda _: requests.post(
+                    f"{shim.base}{PREDICT}", json={"model_id": model_id, "texts": TEXTS, "top_n": 5}, timeout=60
+                ).json(),
+                range(16),
+            )
+        )
     for answer in answers:
         assert_same_predictions(answer, before)
     assert model_id in api.loaded()

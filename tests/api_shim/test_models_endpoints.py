@@ -43,7 +43,13 @@ def test_listing_shows_loaded_and_unloaded_models(api):
     alpha = by_id["alpha"]
     assert alpha["status"] == "loaded" and alpha["gpu_id"] is None and alpha["device"] == "cpu"
     assert 0 <= alpha["uptime_seconds"] < 60
-    assert by_id["gamma"] == {"model_id": "gamma", "status": "unloaded", "gpu_id": None, "uptime_seconds": None, "device": None}
+    assert by_id["gamma"] == {
+        "model_id": "gamma",
+        "status": "unloaded",
+        "gpu_id": None,
+        "uptime_seconds": None,
+        "device": None,
+    }
     assert list(alpha)[:4] == ["model_id", "status", "gpu_id", "uptime_seconds"]
 
 
@@ -56,7 +62,11 @@ def test_query_returns_only_the_requested_models_that_exist(api):
 
 @pytest.mark.parametrize(
     "body, message",
-    [({"model_ids": []}, "model_ids must not be empty"), ({}, "model_ids is required"), ({"model_ids": "alpha"}, "must be a list")],
+    [
+        ({"model_ids": []}, "model_ids must not be empty"),
+        ({}, "model_ids is required"),
+        ({"model_ids": "alpha"}, "must be a list"),
+    ],
 )
 def test_query_needs_a_non_empty_list(api, body, message):
     response = api.post("/inference/models/query", json=body)

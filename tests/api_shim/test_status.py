@@ -28,4 +28,6 @@ def test_the_openapi_document_is_served(api):
 
     from triton_harness import REPO
 
-    assert api.get("/openapi.json").json() == yaml.safe_load((REPO / "api_shim" / "openapi.yaml").read_text(encoding="utf-8"))
+    assert api.get("/openapi.json").json() == yaml.safe_load(
+        (REPO / "api_shim" / "openapi.yaml").read_text(encoding="utf-8")
+    )

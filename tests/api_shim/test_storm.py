@@ -24,7 +24,12 @@ from triton_tests_helpers import TOLERANCE
 CLIENTS = 20
 PHASE_SECONDS = (15.0, 15.0)
 TEXTS = ["baba dede fifi", "类别 好坏", "kaka lili mumu nunu", ""]
-LOAD, UNLOAD, PREDICT, MODELS = "/inference/models/load", "/inference/models/unload", "/inference/predict", "/inference/models"
+LOAD, UNLOAD, PREDICT, MODELS = (
+    "/inference/models/load",
+    "/inference/models/unload",
+    "/inference/predict",
+    "/inference/models",
+)
 
 
 @pytest.fixture
@@ -35,8 +40,15 @@ def storm_models(triton_models_root, base_dir, reference):
     for i in range(6):
         model_id = f"{prefix}/m{i}"
         labels = [f"m{i}-{name}" for name in ("ant", "bee", "cat", "dog", "eel", "fox")[: 2 + i % 4]]
-        spec = OutputSpec(stem=f"m{i}", seed=60 + i, num_labels=len(labels), label_names=labels, rank=2 + 2 * (i % 3),
-                          head_layout="two-layer" if i % 2 else "linear", pooling="mean" if i % 3 == 0 else None)
+        spec = OutputSpec(
+            stem=f"m{i}",
+            seed=60 + i,
+            num_labels=len(labels),
+            label_names=labels,
+            rank=2 + 2 * (i % 3),
+            head_layout="two-layer" if i % 2 else "linear",
+            pooling="mean" if i % 3 == 0 else None,
+        )
         out = make_training_output(triton_models_root, model_id, base_dir, spec)
         expected[model_id] = [dict(zip(labels, p)) for p in reference.probabilities(out, TEXTS)]
     yield expected
@@ -80,7 +92,7 @@ def run_op(client, op: str, model_id: str, expected, tally: Tally, phase: str) -
     except AssertionError as exc:  # the response does not match openapi.yaml
         tally.fail(f"{phase} {op} {model_id}: {exc}")
         return None
-    except Exception as exc:  # noqa: BLE001 - a transport failure is a failure of the storm
+    except Exception as exc:
         tally.fail(f"{phase} {op} {model_id}: {type(exc).__name__}: {exc}")
         return None
     status = response.status_code
@@ -122,7 +134,9 @@ def test_storm_of_loads_reloads_unloads_and_predicts(api, storm_models):
     def chaos(seed: int) -> None:
         rng, client = random.Random(seed), client_class(api.base)
         while time.monotonic() < deadline:
-            run_op(client, rng.choice(OPS), rng.choice(ids[:3] if rng.random() < 0.7 else ids), storm_models, tally, "race")
+            run_op(
+                client, rng.choice(OPS), rng.choice(ids[:3] if rng.random() < 0.7 else ids), storm_models, tally, "race"
+            )
 
     threads = [threading.Thread(target=chaos, args=(seed,)) for seed in range(CLIENTS)]
     for t in threads:

@@ -42,7 +42,11 @@ def test_workers_are_named_per_instance_and_device():
     config = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}, {"kind": "KIND_CPU", "count": 2}]}
     names = [slot[0] for slot in worker_slots(config, gpu_count=2)]
     assert names == ["cuda0-0", "cuda0-1", "cuda1-0", "cuda1-1", "cpu-0", "cpu-1"]
-    assert [s[0] for s in worker_slots({"instance_group": [{"kind": "KIND_GPU", "count": 1}]}, gpu_count=3)] == ["cuda0-0", "cuda1-0", "cuda2-0"]
+    assert [s[0] for s in worker_slots({"instance_group": [{"kind": "KIND_GPU", "count": 1}]}, gpu_count=3)] == [
+        "cuda0-0",
+        "cuda1-0",
+        "cuda2-0",
+    ]
 
 
 def test_gpu_workers_get_their_own_gpu_memory_by_uuid():
@@ -63,10 +67,12 @@ def test_predict_body_ranks_and_keeps_the_label_order():
 
 
 def test_listing_counts_and_nulls():
-    body = listing_body([
-        {"model_id": "a", "status": "loaded", "loaded_at": 100.0, "device": "cuda:1"},
-        {"model_id": "b", "status": "unloaded", "loaded_at": None, "device": None},
-    ])
+    body = listing_body(
+        [
+            {"model_id": "a", "status": "loaded", "loaded_at": 100.0, "device": "cuda:1"},
+            {"model_id": "b", "status": "unloaded", "loaded_at": None, "device": None},
+        ]
+    )
     assert body["total"] == 2 and body["loaded_count"] == 1
     assert body["models"][0]["gpu_id"] == 1 and body["models"][0]["uptime_seconds"] > 0
     assert body["models"][1]["gpu_id"] is None and body["models"][1]["uptime_seconds"] is None
@@ -76,8 +82,14 @@ def test_listing_counts_and_nulls():
 def client():
     """The real app with Triton absent (a closed port): every Triton call is backend_unavailable."""
     port = free_port()
-    settings = ShimSettings.load({"TRITON_URL": f"127.0.0.1:{port}", "TRITON_METRICS_URL": f"http://127.0.0.1:{port}/metrics",
-                                  "TRITON_TIMEOUT_S": "5", "MAX_BODY_BYTES": "1000"})
+    settings = ShimSettings.load(
+        {
+            "TRITON_URL": f"127.0.0.1:{port}",
+            "TRITON_METRICS_URL": f"http://127.0.0.1:{port}/metrics",
+            "TRITON_TIMEOUT_S": "5",
+            "MAX_BODY_BYTES": "1000",
+        }
+    )
     return create_app(settings).test_client()
 
 
@@ -116,8 +128,13 @@ def test_settings_are_validated():
 
 def test_gunicorn_config_is_valid():
     gunicorn = str(REPO / ".venv" / "bin" / "gunicorn") if (REPO / ".venv").exists() else "gunicorn"
-    done = subprocess.run([gunicorn, "--check-config", "-c", "api_shim/gunicorn.conf.py", "api_shim.wsgi:app"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [gunicorn, "--check-config", "-c", "api_shim/gunicorn.conf.py", "api_shim.wsgi:app"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -62,10 +62,16 @@ class Serve:
         self.process: subprocess.Popen | None = None
         self.base = f"http://127.0.0.1:{self.api_port}/api/v1"
 
-    def start(self) -> "Serve":
+    def start(self) -> Serve:
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(["make", "--no-print-directory", "serve"], cwd=REPO, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                ["make", "--no-print-directory", "serve"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def output(self) -> str:
@@ -74,7 +80,9 @@ class Serve:
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            assert self.process.poll() is None, f"make serve exited ({self.process.returncode}):\n{self.output()[-4000:]}"
+            assert self.process.poll() is None, (
+                f"make serve exited ({self.process.returncode}):\n{self.output()[-4000:]}"
+            )
             assert time.monotonic() < deadline, f"{what} not within {timeout} s:\n{self.output()[-4000:]}"
             time.sleep(0.2)
 
@@ -95,7 +103,9 @@ class Serve:
 
     def gunicorn_master(self) -> psutil.Process:
         # the gunicorn process whose parent is not gunicorn (its workers' is)
-        return self.one(lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline()))
+        return self.one(
+            lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline())
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -133,8 +143,13 @@ def _gone(processes: list[psutil.Process]) -> bool:
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory, base_dir, triton_models_root):
-    run = Serve(tmp_path_factory.mktemp("serve"), BASE_MODEL_DIR=str(base_dir), MODELS_ROOT=str(triton_models_root),
-                TRITON_HANG_TIMEOUT_S="3", TRITON_STALL_S="1").start()
+    run = Serve(
+        tmp_path_factory.mktemp("serve"),
+        BASE_MODEL_DIR=str(base_dir),
+        MODELS_ROOT=str(triton_models_root),
+        TRITON_HANG_TIMEOUT_S="3",
+        TRITON_STALL_S="1",
+    ).start()
     try:
         run.wait_ready()
         for model_id in MODELS:
@@ -157,8 +172,11 @@ def answers(serve) -> dict[str, dict]:
 
 def assert_back(serve: Serve, answers: dict[str, dict], since: float) -> None:
     """Within BACK_WITHIN_S of `since`, status is running and every model answers as before."""
-    serve.wait_for(lambda: serve.status()["service_status"] == "running", since + BACK_WITHIN_S - time.monotonic(),
-                   "status running again")
+    serve.wait_for(
+        lambda: serve.status()["service_status"] == "running",
+        since + BACK_WITHIN_S - time.monotonic(),
+        "status running again",
+    )
     for model_id, before in answers.items():
         response = serve.predict(model_id)
         assert response.status_code == 200, response.text
@@ -185,12 +203,15 @@ def test_a_killed_tritonserver_comes_back_with_its_models_under_traffic(serve, a
         server.kill()
         serve.wait_for(lambda: serve.status()["service_status"] in ("error", "starting"), 10, "status error")
         assert serve.status()["service_status"] in ("error", "starting")  # status answers while Triton is down
-        serve.wait_for(lambda: any(o.status == 200 for o in traffic.since(killed_at + 1)), BACK_WITHIN_S,
-                       "a 200 after the restart")
+        serve.wait_for(
+            lambda: any(o.status == 200 for o in traffic.since(killed_at + 1)), BACK_WITHIN_S, "a 200 after the restart"
+        )
     outcomes = traffic.outcomes
     print("tritonserver SIGKILL under make serve:", summary(outcomes))
     assert all((o.status, o.error) in {(200, ""), (503, "backend_unavailable")} for o in outcomes), summary(outcomes)
-    assert all(o.latency < 1.0 for o in outcomes if o.status == 503), max(o.latency for o in outcomes if o.status == 503)
+    assert all(o.latency < 1.0 for o in outcomes if o.status == 503), max(
+        o.latency for o in outcomes if o.status == 503
+    )
     assert any(o.status == 503 for o in outcomes)
     for o in outcomes:
         if o.status == 200:
@@ -198,7 +219,10 @@ def test_a_killed_tritonserver_comes_back_with_its_models_under_traffic(serve, a
     assert_back(serve, answers, killed_at)
     assert _gone(left_behind), "the killed server's backend stubs are still running"
     assert not [path for path in shared_memory if path.exists()], "the killed server's shared memory is left behind"
-    assert "tritonserver exited (killed by SIGKILL)" in serve.output() and "restarting tritonserver in 1 s" in serve.output()
+    assert (
+        "tritonserver exited (killed by SIGKILL)" in serve.output()
+        and "restarting tritonserver in 1 s" in serve.output()
+    )
 
 
 def test_a_hung_tritonserver_is_restarted_and_holds_no_request_for_long(serve, answers):
@@ -208,10 +232,15 @@ def test_a_hung_tritonserver_is_restarted_and_holds_no_request_for_long(serve, a
         hung_at = time.monotonic()
         server.suspend()
         serve.wait_for(lambda: not server.is_running(), 30, "the hung tritonserver killed")
-        serve.wait_for(lambda: any(o.status == 200 for o in traffic.since(hung_at + 1)), BACK_WITHIN_S,
-                       "a 200 after the restart")
+        serve.wait_for(
+            lambda: any(o.status == 200 for o in traffic.since(hung_at + 1)), BACK_WITHIN_S, "a 200 after the restart"
+        )
     outcomes = traffic.since(hung_at)
-    print("tritonserver SIGSTOP under make serve:", summary(outcomes), f"max latency {max(o.latency for o in outcomes):.1f} s")
+    print(
+        "tritonserver SIGSTOP under make serve:",
+        summary(outcomes),
+        f"max latency {max(o.latency for o in outcomes):.1f} s",
+    )
     assert all((o.status, o.error) in {(200, ""), (503, "backend_unavailable")} for o in outcomes), summary(outcomes)
     assert max(o.latency for o in outcomes) < 15  # the hang timeout (3 s) and a restart, never TRITON_TIMEOUT_S (120 s)
     # Once a call has been stuck for TRITON_STALL_S, new calls check Triton first and fail fast.
@@ -290,8 +319,12 @@ def _accepts(port: int) -> bool:
 
 
 def test_a_triton_that_cannot_start_ends_make_serve_with_its_cause(tmp_path, triton_models_root):
-    run = Serve(tmp_path, BASE_MODEL_DIR=str(tmp_path / "no-such-base"), MODELS_ROOT=str(triton_models_root),
-                TRITON_INSTANCES="1").start()
+    run = Serve(
+        tmp_path,
+        BASE_MODEL_DIR=str(tmp_path / "no-such-base"),
+        MODELS_ROOT=str(triton_models_root),
+        TRITON_INSTANCES="1",
+    ).start()
     try:
         code = run.process.wait(timeout=240)
     finally:

@@ -17,10 +17,21 @@ from triton_harness import REPO, free_port, server_settings
 
 def start(tmp_path, base_dir, triton_models_root) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = {**os.environ, **server_settings(base_dir, triton_models_root, tmp_path / "state"), "TRITON_HANG_TIMEOUT_S": "3"}
-    command = [sys.executable, str(REPO / "scripts" / "run_triton.py"), "--watchdog", "--instances=1",
-               f"--http-port={port}", f"--grpc-port={free_port()}", f"--metrics-port={free_port()}",
-               f"--run-dir={tmp_path / 'run'}"]
+    env = {
+        **os.environ,
+        **server_settings(base_dir, triton_models_root, tmp_path / "state"),
+        "TRITON_HANG_TIMEOUT_S": "3",
+    }
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "run_triton.py"),
+        "--watchdog",
+        "--instances=1",
+        f"--http-port={port}",
+        f"--grpc-port={free_port()}",
+        f"--metrics-port={free_port()}",
+        f"--run-dir={tmp_path / 'run'}",
+    ]
     log = (tmp_path / "triton.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180

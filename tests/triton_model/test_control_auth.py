@@ -23,8 +23,13 @@ RESTRICTED = [  # (method, path) of each restricted API
     ("GET", "/v2/systemsharedmemory/status"),
     ("POST", f"/v2/repository/models/{MODEL}/unload"),
 ]
-OPEN = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", f"/v2/models/{MODEL}/ready"),
-        ("GET", "/v2"), ("GET", f"/v2/models/{MODEL}")]
+OPEN = [
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
+    ("GET", f"/v2/models/{MODEL}/ready"),
+    ("GET", "/v2"),
+    ("GET", f"/v2/models/{MODEL}"),
+]
 
 
 def raw_control(url: str, document: dict) -> requests.Response:
@@ -37,8 +42,13 @@ def raw_control(url: str, document: dict) -> requests.Response:
 def test_control_without_the_secret_is_refused_and_changes_nothing(triton, client, token):
     client.control({"op": "load", "model_dir": "gamma"})
     before = client.control({"op": "list"})["models"]
-    for document in ({"op": "load", "model_dir": "alpha"}, {"op": "unload", "model_id": "gamma"}, {"op": "list"},
-                     {"op": "status"}, {"op": "load", "model_dir": "gamma", "reload": True}):
+    for document in (
+        {"op": "load", "model_dir": "alpha"},
+        {"op": "unload", "model_id": "gamma"},
+        {"op": "list"},
+        {"op": "status"},
+        {"op": "load", "model_dir": "gamma", "reload": True},
+    ):
         sent = document if token is None else {**document, "token": token}
         response = raw_control(triton.url, sent)
         assert response.status_code == 400 and "[unauthorized]" in response.json()["error"], response.text
@@ -55,7 +65,12 @@ def test_a_wrong_secret_through_the_client_is_unauthorized(triton, client):
 
 def test_inference_needs_no_secret(triton, client):
     client.control({"op": "load", "model_dir": "alpha"})
-    body = {"inputs": [{"name": n, "shape": [1, 1], "datatype": "BYTES", "data": [v]} for n, v in (("TEXT", "baba"), ("MODEL_ID", "alpha"))]}
+    body = {
+        "inputs": [
+            {"name": n, "shape": [1, 1], "datatype": "BYTES", "data": [v]}
+            for n, v in (("TEXT", "baba"), ("MODEL_ID", "alpha"))
+        ]
+    }
     response = requests.post(f"http://{triton.url}/v2/models/{MODEL}/infer", json=body, timeout=30)
     assert response.status_code == 200, response.text
 
@@ -64,7 +79,11 @@ def test_inference_needs_no_secret(triton, client):
 def test_restricted_apis_refuse_requests_without_the_header(triton, method, path):
     for headers in ({}, {RESTRICTED_API_HEADER: "wrong"}):
         response = requests.request(method, f"http://{triton.url}{path}", headers=headers, timeout=30)
-        assert response.status_code == 403 and "restricted" in response.text, (path, response.status_code, response.text)
+        assert response.status_code == 403 and "restricted" in response.text, (
+            path,
+            response.status_code,
+            response.text,
+        )
     assert requests.get(f"http://{triton.url}/v2/health/ready", timeout=10).status_code == 200  # nothing unloaded
 
 
@@ -96,4 +115,3 @@ def test_the_ports_listen_on_loopback(triton):
     listening = {c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
     assert {a.port for a in listening} == {triton.http_port, triton.grpc_port, triton.metrics_port}
     assert {a.ip for a in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
-

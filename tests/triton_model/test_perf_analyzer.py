@@ -12,8 +12,17 @@ from triton_harness import REPO
 
 def test_perf_analyzer_reports_throughput_for_one_and_eight_adapters(triton, client):
     command = [
-        sys.executable, str(REPO / "bench" / "perf_analyzer" / "run.py"), "--url", triton.url, "--no-in-process",
-        "--concurrency", "2", "--inputs", "one_adapter_short,mixed8_short", "--measurement-ms", "800",
+        sys.executable,
+        str(REPO / "bench" / "perf_analyzer" / "run.py"),
+        "--url",
+        triton.url,
+        "--no-in-process",
+        "--concurrency",
+        "2",
+        "--inputs",
+        "one_adapter_short,mixed8_short",
+        "--measurement-ms",
+        "800",
     ]
     env = {**os.environ, "CONTROL_TOKEN": triton.control_token}  # the script loads its adapters through CONTROL
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)

@@ -91,15 +91,22 @@ class TritonPythonModel:
         self._setup_metrics()
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self.service.sync()  # everything the manifest lists is loaded before the first request
-        log.info("%s ready on %s with %d adapters (numpy %s)", self.instance, self.service.engine.device,
-                 len(self.service.engine.resident()), np.__version__)
+        log.info(
+            "%s ready on %s with %d adapters (numpy %s)",
+            self.instance,
+            self.service.engine.device,
+            len(self.service.engine.resident()),
+            np.__version__,
+        )
 
     def _setup_settings(self) -> None:
         parameters = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
         self.settings = Settings.load(parameters)
         if not self.settings.control_token:
-            log.warning("%s: CONTROL_TOKEN is not set: every control operation (load, unload, list, status) "
-                        "is refused", self.instance)
+            log.warning(
+                "%s: CONTROL_TOKEN is not set: every control operation (load, unload, list, status) is refused",
+                self.instance,
+            )
 
     def _setup_threads(self) -> None:
         threads = self.settings.torch_threads
@@ -123,8 +130,12 @@ class TritonPythonModel:
         self._families = {
             "requests": pb_utils.MetricFamily("lora_requests_total", "Requests per model_id and instance", counter),
             "texts": pb_utils.MetricFamily("lora_texts_total", "Texts classified per model_id and instance", counter),
-            "failures": pb_utils.MetricFamily("lora_failures_total", "Failed requests per model_id and instance", counter),
-            "load_seconds": pb_utils.MetricFamily("lora_load_seconds", "Duration of the last load per model_id and instance", gauge),
+            "failures": pb_utils.MetricFamily(
+                "lora_failures_total", "Failed requests per model_id and instance", counter
+            ),
+            "load_seconds": pb_utils.MetricFamily(
+                "lora_load_seconds", "Duration of the last load per model_id and instance", gauge
+            ),
         }
         self._metrics = {}
 
@@ -203,7 +214,9 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=_triton_error(exc))
         except Exception:
             log.exception("%s: control operation failed", self.instance)
-            return pb_utils.InferenceResponse(error=_triton_error(InternalError("control operation failed; see the server log")))
+            return pb_utils.InferenceResponse(
+                error=_triton_error(InternalError("control operation failed; see the server log"))
+            )
         if answer.get("status") == "loaded" and answer.get("changed"):
             self._metric("load_seconds", answer["model_id"]).set(time.perf_counter() - started)
         payload = np.array([[_utf8_text(json.dumps(answer, ensure_ascii=False)).encode("utf-8")]], dtype=object)
@@ -238,8 +251,12 @@ def _log_filesystem_encoding() -> None:
     if encoding.lower().replace("-", "") != "utf8":
         log.info(
             "file-system encoding is %s (isolated=%d, utf8_mode=%d, LANG=%s, LC_ALL=%s); non-ASCII model dirs "
-            "are reached through their UTF-8 bytes", encoding, sys.flags.isolated, sys.flags.utf8_mode,
-            os.environ.get("LANG"), os.environ.get("LC_ALL"),
+            "are reached through their UTF-8 bytes",
+            encoding,
+            sys.flags.isolated,
+            sys.flags.utf8_mode,
+            os.environ.get("LANG"),
+            os.environ.get("LC_ALL"),
         )
 
 
@@ -249,7 +266,9 @@ def _exit_with_tritonserver() -> None:
             start = handle.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
         subprocess.Popen(
             ["/bin/sh", "-c", _WATCHER, "lora-classifier-watcher", str(os.getpid()), str(os.getppid()), start],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,  # stderr: the server's log
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,  # stderr: the server's log
         )
     except OSError as exc:  # no /proc or no /bin/sh: serve anyway, without the watcher
         log.warning("cannot watch tritonserver (pid %d): %s", os.getppid(), exc)
