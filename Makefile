@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv serve test test-unit bench demo-base triton clean gpu-bundle
+.PHONY: venv serve test test-unit lint bench demo-base triton clean gpu-bundle
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -44,6 +44,12 @@ serve: venv demo-base
 # demo-base too: the tests run `make serve` itself, which needs it.
 test: venv demo-base
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Static checks (pyproject.toml): ruff's lint and format check on the whole tree, mypy on the packages.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test-unit: venv
 	$(PY) -m pytest tests/adapter_manager $(PYTEST_ARGS)

@@ -110,7 +110,11 @@ class ClassificationHead:
             return None if t is None else t.to(device)
 
         return ClassificationHead(
-            self.pooling, move(self.out_weight), move(self.out_bias), move(self.dense_weight), move(self.dense_bias)
+            self.pooling,
+            self.out_weight.to(device),
+            move(self.out_bias),
+            move(self.dense_weight),
+            move(self.dense_bias),
         )
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -299,7 +300,8 @@ class AdapterEngine:
                     for name, wrapper in self._wrappers.items():
                         if name not in banks:
                             banks[name], grown = stack_module([a.modules.get(name) for a in adapters]), True
-                        wrapper.plan = None if banks[name] is None else banks[name].rows(rows)
+                        bank = banks[name]
+                        wrapper.plan = None if bank is None else bank.rows(rows)
                     if grown:
                         self._banks.trim()
                 return self.model(**batch).last_hidden_state
@@ -327,7 +329,7 @@ class AdapterEngine:
                 probabilities = torch.softmax(adapter.head.logits(pooled), dim=-1).cpu().numpy()
                 for row, p in zip(rows, probabilities):
                     results[row] = Classification(model_id, adapter.labels, p)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # rows_of covers every row, so no None is left
 
 
 class _BankCache:
@@ -359,8 +361,9 @@ def _signature_of(model: torch.nn.Module) -> BaseSignature:
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear)
     }
+    config: Any = model.config  # a PretrainedConfig; nn.Module's __getattr__ types it as Tensor | Module
     return BaseSignature(
-        hidden_size=int(model.config.hidden_size),
+        hidden_size=int(config.hidden_size),
         linear_shapes=linear_shapes,
         prefix=getattr(model, "base_model_prefix", "") or "",
     )

@@ -39,9 +39,11 @@ class RowLora:
     def apply(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.shared is not None:
             return y.add_((x @ self.shared.a_t) @ self.shared.b_t)
+        a_rows, b_rows = self.a_rows, self.b_rows
+        assert a_rows is not None and b_rows is not None  # not shared: ModuleBank.rows set both
         if x.dim() == 2:  # [B, in]: treat each row as a sequence of length one
-            return y.add_(torch.bmm(torch.bmm(x.unsqueeze(1), self.a_rows), self.b_rows).squeeze(1))
-        return y.add_(torch.bmm(torch.bmm(x, self.a_rows), self.b_rows))  # baddbmm costs an extra `where` pass
+            return y.add_(torch.bmm(torch.bmm(x.unsqueeze(1), a_rows), b_rows).squeeze(1))
+        return y.add_(torch.bmm(torch.bmm(x, a_rows), b_rows))  # baddbmm costs an extra `where` pass
 
 
 class MultiLoraLinear(nn.Module):
@@ -104,7 +106,7 @@ def stack_module(per_adapter: Sequence[ModuleWeights | None]) -> ModuleBank | No
     ranks = {w.a_t.shape[1] for w in present}
     if len(present) == len(per_adapter) and len(ranks) == 1:
         # Common case: every adapter adapts this module at one rank, so no padding is needed.
-        return ModuleBank(torch.stack([w.a_t for w in per_adapter]), torch.stack([w.b_t for w in per_adapter]), 0)
+        return ModuleBank(torch.stack([w.a_t for w in present]), torch.stack([w.b_t for w in present]), 0)
     rank = max(ranks)
     in_features, out_features = present[0].a_t.shape[0], present[0].b_t.shape[1]
     like = present[0].a_t

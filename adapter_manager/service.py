@@ -101,7 +101,7 @@ class AdapterService:
     def load(self, model_dir: object, max_length: object = None, reload: bool = False) -> dict[str, Any]:
         """Validate and load here (errors come back now), then record it for every other instance."""
         model_id = normalize_model_dir(model_dir)
-        self.engine.check_max_length(max_length)  # a bad value is refused even when nothing would change
+        max_length = self.engine.check_max_length(max_length)  # refused even when nothing would change
         if model_id in self._versions and not reload:
             return self._load_answer(LoadResult(model_id, changed=False, adapter=self._resident(model_id)))
         was_resident = self.engine.is_loaded(model_id)
@@ -228,7 +228,7 @@ class AdapterService:
                 count = len(requests[i].texts)
                 answers[i] = results[start : start + count]
                 start += count
-        return answers  # type: ignore[return-value]
+        return answers  # type: ignore[return-value]  # every slot is filled: an error above or a result here
 
     def _check(self, request: ClassifyRequest) -> None:
         if len(request.texts) != len(request.model_ids):

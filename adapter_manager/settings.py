@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -22,7 +25,7 @@ def setting(env: str, default: str, help: str) -> Any:
     return field(metadata={"env": env, "default": default, "help": help})
 
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def load_settings(
@@ -32,10 +35,11 @@ def load_settings(
     environ = os.environ if environ is None else environ
     parameters = parameters or {}
     values: dict[str, Any] = {}
+    types = get_type_hints(cls)  # the real types: with `from __future__ import annotations`, f.type is a string
     for f in fields(cls):
         name = f.metadata["env"]
         raw = environ.get(name) or parameters.get(name) or f.metadata["default"]
-        values[f.name] = _convert(name, raw.strip(), f.type)
+        values[f.name] = _convert(name, raw.strip(), types[f.name])
     return cls(**values)
 
 
@@ -103,13 +107,27 @@ def _is_cuda_index(device: str) -> bool:
     return prefix == "cuda" and index.isdigit()
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
-    kind = kind if isinstance(kind, str) else kind.__name__
-    if kind == "Path":
+    """`raw` as the field's type; a type with no conversion here is a programming error, raised at once."""
+    if kind is str:
+        return raw
+    if kind is Path:
         return Path(raw).expanduser()
-    if kind == "int":
+    if kind is int:
         try:
             return int(raw)
         except ValueError:
             raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    return raw
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if kind is bool:
+        if raw.lower() not in _BOOLEANS:
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return _BOOLEANS[raw.lower()]
+    raise TypeError(f"setting {name}: no conversion for the type {kind!r}")

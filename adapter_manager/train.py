@@ -85,7 +85,7 @@ def train(
     encoder = AutoModel.from_pretrained(str(base_dir), local_files_only=True, dtype=torch.float32)
     lora = LoraConfig(
         r=config.rank,
-        lora_alpha=config.alpha,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft annotates int, but the alpha/r scale takes any number
         lora_dropout=config.dropout,
         target_modules=list(config.target_modules),
         bias="none",

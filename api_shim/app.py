@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from adapter_manager.errors import (
@@ -49,12 +50,16 @@ def openapi():
     return jsonify(current_app.extensions["openapi"])
 
 
+class ContractJSON(DefaultJSONProvider):
+    ensure_ascii = False  # "类别A", not "\u7c7b..."
+    sort_keys = False  # label_probabilities keep the label map's order
+
+
 def create_app(settings: ShimSettings | None = None) -> Flask:
     settings = settings or ShimSettings.load()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.ensure_ascii = False  # "类别A", not "\u7c7b..."
-    app.json.sort_keys = False  # label_probabilities keep the label map's order
+    app.json = ContractJSON(app)
     app.extensions["shim_settings"] = settings
     app.extensions["triton_gateway"] = TritonGateway(
         settings.triton_url,

@@ -67,7 +67,7 @@ def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[in
         if gpu is None:
             entries.append(worker_entry(worker_id, device, host_total, host_used))
         else:
-            uuid = gpu_uuids.get(gpu)
+            uuid = gpu_uuids.get(gpu, "")
             entries.append(worker_entry(worker_id, device, gpu_total.get(uuid), gpu_used.get(uuid)))
     return entries
 

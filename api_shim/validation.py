@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from flask import Request
 
@@ -42,12 +42,11 @@ def _chunked_body_over_limit(request: Request) -> bool:
     return request.environ["wsgi.input"].read(1) != b""
 
 
-def string_field(body: dict[str, Any], name: str, required: bool = True, max_chars: int = 1024) -> str | None:
+def string_field(body: dict[str, Any], name: str, max_chars: int = 1024) -> str:
+    """A required, non-blank string of at most `max_chars` characters."""
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
-        if required:
-            raise InvalidRequest(f"{name} is required")
-        return None
+        raise InvalidRequest(f"{name} is required")
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string, got {_json_type(value)}")
     if not value.strip():
@@ -70,6 +69,10 @@ def path_field(body: dict[str, Any], name: str, max_chars: int) -> str:
     return value
 
 
+@overload
+def int_field(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int: ...
+@overload
+def int_field(body: dict[str, Any], name: str, default: None, low: int, high: int) -> int | None: ...
 def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:

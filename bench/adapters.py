@@ -29,14 +29,14 @@ from collections.abc import Sequence
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stack import REPO, Stack, bench_base, prepare_adapters  # noqa: E402
+from stack import REPO, Stack, bench_base, prepare_adapters
 
-import psutil  # noqa: E402
-import torch  # noqa: E402
+import psutil
+import torch
 
-from adapter_manager import AdapterEngine  # noqa: E402
-from engine_throughput import make_texts, summary, throughput  # noqa: E402
-from loadgen import percentile  # noqa: E402
+from adapter_manager import AdapterEngine
+from engine_throughput import make_texts, summary, throughput
+from loadgen import percentile
 
 SEEDS = 8
 
@@ -177,7 +177,8 @@ def print_report(figures: dict) -> None:
         for op in ("load_ms", "unload_ms"):
             values = figures[where][op]
             print(
-                f"  {where:<7}{op[:-3]:<8}{statistics.median(values):7.1f} {percentile(values, 99):7.1f}  ({max(values):.1f})"
+                f"  {where:<7}{op[:-3]:<8}{statistics.median(values):7.1f} "
+                f"{percentile(values, 99):7.1f}  ({max(values):.1f})"
             )
     print(f"memory (RSS) over the base alone ({figures['baseline_rss_mb']:.0f} MB):")
     for row in figures["memory"]:

@@ -20,10 +20,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stack import REPO, NaiveServer, Stack, bench_base, prepare_adapters  # noqa: E402
+from stack import REPO, NaiveServer, Stack, bench_base, prepare_adapters
 
-from engine_throughput import TEXT_WORDS, make_texts, summary  # noqa: E402
-from loadgen import run_load  # noqa: E402
+from engine_throughput import TEXT_WORDS, make_texts, summary
+from loadgen import run_load
 
 ADAPTERS = [f"adapter-{i}" for i in range(8)]
 SCENARIOS = ((16, 8), (1, 32))  # (texts per request, clients)
@@ -75,7 +75,8 @@ def measure(
 
 def print_report(results: dict[str, list[dict]], lengths: list[str]) -> None:
     print(
-        f"{'scenario':<28} {'system':<6} {'texts/s':>16} {'p50 ms':>16} {'p99 ms':>16} {'non-200':>8} {'shim/naive':>16}"
+        f"{'scenario':<28} {'system':<6} {'texts/s':>16} {'p50 ms':>16} {'p99 ms':>16} {'non-200':>8} "
+        f"{'shim/naive':>16}"
     )
     for length in lengths:
         for per_request, clients in SCENARIOS:

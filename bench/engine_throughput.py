@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import bench_base, prepare_adapters
+from stack import bench_base, prepare_adapters  # sets up sys.path and the HF environment
 
 import torch
 from peft import PeftModel

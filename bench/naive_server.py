@@ -21,14 +21,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-import torch  # noqa: E402
-from flask import Flask, jsonify, request  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
+import torch
+from flask import Flask, jsonify, request
+from peft import PeftModel
+from transformers import AutoModel, AutoTokenizer
 
-from adapter_manager.artifacts import read_head, read_labels  # noqa: E402
-from adapter_manager.layout import locate  # noqa: E402
-from adapter_manager.pooling import pool  # noqa: E402
+from adapter_manager.artifacts import read_head, read_labels
+from adapter_manager.layout import locate
+from adapter_manager.pooling import pool
 
 
 def create_app(base: Path, models_root: Path, model_ids: list[str]) -> Flask:

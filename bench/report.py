@@ -27,14 +27,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "perf_analyzer"), str(HERE / "gpu")]
 
-from stack import REPO, bench_base, prepare_adapters  # noqa: E402
+from stack import REPO, bench_base, prepare_adapters
 
-import e2e  # noqa: E402
-import render as gpu_render  # noqa: E402  (bench/gpu/render.py)
-import engine_throughput  # noqa: E402
-import run as perf_run  # noqa: E402  (bench/perf_analyzer/run.py)
-from engine_throughput import summary  # noqa: E402
-from loadgen import percentile  # noqa: E402
+import e2e
+import render as gpu_render  # bench/gpu/render.py
+import engine_throughput
+import run as perf_run  # bench/perf_analyzer/run.py
+from engine_throughput import summary
+from loadgen import percentile
 
 PERF_INPUTS = ["one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long"]
 
@@ -49,7 +49,9 @@ def run_all(quick: bool) -> dict:
     base = bench_base(work)
     figures: dict = {
         "when": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}",
+        "machine": (
+            f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}"
+        ),
         "base": base.name if base.name != "model" else base.parent.name,
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
@@ -189,30 +191,16 @@ def targets(f: dict) -> list[tuple[str, str, str, bool]]:
 
 
 # What was tried to make it fast: one-off A/B runs made while building it (not remeasured by `make bench`).
-LEVERS = """## Levers tried (one-off A/B runs, same machine)
-
-| lever | before | after | kept |
-|---|---|---|---|
-| `OMP_WAIT_POLICY=PASSIVE` in the Triton stubs (set by model.py before torch loads) | under load from other jobs (load average ~4): batch of 16 in-process 525 ms, end to end 1-text x 32 clients 23 texts/s, 16-text x 8 clients 32 texts/s | 73 ms; 150 texts/s; 256 texts/s | yes: OpenMP threads spinning while they wait steal the cores the shim, tritonserver and the other instance need |
-| metric updates summed per batch (model.py; each update is a round trip to tritonserver) | 1-text x 32: 192 texts/s, stub CPU 5.95 ms per request; 16-text x 8: 466 texts/s | 226 texts/s, 5.14 ms; 518 texts/s | yes |
-| 2 Triton CPU instances x 1 torch thread instead of 1 x 2 | 1-text x 32: 226 texts/s, p99 278 ms; 16-text x 8: 518 texts/s | 266 texts/s, p99 197 ms; 522 texts/s | yes for the end-to-end runs (bench/e2e.py); perf_analyzer keeps 1 instance, whose 2 threads serve a lone request best |
-| dynamic batching `max_queue_delay` 2000 us -> 0 | end to end 1-text x 32: 180 texts/s, 16-text x 8: 466; perf_analyzer 16-text, concurrency 1: Triton / in-process 0.89 (one adapter), 0.98 (8 mixed), p50 49 ms; concurrency 8: 343 / 355 texts/s | 192, 442; 1.09, 1.12, p50 45 ms; 376 / 414 texts/s | yes: waiting only delays a lone request; under load the queue fills anyway |
-| mixed batches reuse stacked LoRA weights per adapter set (LRU, 16 MiB) | plan building 0.46 ms per 16-text batch | a gather per module | yes; within noise on throughput (the plan was ~1% of a batch) |
-| single-chunk predict as a plain `infer` call in the shim | `async_infer` + a greenlet per request | one call | yes (less work per request; not separately measured) |
-| length bucketing, tokenizer, copies between numpy and torch | - | - | not done: the profile puts tokenizing at 0.15 ms per 16 texts and copies under 1%; bucketing pays only with mixed lengths, which these inputs do not have |
-
-To repeat one: `bench/e2e.py --rounds 1 --sweep '' --lengths short` before and after changing the setting
-(`--instances`; `OMP_WAIT_POLICY=ACTIVE` in the environment restores spinning; `max_queue_delay_microseconds`
-in config.pbtxt).
-"""
+LEVERS = (HERE / "levers.md").read_text(encoding="utf-8")
 
 
 def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (bench/report.py) on {f['when']}, {f['seconds'] / 60:.0f} min. Machine: {f['machine']}; "
-        f"base encoder {f['base']}, float32, {f['torch_threads']} torch threads. Every figure is median [min-max] over the "
+        f"Written by `make bench` (bench/report.py) on {f['when']}, {f['seconds'] / 60:.0f} min. "
+        f"Machine: {f['machine']}; base encoder {f['base']}, float32, {f['torch_threads']} torch threads. "
+        "Every figure is median [min-max] over the "
         "rounds; every ratio is computed pair by pair within a round, so machine noise hits both sides alike. "
         "This machine is shared: absolute figures move from run to run, ratios much less."
         + (" QUICK RUN (fewer, shorter rounds)." if f["quick"] else ""),
@@ -247,7 +235,8 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "",
         "## Triton direct (bench/perf_analyzer/run.py)",
         "",
-        "perf_analyzer over HTTP, 16-text requests (`-b 16`), one CPU instance; in-process: the engine on the same rows, same run.",
+        "perf_analyzer over HTTP, 16-text requests (`-b 16`), one CPU instance; in-process: the engine on the same "
+        "rows, same run.",
         "",
         "| input | concurrency | texts/s | p50 ms | p99 ms | in-process texts/s | Triton / in-process |",
         "|---|---|---|---|---|---|---|",
@@ -264,9 +253,10 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "",
         "## End to end (bench/e2e.py)",
         "",
-        "Closed-loop HTTP clients (bench/loadgen.py) mixing 8 adapters; `shim`: gunicorn (2 workers x 8 threads) in front of "
-        f"tritonserver ({e2e.INSTANCES} CPU instances, as `make serve` runs, dynamic batching); `naive`: bench/naive_server.py, one Flask process holding a "
-        "PeftModel, `set_adapter` per request under a lock, run with a user's default OpenMP settings (the service's stubs set "
+        "Closed-loop HTTP clients (bench/loadgen.py) mixing 8 adapters; `shim`: gunicorn (2 workers x 8 threads) "
+        f"in front of tritonserver ({e2e.INSTANCES} CPU instances, as `make serve` runs, dynamic batching); "
+        "`naive`: bench/naive_server.py, one Flask process holding a PeftModel, `set_adapter` per request under a "
+        "lock, run with a user's default OpenMP settings (the service's stubs set "
         "`OMP_WAIT_POLICY=PASSIVE`, see the levers below). non-200 counts failed and malformed answers.",
         "",
         "| scenario | system | texts/s | p50 ms | p99 ms | non-200 | shim / naive |",
@@ -284,7 +274,8 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
                 versus = summary(ratio(tps, [r["texts_per_s"] for r in naive]), 2) if system == "shim" else ""
                 lines.append(
                     f"| {length}, {per_request}-text, {clients} clients | {system} | {summary(tps)} | "
-                    f"{summary([r['p50_ms'] for r in runs])} | {summary([r['p99_ms'] for r in runs])} | {failed} | {versus} |"
+                    f"{summary([r['p50_ms'] for r in runs])} | {summary([r['p99_ms'] for r in runs])} | "
+                    f"{failed} | {versus} |"
                 )
     sweep = sorted({int(k.rsplit("/", 1)[1]) for k in f["e2e"] if k.startswith("sweep/")})
     if sweep:
@@ -306,7 +297,8 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "",
         "## Adapters: load, unload, memory (bench/adapters.py)",
         "",
-        f"{len(a['api']['load_ms'])} load-then-unload cycles of distinct adapters (r=8 on query/value, files already in "
+        f"{len(a['api']['load_ms'])} load-then-unload cycles of distinct adapters (r=8 on query/value, files "
+        "already in "
         "the page cache). API: POST through the shim to Triton, which writes the manifest and loads into the engine.",
         "",
         "| | load p50 ms | load p99 ms | unload p50 ms | unload p99 ms |",

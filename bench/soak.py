@@ -35,15 +35,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
-import psutil  # noqa: E402
-import requests  # noqa: E402
+import psutil
+import requests
 
-from adapter_manager.artifacts import read_labels  # noqa: E402
-from adapter_manager.errors import ERRORS_BY_CODE  # noqa: E402
-from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
-from shim_harness import ShimServer  # noqa: E402
-from stack import default_base  # noqa: E402
-from triton_harness import TritonServer, server_settings  # noqa: E402
+from adapter_manager.artifacts import read_labels
+from adapter_manager.errors import ERRORS_BY_CODE
+from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output
+from shim_harness import ShimServer
+from stack import default_base
+from triton_harness import TritonServer, server_settings
 
 TOLERANCE = 1e-4
 MB = 1024 * 1024

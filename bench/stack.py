@@ -29,12 +29,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 OMP_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 os.environ.update({k: os.environ.get(k, v) for k, v in OMP_POLICY.items()})
 
-import requests  # noqa: E402
+import requests
 
-from factories import OutputSpec, make_tiny_base, make_training_output  # noqa: E402
-from process_harness import ManagedProcess  # noqa: E402
-from shim_harness import ShimServer  # noqa: E402
-from triton_harness import TritonServer, free_port, server_settings  # noqa: E402
+from factories import OutputSpec, make_tiny_base, make_training_output
+from process_harness import ManagedProcess
+from shim_harness import ShimServer
+from triton_harness import TritonServer, free_port, server_settings
 
 
 def default_base() -> Path | None:
@@ -52,7 +52,8 @@ def bench_base(work: Path, base: Path | None = None) -> Path:
 
 
 def prepare_adapters(root: Path, base: Path, model_ids: Sequence[str], rank: int = 8) -> None:
-    """Real PEFT adapters (r=`rank` on query/value, alpha 16, 4 labels, stem `model`) for each id not yet under `root`."""
+    """Real PEFT adapters (r=`rank` on query/value, alpha 16, 4 labels, stem `model`) for each id not yet under
+    `root`."""
     for i, model_id in enumerate(model_ids):
         if not (root / model_id).exists():
             spec = OutputSpec(rank=rank, alpha=16, num_labels=4, seed=i)

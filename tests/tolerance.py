@@ -52,7 +52,7 @@ def assert_same_ranking(
     beyond the cut-off take the last places; without it, only labels of the expected top_n are known.
     """
     assert len(actual_top) == len(expected_top), f"{where}top_n has {len(actual_top)} entries, not {len(expected_top)}"
-    known = dict(expected_distribution) if expected_distribution is not None else {l: p for l, p in expected_top}
+    known = dict(expected_distribution) if expected_distribution is not None else dict(expected_top)
     labels = [entry[0] for entry in actual_top]
     assert len(set(labels)) == len(labels), f"{where}a label appears twice in top_n: {labels}"
     for j, ((label, p), (want_label, want_p)) in enumerate(zip(actual_top, expected_top)):

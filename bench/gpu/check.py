@@ -46,16 +46,16 @@ for _path in (str(REPO), str(REPO / "tests"), str(HERE.parent), str(HERE)):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import requests
+import torch
 
-from adapter_manager import AdapterEngine  # noqa: E402
-from api_shim.status import service_status  # noqa: E402  (Flask- and tritonclient-free)
-from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output  # noqa: E402
-from loadgen import TRITON, percentile, run_load  # noqa: E402
-from process_harness import ManagedProcess  # noqa: E402
-from render import summary  # noqa: E402  (bench/gpu/render.py)
+from adapter_manager import AdapterEngine
+from api_shim.status import service_status  # Flask- and tritonclient-free
+from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output
+from loadgen import TRITON, percentile, run_load
+from process_harness import ManagedProcess
+from render import summary  # bench/gpu/render.py
 
 MODEL = "lora_classifier"
 MAX_LENGTH = 256
@@ -191,7 +191,7 @@ def rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) -> 
     fn()
     sync()
     calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
+    while time.perf_counter() - started < seconds or calls < 3:
         fn()
         calls += 1
     sync()
@@ -253,9 +253,6 @@ def in_process(
         engine.classify([lone], [ADAPTERS[0]])
         samples.append((time.perf_counter() - started) * 1000)
     figures["batch1_ms"] = {"p50": statistics.median(samples), "p99": percentile(samples, 99)}
-    del engine
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     return figures
 
 

@@ -107,7 +107,8 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
             lines += [
                 "",
                 f"**A lone request** (one client, one short text): served p50 {summary(lone['p50_ms'], 1)} "
-                f"ms against {batch1:.1f} ms in-process at batch 1 ({statistics.median(lone['p50_ms']) / batch1:.2f}x).",
+                f"ms against {batch1:.1f} ms in-process at batch 1 "
+                f"({statistics.median(lone['p50_ms']) / batch1:.2f}x).",
             ]
     status = f.get("status", {})
     for worker in status.get("workers", []):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER  # noqa: E402
-from triton_harness import CONTROL_TOKEN  # noqa: E402
+from adapter_manager.control_token import RESTRICTED_API_HEADER
+from triton_harness import CONTROL_TOKEN
 
 ADAPTERS = [f"bench-{i}" for i in range(8)]
 DEFAULT_INPUTS = ("one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long")
@@ -115,7 +116,8 @@ def measure(
     url: str, inputs: list[str], levels: list[int], rounds: int, measurement_ms: int, batch: int, engine=None
 ) -> dict:
     """perf_analyzer for every input and concurrency level, `rounds` times; beside it, when `engine` is
-    given, the in-process engine on the same rows. {"triton": {input: {level: [runs]}}, "in_process": {input: [texts/s]}}"""
+    given, the in-process engine on the same rows.
+    {"triton": {input: {level: [runs]}}, "in_process": {input: [texts/s]}}"""
     from engine_throughput import throughput
 
     triton: dict[str, dict[int, list[dict[str, float]]]] = {n: {c: [] for c in levels} for n in inputs}
@@ -125,7 +127,7 @@ def measure(
             if engine is not None:
                 texts, model_ids = input_rows(name)
                 ceiling[name].append(
-                    throughput(lambda: engine.classify(texts, model_ids), len(texts), measurement_ms / 1000)
+                    throughput(partial(engine.classify, texts, model_ids), len(texts), measurement_ms / 1000)
                 )
             for level in levels:
                 triton[name][level].append(perf_analyzer(url, HERE / f"{name}.json", level, batch, measurement_ms))
@@ -136,7 +138,10 @@ def print_report(figures: dict, header: str) -> None:
     from engine_throughput import summary
 
     print(header)
-    line = f"{'input':<18} {'conc':>4} {'texts/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'in-process':>16} {'triton/in-proc':>16}"
+    line = (
+        f"{'input':<18} {'conc':>4} {'texts/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'in-process':>16} "
+        f"{'triton/in-proc':>16}"
+    )
     print(line)
     print("-" * len(line))
     for name, by_level in figures["triton"].items():

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from adapter_manager.train import TrainingConfig, read_examples, train  # noqa: E402
+from adapter_manager.train import TrainingConfig, read_examples, train
 
 TASKS = ("support_intent", "review_sentiment", "news_topic")
 CONFIG = TrainingConfig(rank=8, alpha=16, epochs=4, learning_rate=1e-3, pooling="mean", max_length=64, seed=0)

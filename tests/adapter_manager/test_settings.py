@@ -1,8 +1,9 @@
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from adapter_manager.settings import Settings
+from adapter_manager.settings import Settings, load_settings, setting
 
 
 def test_defaults_are_documented_and_used_when_nothing_is_set():
@@ -38,6 +39,32 @@ def test_environment_overrides_parameters_which_override_defaults():
 def test_invalid_values_name_the_setting(environ, field):
     with pytest.raises(ValueError, match=field):
         Settings.load(environ=environ)
+
+
+@dataclass(frozen=True)
+class _Typed:
+    ratio: float = setting("TEST_RATIO", "0.5", "")
+    enabled: bool = setting("TEST_ENABLED", "false", "")
+    where: Path = setting("TEST_WHERE", "/tmp", "")
+
+
+def test_settings_convert_on_the_real_type():
+    loaded = load_settings(_Typed, environ={"TEST_RATIO": "2.5", "TEST_ENABLED": "yes"})
+    assert loaded == _Typed(ratio=2.5, enabled=True, where=Path("/tmp"))
+    with pytest.raises(ValueError, match="TEST_ENABLED must be true or false"):
+        load_settings(_Typed, environ={"TEST_ENABLED": "maybe"})
+    with pytest.raises(ValueError, match="TEST_RATIO must be a number"):
+        load_settings(_Typed, environ={"TEST_RATIO": "half"})
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    names: list = setting("TEST_NAMES", "a,b", "")
+
+
+def test_a_setting_of_a_type_without_conversion_is_refused():
+    with pytest.raises(TypeError, match="TEST_NAMES: no conversion"):
+        load_settings(_Unknown, environ={})
 
 
 def test_cuda_device_index_is_accepted():

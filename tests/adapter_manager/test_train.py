@@ -43,7 +43,9 @@ def test_trained_model_classifies_held_out_texts(engine, base_dir, models_root, 
             writer.writerow(["text", "label"])
             writer.writerows(train_rows)
     else:
-        data.write_text("".join(json.dumps({"text": t, "label": l}, ensure_ascii=False) + "\n" for t, l in train_rows))
+        data.write_text(
+            "".join(json.dumps({"text": t, "label": label}, ensure_ascii=False) + "\n" for t, label in train_rows)
+        )
 
     command = [
         sys.executable,

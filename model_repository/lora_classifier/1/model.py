@@ -25,23 +25,23 @@ for _path in reversed(_OWN_PATHS):
 # before torch loads OpenMP; an operator's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import json  # noqa: E402
-import logging  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
+import json
+import logging
+import subprocess
+import time
+from collections import Counter
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
 
-from adapter_manager.control_token import authorize_control  # noqa: E402
-from adapter_manager.engine import AdapterEngine  # noqa: E402
-from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire  # noqa: E402
-from adapter_manager.manifest import AdapterManifest  # noqa: E402
-from adapter_manager.memory import start_memory_trimmer  # noqa: E402
-from adapter_manager.service import AdapterService, ClassifyRequest  # noqa: E402
-from adapter_manager.settings import Settings  # noqa: E402
+from adapter_manager.control_token import authorize_control
+from adapter_manager.engine import AdapterEngine
+from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
+from adapter_manager.manifest import AdapterManifest
+from adapter_manager.memory import start_memory_trimmer
+from adapter_manager.service import AdapterService, ClassifyRequest
+from adapter_manager.settings import Settings
 
 log = logging.getLogger("lora_classifier")
 
@@ -165,7 +165,7 @@ class TritonPythonModel:
             except AdapterError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_triton_error(exc))
         if data:
-            for (i, request), answer in zip(data, self._classify([r for _, r in data])):
+            for (i, _), answer in zip(data, self._classify([r for _, r in data])):
                 responses[i] = answer
         return responses
 
@@ -236,7 +236,8 @@ _WATCHER = """
 while fields=$(cat /proc/$1/stat 2>/dev/null); do
   set -- $1 $2 $3 $fields
   [ "${25}" = "$3" ] || exit 0
-  [ "$7" = "$2" ] || { echo "lora_classifier: tritonserver $2 is gone; killing its backend stub $1" >&2; kill -9 $1; exit 0; }
+  [ "$7" = "$2" ] || {
+    echo "lora_classifier: tritonserver $2 is gone; killing its backend stub $1" >&2; kill -9 $1; exit 0; }
   sleep 1
 done
 """
