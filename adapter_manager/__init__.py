@@ -1,25 +1,11 @@
 """Serve many LoRA text classifiers over one resident base encoder. Never imports Triton.
 
-Exports are resolved lazily so that light modules (`errors`, `settings`, `layout`) can be used without
-importing torch: the REST shim relies on that.
+Everything here may import torch; what the REST shim shares with it lives in the torch-free `lora_core`.
 """
 
-from importlib import import_module
-from typing import Any
+from lora_core.errors import AdapterError
 
-_EXPORTS = {
-    "AdapterEngine": "engine",
-    "Classification": "engine",
-    "LoadResult": "engine",
-    "ResidentAdapter": "engine",
-    "AdapterError": "errors",
-    "Settings": "settings",
-}
+from .engine import AdapterEngine, Classification, LoadResult, ResidentAdapter
+from .settings import Settings
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'adapter_manager' has no attribute {name!r}")
-    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+__all__ = ["AdapterEngine", "AdapterError", "Classification", "LoadResult", "ResidentAdapter", "Settings"]

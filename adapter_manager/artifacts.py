@@ -21,7 +21,7 @@ import torch
 from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file as load_safetensors
 
-from .errors import InvalidModel
+from lora_core.errors import InvalidModel
 from .layout import ADAPTER_SUFFIX, HEAD_SUFFIX, LABELS_SUFFIX, ArtifactPaths, resolve_inside
 from .pooling import POOLINGS
 from .safe_pickle import restricted_loads

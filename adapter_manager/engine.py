@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_training_output
-from .errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
+from lora_core.errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
 from .layout import locate, normalize_model_dir
 from .pooling import pool
 from .lora import ModuleBank, ModuleWeights, MultiLoraLinear, RowLora, stack_module, wrap_linear

@@ -17,7 +17,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
+from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 
 HEAD_SUFFIX = ".head.pt"
 LABELS_SUFFIX = ".head.pt.pkl"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from .engine import AdapterEngine, Classification, LoadResult
-from .errors import AdapterError, CapacityExceeded, InvalidRequest, ModelNotLoaded, PayloadTooLarge
+from lora_core.errors import AdapterError, CapacityExceeded, InvalidRequest, ModelNotLoaded, PayloadTooLarge
 from .layout import list_training_outputs, normalize_model_dir
 from .manifest import AdapterManifest, ManifestEntry
 

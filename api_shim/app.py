@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from adapter_manager.errors import (
+from lora_core.errors import (
     AdapterError,
     BackendUnavailable,
     InternalError,

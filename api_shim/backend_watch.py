@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import requests
 
-from adapter_manager.errors import BackendUnavailable
+from lora_core.errors import BackendUnavailable
 
 PROBE_INTERVAL_S = 1.0
 

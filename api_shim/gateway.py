@@ -23,8 +23,8 @@ import numpy as np
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
-from adapter_manager.errors import AdapterError, BackendUnavailable, InternalError, Unauthorized, from_wire
+from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
+from lora_core.errors import AdapterError, BackendUnavailable, InternalError, Unauthorized, from_wire
 
 from .backend_watch import BackendWatch
 

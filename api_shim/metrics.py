@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import requests
 
-from adapter_manager.errors import BackendUnavailable
+from lora_core.errors import BackendUnavailable
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

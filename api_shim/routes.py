@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from adapter_manager.errors import InvalidRequest
+from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
 from .status import service_status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from collections.abc import Mapping
 
-from adapter_manager.settings import documentation, load_settings, setting
+from lora_core.settings import documentation, load_settings, setting
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapter_manager.errors import AdapterError
+from lora_core.errors import AdapterError
 
 from .metrics import MetricsSnapshot, read_metrics
 

@@ -6,7 +6,7 @@ from typing import Any, overload
 
 from flask import Request
 
-from adapter_manager.errors import AdapterError, InvalidRequest, PayloadTooLarge
+from lora_core.errors import AdapterError, InvalidRequest, PayloadTooLarge
 
 _MISSING = object()
 # The longest file name (one path component) Linux file systems allow, in bytes: a longer component names

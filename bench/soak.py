@@ -39,7 +39,7 @@ import psutil
 import requests
 
 from adapter_manager.artifacts import read_labels
-from adapter_manager.errors import ERRORS_BY_CODE
+from lora_core.errors import ERRORS_BY_CODE
 from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output
 from shim_harness import ShimServer
 from stack import default_base

@@ -42,7 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from adapter_manager.control_token import restricted_api_flags  # torch-free
+from lora_core.control_token import restricted_api_flags  # torch-free
 
 MODEL_NAME = "lora_classifier"
 # Measured on 2 cores (docs/benchmarks.md, "Defaults"): 2 instances of 1 thread served 1-text traffic

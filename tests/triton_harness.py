@@ -18,8 +18,8 @@ import requests
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
-from adapter_manager.errors import AdapterError, from_wire
+from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
+from lora_core.errors import AdapterError, from_wire
 from process_harness import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]

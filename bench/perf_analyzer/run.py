@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER
+from lora_core.control_token import RESTRICTED_API_HEADER
 from triton_harness import CONTROL_TOKEN
 
 ADAPTERS = [f"bench-{i}" for i in range(8)]

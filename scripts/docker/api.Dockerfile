@@ -6,9 +6,9 @@ WORKDIR /opt/lora
 COPY scripts/docker/requirements-api.txt requirements-api.txt
 RUN pip install --no-cache-dir -r requirements-api.txt
 
-# The shim imports only the torch-free modules of adapter_manager (tests/test_deployment.py checks this list
-# against what it really imports).
-COPY adapter_manager/__init__.py adapter_manager/errors.py adapter_manager/settings.py adapter_manager/layout.py adapter_manager/control_token.py adapter_manager/
+# Whole packages: the shim and the torch-free core it shares with the engine (tests/test_deployment.py checks
+# that these are all the shim imports, with torch absent).
+COPY lora_core/ lora_core/
 COPY api_shim/ api_shim/
 
 USER nobody

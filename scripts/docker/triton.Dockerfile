@@ -10,6 +10,7 @@ RUN python3 -m venv /opt/lora/venv \
  && /opt/lora/venv/bin/pip install --no-cache-dir -r /opt/lora/requirements-triton.txt
 
 # The engine package, the launcher and its watchdog; model_repository/ is mounted by docker-compose.
+COPY lora_core/ /opt/lora/lora_core/
 COPY adapter_manager/ /opt/lora/adapter_manager/
 COPY scripts/run_triton.py scripts/supervisor.py /opt/lora/scripts/
 

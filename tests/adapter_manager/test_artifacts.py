@@ -16,7 +16,7 @@ from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
-from adapter_manager.errors import CapacityExceeded, InvalidModel, InvalidRequest, ModelNotFound
+from lora_core.errors import CapacityExceeded, InvalidModel, InvalidRequest, ModelNotFound
 from conftest import assert_matches_reference
 from factories import OutputSpec, make_tiny_base, make_training_output
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from adapter_manager.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
+from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 from adapter_manager.layout import list_training_outputs
 from factories import OutputSpec, make_training_output
 

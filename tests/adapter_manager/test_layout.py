@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from adapter_manager.errors import InvalidModel, InvalidRequest, ModelNotFound
+from lora_core.errors import InvalidModel, InvalidRequest, ModelNotFound
 from adapter_manager.layout import list_training_outputs, locate, normalize_model_dir
 
 

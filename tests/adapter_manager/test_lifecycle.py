@@ -10,7 +10,7 @@ import numpy as np
 import psutil
 import pytest
 
-from adapter_manager.errors import InvalidRequest, ModelNotLoaded
+from lora_core.errors import InvalidRequest, ModelNotLoaded
 from factories import OutputSpec, make_training_output
 
 TEXTS = ["baba dede", "kaka lili mumu", "类别 好坏", ""]

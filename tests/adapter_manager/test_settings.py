@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter_manager.settings import Settings, load_settings, setting
+from adapter_manager.settings import Settings
+from lora_core.settings import load_settings, setting
 
 
 def test_defaults_are_documented_and_used_when_nothing_is_set():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter_manager.errors import BackendUnavailable
+from lora_core.errors import BackendUnavailable
 from api_shim.backend_watch import BackendWatch
 
 

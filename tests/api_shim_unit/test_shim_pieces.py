@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from adapter_manager.errors import BackendUnavailable
+from lora_core.errors import BackendUnavailable
 from api_shim.app import create_app
 from api_shim.gateway import Prediction, TritonGateway
 from api_shim.metrics import MetricsSnapshot
@@ -178,7 +178,7 @@ def test_a_bug_is_not_reported_as_triton_being_unavailable():
 
 
 def test_a_control_token_triton_refuses_is_the_services_fault_not_the_clients(monkeypatch):
-    from adapter_manager.errors import InternalError, Unauthorized
+    from lora_core.errors import InternalError, Unauthorized
 
     gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5, control_token="stale")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-from adapter_manager.errors import AdapterError
+from lora_core.errors import AdapterError
 from factories import random_text
 from triton_model.test_instances import predict_from_a_fresh_client
 from triton_tests_helpers import assert_rows_close, expected_rows

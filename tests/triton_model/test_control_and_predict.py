@@ -77,7 +77,7 @@ def test_text_without_model_id_is_an_invalid_request(client):
     import numpy as np
     import tritonclient.http as triton_http
 
-    from adapter_manager.errors import from_wire
+    from lora_core.errors import from_wire
 
     tensor = triton_http.InferInput("TEXT", [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[b"hello"]], dtype=object))

@@ -11,7 +11,7 @@ import requests
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER
+from lora_core.control_token import RESTRICTED_API_HEADER
 from triton_harness import MODEL, LoraClient, expect_error
 
 RESTRICTED = [  # (method, path) of each restricted API

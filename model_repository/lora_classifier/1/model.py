@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from adapter_manager.control_token import authorize_control
+from lora_core.control_token import authorize_control
 from adapter_manager.engine import AdapterEngine
-from adapter_manager.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
+from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
 from adapter_manager.manifest import AdapterManifest
 from adapter_manager.memory import start_memory_trimmer
 from adapter_manager.service import AdapterService, ClassifyRequest
@@ -45,21 +45,10 @@ from adapter_manager.settings import Settings
 
 log = logging.getLogger("lora_classifier")
 
-# By name: the stub adds TritonError to pb_utils only after this module is imported.
-_TRITON_CODES = {
-    "invalid_request": "INVALID_ARG",
-    "payload_too_large": "INVALID_ARG",
-    "invalid_model": "INVALID_ARG",
-    "model_not_found": "NOT_FOUND",
-    "model_not_loaded": "NOT_FOUND",
-    "unauthorized": "INVALID_ARG",
-    "capacity_exceeded": "UNAVAILABLE",
-    "backend_unavailable": "UNAVAILABLE",
-}
-
 
 def _triton_error(error: AdapterError) -> "pb_utils.TritonError":
-    code = getattr(pb_utils.TritonError, _TRITON_CODES.get(error.code, "INTERNAL"))
+    # Looked up by name at each call: the stub adds TritonError to pb_utils only after this module is imported.
+    code = getattr(pb_utils.TritonError, error.triton_code)
     return pb_utils.TritonError(_utf8_text(to_wire(error)), code)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from .errors import InvalidRequest, Unauthorized
+from lora_core.errors import InvalidRequest, Unauthorized
 
 # The field of a CONTROL document that carries the secret.
 TOKEN_FIELD = "token"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapter_manager.control_token import RESTRICTED_API_HEADER, authorize_control, restricted_api_flags
-from adapter_manager.errors import InvalidRequest, Unauthorized
+from lora_core.control_token import RESTRICTED_API_HEADER, authorize_control, restricted_api_flags
+from lora_core.errors import InvalidRequest, Unauthorized
 
 
 def test_the_right_secret_passes_and_is_removed():
