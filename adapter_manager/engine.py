@@ -22,15 +22,16 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_training_output
-from lora_core.errors import CapacityExceeded, InvalidRequest, ModelNotLoaded
-from .layout import locate, normalize_model_dir
+from lora_core.commands import default_max_length
+from lora_core.errors import InvalidRequest, ModelNotLoaded
+
+from .layout import ArtifactPaths, locate
 from .pooling import pool
 from .lora import ModuleBank, ModuleWeights, MultiLoraLinear, RowLora, stack_module, wrap_linear
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 512
 # Stacked LoRA weights of recently seen adapter sets, reused by mixed batches of the same set.
 BANK_CACHE_BYTES = 16 << 20
 _serials = itertools.count()
@@ -100,10 +101,8 @@ class AdapterEngine:
         models_root: Path,
         device: str = "auto",
         dtype: str = "auto",
-        max_adapters: int = 1024,
     ) -> None:
         self.models_root = Path(models_root)
-        self.max_adapters = max_adapters
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir), local_files_only=True)
@@ -134,27 +133,27 @@ class AdapterEngine:
             settings.models_root,
             device=device or settings.device,
             dtype=settings.dtype,
-            max_adapters=settings.max_adapters,
         )
 
     # ------------------------------------------------------------------------------ adapters
 
-    def load(self, model_dir: object, max_length: int | None = None, reload: bool = False) -> LoadResult:
-        """Locate, read, validate and add the training output at `model_dir` (its `model_id`).
+    def load(self, model_id: str, max_length: int | None = None, reload: bool = False) -> LoadResult:
+        """Locate, read, validate and add the training output `model_id`.
 
-        Loading a resident model without `reload` answers from memory: its files are not even looked at,
-        so a training output changed or removed on disk does not affect what is already served.
+        The arguments come checked (lora_core.commands: a canonical id, a max_length within the base's limit;
+        None: the default). Loading a resident model without `reload` answers from memory: its files are not
+        even looked at, so a training output changed or removed on disk does not affect what is served.
         """
-        model_id = normalize_model_dir(model_dir)
-        max_length = self.check_max_length(max_length)
         existing = self._adapters.get(model_id)
         if existing is not None and not reload:
             return LoadResult(model_id, changed=False, adapter=existing)
-        paths = locate(self.models_root, model_id)
-        self._check_capacity(paths.model_id)
+        return self.load_located(locate(self.models_root, model_id), max_length, replace=reload)
+
+    def load_located(self, paths: ArtifactPaths, max_length: int | None = None, replace: bool = False) -> LoadResult:
+        """Read, validate and add the training output at `paths`."""
         started = time.perf_counter()
         output = read_training_output(paths, self.signature, self.models_root)
-        return self.add(output, max_length, replace=reload, started=started)
+        return self.add(output, max_length, replace=replace, started=started)
 
     def add(
         self, output: TrainingOutput, max_length: int | None = None, replace: bool = False, started: float | None = None
@@ -162,7 +161,7 @@ class AdapterEngine:
         """Make a validated training output resident. With `replace`, swap it in atomically for the old one."""
         started = time.perf_counter() if started is None else started
         model_id = output.paths.model_id
-        max_length = self.check_max_length(max_length)
+        max_length = default_max_length(self.max_length_limit) if max_length is None else max_length
         modules = {
             name: ModuleWeights(
                 a_t=m.a.t().to(self.device, self.dtype).contiguous(),
@@ -175,7 +174,6 @@ class AdapterEngine:
             existing = self._adapters.get(model_id)
             if existing is not None and not replace:
                 return LoadResult(model_id, changed=False, adapter=existing)
-            self._check_capacity(model_id)
             for name in modules:
                 if name not in self._wrappers:
                     with self._forward_lock:  # never rewire the model under a running forward
@@ -217,23 +215,6 @@ class AdapterEngine:
     def resident(self) -> list[ResidentAdapter]:
         with self._state_lock:
             return list(self._adapters.values())
-
-    def check_max_length(self, max_length: object) -> int:
-        """The truncation length to use: the default when None, else a positive int within the base's limit."""
-        if max_length is None:
-            return min(DEFAULT_MAX_LENGTH, self.max_length_limit)
-        if not isinstance(max_length, int) or isinstance(max_length, bool):
-            raise InvalidRequest(f"max_length must be an integer, got {type(max_length).__name__}")
-        if not 2 <= max_length <= self.max_length_limit:
-            raise InvalidRequest(f"max_length must be between 2 and {self.max_length_limit}, got {max_length}")
-        return max_length
-
-    def _check_capacity(self, model_id: str) -> None:
-        if model_id not in self._adapters and len(self._adapters) >= self.max_adapters:
-            raise CapacityExceeded(
-                f"cannot load {model_id}: {len(self._adapters)} adapters are resident and the maximum is "
-                f"{self.max_adapters}; unload one first"
-            )
 
     # -------------------------------------------------------------------------------- classify
 
@@ -370,7 +351,7 @@ def _signature_of(model: torch.nn.Module) -> BaseSignature:
 
 
 def _max_length_limit(model: torch.nn.Module, tokenizer) -> int:
-    limits = [int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH))]
+    limits = [int(getattr(model.config, "max_position_embeddings", 512))]
     if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
         limits.append(int(tokenizer.model_max_length))
     return min(limits)

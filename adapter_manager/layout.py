@@ -13,7 +13,6 @@ raise UnicodeEncodeError; mapped to its UTF-8 bytes through `surrogateescape`, i
 from __future__ import annotations
 
 import os
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNo
 HEAD_SUFFIX = ".head.pt"
 LABELS_SUFFIX = ".head.pt.pkl"
 ADAPTER_SUFFIX = ".lora"
-MAX_MODEL_DIR_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -35,32 +33,6 @@ class ArtifactPaths:
     adapter_dir: Path
     head_file: Path
     labels_file: Path
-
-
-def normalize_model_dir(model_dir: object) -> str:
-    """Validate a client-supplied `model_dir` and return its canonical form, which is the `model_id`.
-
-    Relative, '/'-separated, no '..' component, no empty or control characters; './' and repeated
-    slashes are folded away so that 'a//b/' and 'a/b' name the same model.
-    """
-    if not isinstance(model_dir, str):
-        raise InvalidRequest(f"model_dir must be a string, got {type(model_dir).__name__}")
-    if not model_dir.strip():
-        raise InvalidRequest("model_dir must not be empty")
-    if len(model_dir) > MAX_MODEL_DIR_CHARS:
-        raise InvalidRequest(f"model_dir is {len(model_dir)} characters long; the limit is {MAX_MODEL_DIR_CHARS}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in model_dir) or "\\" in model_dir:
-        raise InvalidRequest("model_dir contains control characters or backslashes")
-    if not _is_unicode(model_dir):
-        raise InvalidRequest("model_dir is not valid Unicode (it holds an unpaired surrogate)")
-    if model_dir.startswith(("/", "~")):
-        raise InvalidRequest(f"model_dir must be relative to the models root, got {model_dir!r}")
-    if ".." in model_dir.split("/"):
-        raise InvalidRequest(f"model_dir must not contain '..': {model_dir!r}")
-    normalized = posixpath.normpath(model_dir)
-    if normalized in (".", "") or normalized.startswith(".."):
-        raise InvalidRequest(f"model_dir {model_dir!r} does not name a directory inside the models root")
-    return normalized
 
 
 def fs_name(name: str) -> str:
@@ -123,9 +95,9 @@ def _exists(path: Path, kind: str, label: str) -> bool:
         raise InvalidModel(f"{label} cannot be read: {_reason(exc)}") from exc
 
 
-def locate(models_root: Path, model_dir: object) -> ArtifactPaths:
-    """Find the training output named by `model_dir`: its directory, `<stem>`, and the three artifacts."""
-    model_id = normalize_model_dir(model_dir)
+def locate(models_root: Path, model_id: str) -> ArtifactPaths:
+    """Find the training output `model_id` (canonical: lora_core.commands.normalize_model_id): its directory,
+    `<stem>`, and the three artifacts, each resolved and inside the models root."""
     directory = resolve_inside(models_root, model_id)
     try:
         is_directory = directory.is_dir()

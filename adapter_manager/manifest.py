@@ -1,8 +1,13 @@
-"""The desired-state manifest: which models are loaded, shared by every instance through STATE_DIR.
+"""The desired state: which models are loaded, shared by every instance.
 
-One JSON file, replaced atomically (write, fsync, rename) under an exclusive `flock`, with a generation
-number that grows on every change. Readers need no lock: a rename swaps the whole file. A manifest that
-cannot be read whole is copied aside (never deleted) and rewritten with what could be read.
+`DesiredStateStore` is the interface, written for compare-and-set: read the state and its generation, then
+write a new state only if the generation has not moved meanwhile (else read again and redo the change). No
+caller holds a lock across its own work, so a store shared over the network (etcd) fits the same interface.
+
+`AdapterManifest` implements it in STATE_DIR: one JSON file, replaced atomically (write, fsync, rename)
+under a short exclusive `flock` that covers only the compare and the write. Readers need no lock: a rename
+swaps the whole file. A manifest that cannot be read whole is copied aside (never deleted) and rewritten
+with what could be read; an entry whose id is not a canonical model id is left out as damaged.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from typing import Protocol
+
+from lora_core.commands import normalize_model_id
+from lora_core.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,21 @@ class ManifestState:
     problems: list[str] = field(default_factory=list)  # what could not be read, for status reports
 
 
+class DesiredStateStore(Protocol):
+    def signature(self) -> Hashable | None:
+        """Changes whenever the state may have changed; cheap enough to ask before every batch."""
+
+    def read(self) -> ManifestState:
+        """The current state and its generation."""
+
+    def compare_and_set(self, expected_generation: int, entries: Mapping[str, ManifestEntry]) -> bool:
+        """Write `entries` as generation `expected_generation + 1` if the state is still at
+        `expected_generation`; False (nothing written) if another writer came first."""
+
+
 class AdapterManifest:
+    """The desired state in one file under STATE_DIR (see the module doc)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / MANIFEST_NAME
@@ -65,20 +88,20 @@ class AdapterManifest:
             if damaged:
                 kept = self._keep_aside()
                 state.problems.append(f"manifest was damaged; a copy is kept at {kept.name}")
-                self._write(ManifestState(state.generation + 1, state.entries))
                 log.error("manifest %s was damaged (%s); kept aside as %s", self.path, "; ".join(state.problems), kept)
+                state = ManifestState(state.generation + 1, state.entries, state.problems)
+                self._write(state)
         return state
 
-    @contextlib.contextmanager
-    def update(self) -> Iterator[dict[str, ManifestEntry]]:
-        """Change the entries under the lock; on a clean exit they are written with the next generation."""
+    def compare_and_set(self, expected_generation: int, entries: Mapping[str, ManifestEntry]) -> bool:
         with self._locked():
             state, damaged = self._parse()
+            if state.generation != expected_generation:
+                return False
             if damaged:
                 self._keep_aside()
-            entries = dict(state.entries)
-            yield entries
-            self._write(ManifestState(state.generation + 1, entries))
+            self._write(ManifestState(expected_generation + 1, dict(entries)))
+            return True
 
     # ------------------------------------------------------------------------------------ internals
 
@@ -118,6 +141,8 @@ class AdapterManifest:
                 )
                 if entry.model_id != model_id:
                     raise ValueError("model_id does not match its key")
+                if _canonical(model_id) != model_id:
+                    raise ValueError("not a canonical model id")
                 entries[model_id] = entry
             except (KeyError, TypeError, ValueError) as exc:
                 problems.append(f"manifest entry {model_id!r} skipped: {exc!r}")
@@ -147,6 +172,13 @@ class AdapterManifest:
         kept = self.state_dir / f"{MANIFEST_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         shutil.copy2(self.path, kept)
         return kept
+
+
+def _canonical(model_id: str) -> str | None:
+    try:
+        return normalize_model_id(model_id)
+    except InvalidRequest:
+        return None
 
 
 def _fsync_directory(directory: Path) -> None:

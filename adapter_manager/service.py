@@ -10,35 +10,43 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 
+from lora_core.commands import LoadCommand, ListCommand, UnloadCommand, parse_command
+from lora_core.errors import AdapterError, CapacityExceeded, InternalError, InvalidRequest, ModelNotLoaded
+from lora_core.errors import PayloadTooLarge
+
 from .engine import AdapterEngine, Classification, LoadResult
-from lora_core.errors import AdapterError, CapacityExceeded, InvalidRequest, ModelNotLoaded, PayloadTooLarge
-from .layout import list_training_outputs, normalize_model_dir
-from .manifest import AdapterManifest, ManifestEntry
+from .layout import list_training_outputs, locate
+from .manifest import DesiredStateStore, ManifestEntry
 
 log = logging.getLogger(__name__)
 
-CONTROL_OPS = ("load", "unload", "list", "status")
+T = TypeVar("T")
+# Compare-and-set rounds before a change gives up: each lost round means another writer changed the state.
+MAX_CHANGE_ATTEMPTS = 20
 _NEVER_SYNCED = object()  # differs from every manifest signature, None (no manifest yet) included
 
 
 @dataclass(frozen=True)
 class ClassifyRequest:
     texts: Sequence[str]
-    model_ids: Sequence[str]
+    model_ids: Sequence[str]  # as spelled by the client; model.py folds them (lora_core.commands.model_id_or_as_given)
 
 
 class AdapterService:
-    def __init__(self, engine: AdapterEngine, manifest: AdapterManifest, instance: str, max_text_chars: int) -> None:
+    def __init__(
+        self, engine: AdapterEngine, manifest: DesiredStateStore, instance: str, max_text_chars: int, max_adapters: int
+    ) -> None:
         self.engine = engine
         self.manifest = manifest
         self.instance = instance
         self.max_text_chars = max_text_chars
+        self.max_adapters = max_adapters
         self.started_at = time.time()
         self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
@@ -82,45 +90,42 @@ class AdapterService:
 
     # ----------------------------------------------------------------------------------- control
 
-    def control(self, request: Any) -> dict[str, Any]:
-        """Run one control operation, given as the decoded CONTROL JSON object."""
-        if not isinstance(request, dict):
-            raise InvalidRequest("CONTROL must be a JSON object with an 'op' field")
-        op = request.get("op")
-        if op not in CONTROL_OPS:
-            raise InvalidRequest(f"unknown control op {op!r}; expected one of {', '.join(CONTROL_OPS)}")
+    def control(self, document: Any) -> dict[str, Any]:
+        """Run one control operation, given as the decoded CONTROL JSON object (checked here, once)."""
+        command = parse_command(document, self.engine.max_length_limit)
         self.sync()
-        if op == "load":
-            return self.load(request.get("model_dir"), request.get("max_length"), _flag(request, "reload"))
-        if op == "unload":
-            return self.unload(request.get("model_id"))
-        if op == "list":
+        if isinstance(command, LoadCommand):
+            return self.load(command)
+        if isinstance(command, UnloadCommand):
+            return self.unload(command)
+        if isinstance(command, ListCommand):
             return self.list_models()
         return self.status()
 
-    def load(self, model_dir: object, max_length: object = None, reload: bool = False) -> dict[str, Any]:
+    def load(self, command: LoadCommand) -> dict[str, Any]:
         """Validate and load here (errors come back now), then record it for every other instance."""
-        model_id = normalize_model_dir(model_dir)
-        max_length = self.engine.check_max_length(max_length)  # refused even when nothing would change
-        if model_id in self._versions and not reload:
+        model_id = command.model_id
+        if model_id in self._versions and not command.reload:
             return self._load_answer(LoadResult(model_id, changed=False, adapter=self._resident(model_id)))
+        paths = locate(self.engine.models_root, model_id)
         was_resident = self.engine.is_loaded(model_id)
-        result = self.engine.load(model_id, max_length, reload=True)
+        result = self.engine.load_located(paths, command.max_length, replace=True)
+
+        def record(entries: dict[str, ManifestEntry]) -> ManifestEntry:
+            previous = entries.get(model_id)
+            if previous is None:
+                self._check_capacity(len(entries), model_id)
+            entry = ManifestEntry(
+                model_id=model_id,
+                max_length=result.adapter.max_length,
+                version=(previous.version if previous else 0) + 1,
+                loaded_at=time.time(),
+            )
+            entries[model_id] = entry
+            return entry
+
         try:
-            with self.manifest.update() as entries:
-                previous = entries.get(model_id)
-                if previous is None and len(entries) >= self.engine.max_adapters:
-                    raise CapacityExceeded(
-                        f"cannot load {model_id}: {len(entries)} adapters are loaded and the maximum is "
-                        f"{self.engine.max_adapters}; unload one first"
-                    )
-                entry = ManifestEntry(
-                    model_id=model_id,
-                    max_length=result.adapter.max_length,
-                    version=(previous.version if previous else 0) + 1,
-                    loaded_at=time.time(),
-                )
-                entries[model_id] = entry
+            entry = self._change(record)
         except BaseException:
             if not was_resident:
                 self.engine.remove(model_id)
@@ -128,6 +133,25 @@ class AdapterService:
         self._versions[model_id] = entry.version
         self.problems.pop(model_id, None)
         return self._load_answer(result)
+
+    def _check_capacity(self, loaded: int, model_id: str) -> None:
+        """The one capacity rule: at most max_adapters models in the desired state."""
+        if loaded >= self.max_adapters:
+            raise CapacityExceeded(
+                f"cannot load {model_id}: {loaded} adapters are loaded and the maximum is {self.max_adapters}; "
+                "unload one first"
+            )
+
+    def _change(self, mutate: Callable[[dict[str, ManifestEntry]], T]) -> T:
+        """Apply `mutate` to the desired state by compare-and-set, redoing it on the fresh state whenever
+        another instance wrote in between; what `mutate` raises aborts the change."""
+        for _ in range(MAX_CHANGE_ATTEMPTS):
+            state = self.manifest.read()
+            entries = dict(state.entries)
+            outcome = mutate(entries)
+            if self.manifest.compare_and_set(state.generation, entries):
+                return outcome
+        raise InternalError(f"the desired state changed {MAX_CHANGE_ATTEMPTS} times during one change; try again")
 
     def _resident(self, model_id: str):
         return next(a for a in self.engine.resident() if a.model_id == model_id)
@@ -145,12 +169,14 @@ class AdapterService:
             "instance": self.instance,
         }
 
-    def unload(self, model_id: object) -> dict[str, Any]:
-        if not isinstance(model_id, str) or not model_id:
-            raise InvalidRequest("model_id must be a non-empty string")
-        with self.manifest.update() as entries:
+    def unload(self, command: UnloadCommand) -> dict[str, Any]:
+        model_id = command.model_id
+
+        def forget(entries: dict[str, ManifestEntry]) -> None:
             if entries.pop(model_id, None) is None:
                 raise ModelNotLoaded(f"model {model_id} is not loaded")
+
+        self._change(forget)
         self._drop(model_id)
         return {"model_id": model_id, "status": "unloaded", "message": f"model {model_id} unloaded"}
 
@@ -193,7 +219,7 @@ class AdapterService:
             "loaded_models": len(self.manifest.read().entries),
             "resident": sorted(a.model_id for a in self.engine.resident()),
             "adapter_bytes": sum(a.nbytes for a in self.engine.resident()),
-            "max_adapters": self.engine.max_adapters,
+            "max_adapters": self.max_adapters,
             "problems": dict(self.problems),
             "uptime_seconds": time.time() - self.started_at,
         }
@@ -247,10 +273,3 @@ def _gpu_uuid(index: int) -> str:
     """The GPU's UUID as nvidia-smi and Triton's metrics spell it: GPU-xxxxxxxx-...."""
     uuid = str(torch.cuda.get_device_properties(index).uuid)
     return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-
-
-def _flag(request: dict, name: str) -> bool:
-    value = request.get(name, False)
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"{name} must be true or false, got {value!r}")
-    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from lora_core.commands import MAX_MODEL_DIR_CHARS
 from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
@@ -12,8 +13,7 @@ from .validation import bool_field, int_field, json_object, path_field, string_f
 
 inference = Blueprint("inference", __name__, url_prefix="/api/v1/inference")
 
-MAX_MODEL_ID_CHARS = 512
-MAX_LENGTH_LIMIT = 1 << 20  # the engine refuses lengths beyond the base's positions with its own message
+MAX_MODEL_ID_CHARS = MAX_MODEL_DIR_CHARS
 
 
 def _gateway():
@@ -30,7 +30,8 @@ def load_model():
     document = {
         "op": "load",
         "model_dir": path_field(body, "model_dir", max_chars=MAX_MODEL_ID_CHARS),
-        "max_length": int_field(body, "max_length", None, 1, MAX_LENGTH_LIMIT),
+        # A JSON integer or nothing; its range is the base's, checked on Triton's side (lora_core.commands).
+        "max_length": int_field(body, "max_length", None),
         "reload": bool_field(body, "reload"),
     }
     answer = _gateway().control(document)

@@ -70,16 +70,23 @@ def path_field(body: dict[str, Any], name: str, max_chars: int) -> str:
 
 
 @overload
-def int_field(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int: ...
+def int_field(
+    body: dict[str, Any], name: str, default: int, low: int | None = None, high: int | None = None
+) -> int: ...
 @overload
-def int_field(body: dict[str, Any], name: str, default: None, low: int, high: int) -> int | None: ...
-def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+def int_field(
+    body: dict[str, Any], name: str, default: None, low: int | None = None, high: int | None = None
+) -> int | None: ...
+def int_field(
+    body: dict[str, Any], name: str, default: int | None, low: int | None = None, high: int | None = None
+) -> int | None:
+    """An integer (not a boolean) within [low, high] where they are given; `default` when absent or null."""
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest(f"{name} must be an integer, got {_json_type(value)}")
-    if not low <= value <= high:
+    if low is not None and high is not None and not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}, got {value}")
     return value
 

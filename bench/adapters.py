@@ -102,7 +102,7 @@ def memory_and_throughput(
     base: Path, root: Path, ids: Sequence[str], levels: Sequence[int], rounds: int, seconds: float
 ) -> dict:
     texts = make_texts(16, 7)
-    engine = AdapterEngine(base, root, device="cpu", dtype="float32", max_adapters=max(levels))
+    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
     engine.load(ids[0])
     engine.classify(texts, [ids[0]] * len(texts))  # allocator and kernels warm before the baseline
     engine.remove(ids[0])

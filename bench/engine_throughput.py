@@ -74,7 +74,7 @@ def measure(
 ) -> dict[str, list[float]]:
     """texts/s per mode (see the module doc) for every round; `ids[:8]` are the mixed adapters and, with
     `wide`, batches cycle through `ids[:wide]` with every row on a different adapter."""
-    engine = AdapterEngine(base, root, device="cpu", dtype="float32", max_adapters=max(16, len(ids)))
+    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
     mixed_ids = ids[:8]
     for model_id in ids[: max(8, wide)]:
         engine.load(model_id)

@@ -41,7 +41,7 @@ def models_root(tmp_path: Path) -> Path:
 def engine(base_dir: Path, models_root: Path):
     from adapter_manager import AdapterEngine
 
-    return AdapterEngine(base_dir, models_root, device="cpu", dtype="float32", max_adapters=16)
+    return AdapterEngine(base_dir, models_root, device="cpu", dtype="float32")
 
 
 def assert_matches_reference(

@@ -206,7 +206,7 @@ def batches(texts: Sequence[str], size: int, by_length: bool) -> list[list[str]]
 def in_process(
     base: Path, root: Path, device: str, dtype: str, sets: dict[str, list[str]], rounds: int, seconds: float
 ) -> dict[str, Any]:
-    engine = AdapterEngine(base, root, device=device, dtype=dtype, max_adapters=16)
+    engine = AdapterEngine(base, root, device=device, dtype=dtype)
     for model_id in ADAPTERS:
         engine.load(model_id, max_length=MAX_LENGTH)
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)

@@ -18,6 +18,7 @@ from transformers import AutoModel
 
 from lora_core.errors import CapacityExceeded, InvalidModel, InvalidRequest, ModelNotFound
 from conftest import assert_matches_reference
+from edge import load_as_client
 from factories import OutputSpec, make_tiny_base, make_training_output
 
 TEXTS = ["baba dede fifi", "类别 好坏", "", "kaka lili mumu nunu popo rara sasa tutu vava zaza " * 3]
@@ -356,24 +357,26 @@ def test_a_missing_directory_is_model_not_found(engine):
         engine.load("missing")
 
 
-def test_capacity_names_both_numbers(base_dir, models_root):
-    from adapter_manager import AdapterEngine
+def test_capacity_names_both_numbers(engine, base_dir, models_root, tmp_path):
+    from adapter_manager.manifest import AdapterManifest
+    from adapter_manager.service import AdapterService
 
-    engine = AdapterEngine(base_dir, models_root, device="cpu", max_adapters=2)
+    service = AdapterService(engine, AdapterManifest(tmp_path / "state"), "cpu-0", 100_000, max_adapters=2)
     for name in ("a", "b", "c"):
         make_training_output(models_root, name, base_dir, OutputSpec())
-    engine.load("a")
-    engine.load("b")
-    with pytest.raises(CapacityExceeded, match="2 adapters are resident and the maximum is 2"):
-        engine.load("c")
-    engine.load("b", reload=True)  # replacing a resident adapter needs no extra slot
-    assert sorted(a.model_id for a in engine.resident()) == ["a", "b"]
+    service.control({"op": "load", "model_dir": "a"})
+    service.control({"op": "load", "model_dir": "b"})
+    with pytest.raises(CapacityExceeded, match="2 adapters are loaded and the maximum is 2"):
+        service.control({"op": "load", "model_dir": "c"})
+    service.control({"op": "load", "model_dir": "b", "reload": True})  # a reload needs no extra slot
+    assert sorted(a.model_id for a in engine.resident()) == ["a", "b"]  # the refused one left nothing behind
+    assert sorted(service.manifest.read().entries) == ["a", "b"]
 
 
 @pytest.mark.parametrize("max_length", [0, 1, 513, -5, "64", 3.5, True])
 def test_max_length_out_of_bounds_is_an_invalid_request(engine, output, max_length):
     with pytest.raises(InvalidRequest, match="max_length"):
-        engine.load("job", max_length=max_length)
+        load_as_client(engine, "job", max_length=max_length)
 
 
 def test_refusals_leave_what_is_loaded_untouched(engine, models_root, base_dir):

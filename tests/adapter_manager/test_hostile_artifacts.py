@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 from adapter_manager.layout import list_training_outputs
+from edge import load_as_client
 from factories import OutputSpec, make_training_output
 
 TEXTS = ["baba dede fifi", "类别 好坏", "", "kaka lili mumu nunu " * 5]
@@ -40,7 +41,7 @@ class Guard:
 
     def refuse(self, model_dir, error: type[AdapterError], match: str = "", **load_args) -> AdapterError:
         with pytest.raises(error, match=match) as caught:
-            self.engine.load(model_dir, **load_args)
+            load_as_client(self.engine, model_dir, **load_args)
         assert type(caught.value) is error and caught.value.code == error.code
         assert "Traceback" not in caught.value.message and "/tmp/" not in caught.value.message
         self.refusals += 1
@@ -711,9 +712,9 @@ def services(engine, base_dir, models_root, tmp_path):
     from adapter_manager.manifest import AdapterManifest
     from adapter_manager.service import AdapterService
 
-    other = AdapterEngine(base_dir, models_root, device="cpu", dtype="float32", max_adapters=16)
+    other = AdapterEngine(base_dir, models_root, device="cpu", dtype="float32")
     state = tmp_path / "state"
-    return [AdapterService(e, AdapterManifest(state), f"cpu-{i}", 100_000) for i, e in enumerate((engine, other))]
+    return [AdapterService(e, AdapterManifest(state), f"cpu-{i}", 100_000, 16) for i, e in enumerate((engine, other))]
 
 
 def _service_probabilities(service, model_id: str) -> list[np.ndarray]:
@@ -727,8 +728,8 @@ def _service_probabilities(service, model_id: str) -> list[np.ndarray]:
 @pytest.mark.parametrize("how", ["every file garbage", "head of another shape", "directory deleted"])
 def test_a_failed_reload_keeps_the_old_version_on_every_instance(services, guard, job, how):
     a, b = services
-    a.load(GUARD)
-    a.load("job")
+    a.control({"op": "load", "model_dir": GUARD})
+    a.control({"op": "load", "model_dir": "job"})
     b.sync()
     manifest_before = a.manifest.read().entries
     served = {s.instance: {m: _service_probabilities(s, m) for m in (GUARD, "job")} for s in services}
@@ -736,10 +737,12 @@ def test_a_failed_reload_keeps_the_old_version_on_every_instance(services, guard
 
     error = ModelNotFound if how == "directory deleted" else InvalidModel
     with pytest.raises(error):
-        a.load("job", reload=True)
+        a.control({"op": "load", "model_dir": "job", "reload": True})
     with pytest.raises(error):
         b.control({"op": "load", "model_dir": "job", "reload": True})
-    assert a.load("job")["changed"] is False  # an idempotent load still answers from what is resident
+    assert (
+        a.control({"op": "load", "model_dir": "job"})["changed"] is False
+    )  # an idempotent load still answers from what is resident
 
     assert a.manifest.read().entries == manifest_before  # nothing recorded: no instance reloads anything
     for service in services:
@@ -752,7 +755,7 @@ def test_a_failed_reload_keeps_the_old_version_on_every_instance(services, guard
 
 def test_refusals_through_the_service_leave_the_manifest_alone(services, guard, job, tmp_path):
     a, _ = services
-    a.load(GUARD)
+    a.control({"op": "load", "model_dir": GUARD})
     before = a.manifest.read()
     (job / "model.head.pt.pkl").write_bytes(handmade_pickles(tmp_path / "pwned")["STACK_GLOBAL (protocol 4)"])
     for model_dir, error in (

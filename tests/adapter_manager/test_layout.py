@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from lora_core.errors import InvalidModel, InvalidRequest, ModelNotFound
-from adapter_manager.layout import list_training_outputs, locate, normalize_model_dir
+from adapter_manager.layout import list_training_outputs, locate
+from lora_core.commands import normalize_model_id
 
 
 def touch_output(directory: Path, stem: str = "m") -> Path:
@@ -30,7 +31,7 @@ def test_locates_the_three_artifacts_of_a_nested_model_dir(models_root):
 @pytest.mark.parametrize("spelling", ["team-a//job-17", "./team-a/job-17", "team-a/job-17/", "team-a/./job-17"])
 def test_equivalent_spellings_give_one_model_id(models_root, spelling):
     touch_output(models_root / "team-a" / "job-17")
-    assert locate(models_root, spelling).model_id == "team-a/job-17"
+    assert locate(models_root, normalize_model_id(spelling, "model_dir")).model_id == "team-a/job-17"
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ def test_equivalent_spellings_give_one_model_id(models_root, spelling):
 )
 def test_traversal_absolute_and_malformed_paths_are_invalid_requests(models_root, model_dir):
     with pytest.raises(InvalidRequest):
-        locate(models_root, model_dir)
+        locate(models_root, normalize_model_id(model_dir, "model_dir"))
 
 
 def test_a_symlink_out_of_the_root_is_refused(models_root, tmp_path):
@@ -110,4 +111,4 @@ def test_listing_finds_valid_outputs_at_any_depth_and_skips_broken_ones(models_r
 
 
 def test_normalize_keeps_unicode_names():
-    assert normalize_model_dir("团队/任务-1") == "团队/任务-1"
+    assert normalize_model_id("团队/任务-1") == "团队/任务-1"

@@ -123,7 +123,7 @@ def test_200_add_remove_cycles_leave_resident_memory_flat(base_dir, models_root)
     """A leak of one adapter per cycle would show: the bound is a tenth of 200 leaked adapters."""
     from adapter_manager import AdapterEngine
 
-    engine = AdapterEngine(base_dir, models_root, device="cpu", max_adapters=4)
+    engine = AdapterEngine(base_dir, models_root, device="cpu")
     spec = OutputSpec(rank=64, target_modules=("query", "key", "value", "dense"), num_labels=50)
     make_training_output(models_root, "big", base_dir, spec)
     make_training_output(models_root, "small", base_dir, OutputSpec(seed=9))

@@ -66,6 +66,17 @@ def test_status_describes_the_instance(client):
     assert status["loaded_models"] == 1
 
 
+def test_the_spelling_that_loads_a_model_also_predicts_with_it_and_unloads_it(client):
+    answer = client.control({"op": "load", "model_dir": "team/beta/"})
+    assert answer["model_id"] == "team/beta"
+    spellings = ["team/beta/", "./team/beta", "team//beta", "team/beta"]
+    rows = client.predict(["baba dede"] * len(spellings), spellings)
+    for row in rows:  # one model for every spelling
+        assert_rows_close(row, rows[0])
+    assert client.control({"op": "unload", "model_id": "team//beta/"})["model_id"] == "team/beta"
+    expect_error("model_not_loaded", client.predict, ["baba"], ["team/beta/"])
+
+
 def test_unload_then_predict_is_model_not_loaded(client):
     client.control({"op": "load", "model_dir": "alpha"})
     assert client.control({"op": "unload", "model_id": "alpha"})["status"] == "unloaded"

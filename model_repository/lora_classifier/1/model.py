@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from lora_core.commands import model_id_or_as_given
 from lora_core.control_token import authorize_control
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
@@ -112,7 +113,9 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         engine = AdapterEngine.from_settings(self.settings, device=device)
         manifest = AdapterManifest(self.settings.state_dir)
-        self.service = AdapterService(engine, manifest, self.instance, self.settings.max_text_chars)
+        self.service = AdapterService(
+            engine, manifest, self.instance, self.settings.max_text_chars, self.settings.max_adapters
+        )
 
     def _setup_metrics(self) -> None:
         counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
@@ -279,7 +282,8 @@ def _classify_request(request) -> ClassifyRequest:
     if text is None or model_id is None:
         raise InvalidRequest("a request needs TEXT and MODEL_ID, or CONTROL")
     texts = [_decode(v, "TEXT") for v in text.as_numpy().reshape(-1)]
-    model_ids = [_decode(v, "MODEL_ID") for v in model_id.as_numpy().reshape(-1)]
+    # Each id in its canonical spelling, the one it was loaded under ('team/job/' is 'team/job').
+    model_ids = [model_id_or_as_given(_decode(v, "MODEL_ID")) for v in model_id.as_numpy().reshape(-1)]
     return ClassifyRequest(texts=texts, model_ids=model_ids)
 
 

@@ -1,0 +1,73 @@
+"""CONTROL documents become typed commands at the edge; one spelling rule for model ids, one max_length rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_core.commands import (
+    DEFAULT_MAX_LENGTH,
+    ListCommand,
+    LoadCommand,
+    StatusCommand,
+    UnloadCommand,
+    check_max_length,
+    model_id_or_as_given,
+    normalize_model_id,
+    parse_command,
+)
+from lora_core.errors import InvalidRequest
+
+LIMIT = 512
+
+
+@pytest.mark.parametrize(
+    ("document", "command"),
+    [
+        ({"op": "load", "model_dir": "team/job/"}, LoadCommand("team/job", DEFAULT_MAX_LENGTH, False)),
+        (
+            {"op": "load", "model_dir": "./team//job", "max_length": 16, "reload": True},
+            LoadCommand("team/job", 16, True),
+        ),
+        ({"op": "unload", "model_id": "team/./job"}, UnloadCommand("team/job")),
+        ({"op": "list"}, ListCommand()),
+        ({"op": "status", "extra": 1}, StatusCommand()),
+    ],
+)
+def test_documents_become_typed_commands(document, command):
+    assert parse_command(document, LIMIT) == command
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "CONTROL must be a JSON object"),
+        ({"op": "drop"}, "unknown control op 'drop'"),
+        ({"op": "load"}, "model_dir must be a string, got NoneType"),
+        ({"op": "load", "model_dir": "../x"}, "model_dir must not contain '..'"),
+        ({"op": "load", "model_dir": "x", "max_length": 1}, "max_length must be between 2 and 512, got 1"),
+        ({"op": "load", "model_dir": "x", "max_length": 513}, "max_length must be between 2 and 512, got 513"),
+        ({"op": "load", "model_dir": "x", "max_length": True}, "max_length must be an integer, got bool"),
+        ({"op": "load", "model_dir": "x", "reload": "yes"}, "reload must be true or false"),
+        ({"op": "unload", "model_id": ""}, "model_id must not be empty"),
+        ({"op": "unload", "model_id": "/etc"}, "model_id must be relative to the models root"),
+    ],
+)
+def test_bad_documents_are_refused_naming_the_field(document, message):
+    with pytest.raises(InvalidRequest, match=message):
+        parse_command(document, LIMIT)
+
+
+def test_the_default_max_length_respects_a_smaller_base():
+    assert check_max_length(None, 128) == 128
+    assert check_max_length(None, 4096) == DEFAULT_MAX_LENGTH
+
+
+@pytest.mark.parametrize("spelling", ["team-a//job-17", "./team-a/job-17", "team-a/job-17/", "team-a/./job-17"])
+def test_every_spelling_of_one_directory_is_one_model_id(spelling):
+    assert normalize_model_id(spelling) == "team-a/job-17"
+    assert model_id_or_as_given(spelling) == "team-a/job-17"
+
+
+def test_an_id_that_spells_nothing_valid_stays_as_given_for_lookups():
+    assert model_id_or_as_given("../x") == "../x"
+    assert model_id_or_as_given("") == ""
