@@ -22,12 +22,10 @@ from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file as load_safetensors
 
 from lora_core.errors import InvalidModel
-from .layout import ADAPTER_SUFFIX, HEAD_SUFFIX, LABELS_SUFFIX, ArtifactPaths, resolve_inside
+from .layout import ADAPTER_CONFIG, ADAPTER_SUFFIX, HEAD_SUFFIX, LABELS_SUFFIX, ArtifactPaths
 from .pooling import POOLINGS
 from .safe_pickle import restricted_loads
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_KEY_PREFIX = "base_model.model."
 MAX_CONFIG_BYTES = 1 << 20
 MAX_LABELS_BYTES = 16 << 20
@@ -134,26 +132,18 @@ class TrainingOutput:
     labels: tuple[str, ...]
 
 
-def read_training_output(paths: ArtifactPaths, base: BaseSignature, models_root: Path) -> TrainingOutput:
+def read_training_output(paths: ArtifactPaths, base: BaseSignature) -> TrainingOutput:
     """Read and validate all three artifacts; raises `InvalidModel` naming the file and the problem."""
-    adapter = read_adapter(paths, base, models_root)
+    adapter = read_adapter(paths, base)
     head_name, labels_name = paths.stem + HEAD_SUFFIX, paths.stem + LABELS_SUFFIX
-    head = read_head(paths.head_file, base.hidden_size, _label(paths, head_name))
-    labels = read_labels(paths.labels_file, _label(paths, labels_name))
+    head = read_head(paths.head_file, base.hidden_size, paths.label(head_name))
+    labels = read_labels(paths.labels_file, paths.label(labels_name))
     if head.num_labels != len(labels):
         raise InvalidModel(
             f"{paths.model_id}: the head {head_name} has {head.num_labels} outputs but the label map "
             f"{labels_name} has {len(labels)} labels"
         )
     return TrainingOutput(paths=paths, adapter=adapter, head=head, labels=labels)
-
-
-def _label(paths: ArtifactPaths, name: str) -> str:
-    """How messages name a file: by the name the client knows, relative to the models root.
-
-    Never by where it resolves to: an artifact may be a symlink to elsewhere inside the root.
-    """
-    return f"{paths.model_id}/{name}"
 
 
 def _check_size(path: Path, limit: int, label: str) -> None:
@@ -170,59 +160,83 @@ def _read_bounded(path: Path, limit: int, label: str) -> bytes:
 # ---------------------------------------------------------------------------------------- adapter
 
 
-def read_adapter(paths: ArtifactPaths, base: BaseSignature, models_root: Path) -> LoraAdapter:
-    lora_label = _label(paths, paths.stem + ADAPTER_SUFFIX)
-    config_rel = f"{lora_label}/{ADAPTER_CONFIG}"
-    config_path = resolve_inside(models_root, config_rel, "artifact")
-    if not config_path.is_file():
-        raise InvalidModel(f"{lora_label}/{ADAPTER_CONFIG} is missing")
-    config = _read_lora_config(config_path, f"{lora_label}/{ADAPTER_CONFIG}")
-
-    for name in ADAPTER_WEIGHTS:
-        weights_path = resolve_inside(models_root, f"{lora_label}/{name}", "artifact")
-        if weights_path.is_file():
-            break
-    else:
-        raise InvalidModel(f"{lora_label} holds neither {ADAPTER_WEIGHTS[0]} nor {ADAPTER_WEIGHTS[1]}")
-    weights_label = f"{lora_label}/{name}"
-    state = _read_adapter_state(weights_path, weights_label, safetensors=name.endswith(".safetensors"))
+def read_adapter(paths: ArtifactPaths, base: BaseSignature) -> LoraAdapter:
+    lora_label = paths.label(paths.stem + ADAPTER_SUFFIX)
+    config_label = f"{lora_label}/{ADAPTER_CONFIG}"
+    config = LoraConfigSpec.parse(_read_json(paths.adapter_config, MAX_CONFIG_BYTES, config_label), config_label)
+    weights_label = f"{lora_label}/{paths.adapter_weights_name}"
+    safetensors = paths.adapter_weights_name.endswith(".safetensors")  # by its name in the output, not its target
+    state = _read_adapter_state(paths.adapter_weights, weights_label, safetensors=safetensors)
     return _build_adapter(config, state, base, weights_label)
 
 
-def _read_lora_config(path: Path, label: str) -> dict[str, Any]:
+def _read_json(path: Path, limit: int, label: str) -> Any:
     try:
-        config = json.loads(_read_bounded(path, MAX_CONFIG_BYTES, label))
+        return json.loads(_read_bounded(path, limit, label))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidModel(f"{label} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidModel(f"{label} is not valid JSON: nested too deeply") from exc
-    if not isinstance(config, dict):
-        raise InvalidModel(f"{label} must hold a JSON object")
-    peft_type = config.get("peft_type")
-    if str(peft_type).upper() != "LORA":
-        raise InvalidModel(f"{label}: peft_type is {peft_type!r}; only LORA adapters are served")
-    for option, why in _UNSUPPORTED_LORA_OPTIONS.items():
-        if config.get(option):
-            raise InvalidModel(f"{label}: {why} ({option}={config[option]!r})")
-    if config.get("bias", "none") != "none":
-        raise InvalidModel(f"{label}: bias={config['bias']!r}; only bias='none' is supported")
-    r = config.get("r")
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise InvalidModel(f"{label}: r must be a positive integer, got {r!r}")
-    alpha = config.get("lora_alpha", 8)
-    if not _is_number(alpha):
-        raise InvalidModel(f"{label}: lora_alpha must be a number, got {alpha!r}")
-    for pattern in ("rank_pattern", "alpha_pattern"):
-        value = config.get(pattern) or {}
-        if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
-            raise InvalidModel(f"{label}: {pattern} must map module patterns to numbers")
-        for key in value:
-            try:  # PEFT matches each key as a regular expression (peft.utils.other.get_pattern_key)
-                re.compile(rf"(.*\.)?({key})$")
-            except re.error as exc:
-                raise InvalidModel(f"{label}: {pattern} key {key!r} is not a valid pattern: {exc}") from exc
-        config[pattern] = value
-    return config
+
+
+@dataclass(frozen=True)
+class LoraConfigSpec:
+    """What the engine uses of a PEFT `adapter_config.json`, validated in one place (`parse`): a plain LoRA
+    (no DoRA, bias or other variant) with its rank, alpha and per-module patterns."""
+
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    rank_pattern: Mapping[str, float]  # PEFT's regular-expression keys -> rank
+    alpha_pattern: Mapping[str, float]  # PEFT's regular-expression keys -> alpha
+
+    @classmethod
+    def parse(cls, config: Any, label: str) -> LoraConfigSpec:
+        if not isinstance(config, dict):
+            raise InvalidModel(f"{label} must hold a JSON object")
+        peft_type = config.get("peft_type")
+        if str(peft_type).upper() != "LORA":
+            raise InvalidModel(f"{label}: peft_type is {peft_type!r}; only LORA adapters are served")
+        for option, why in _UNSUPPORTED_LORA_OPTIONS.items():
+            if config.get(option):
+                raise InvalidModel(f"{label}: {why} ({option}={config[option]!r})")
+        if config.get("bias", "none") != "none":
+            raise InvalidModel(f"{label}: bias={config['bias']!r}; only bias='none' is supported")
+        r = config.get("r")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise InvalidModel(f"{label}: r must be a positive integer, got {r!r}")
+        alpha = config.get("lora_alpha", 8)
+        if not _is_number(alpha):
+            raise InvalidModel(f"{label}: lora_alpha must be a number, got {alpha!r}")
+        patterns = {name: _pattern(config, name, label) for name in ("rank_pattern", "alpha_pattern")}
+        return cls(
+            r=r,
+            lora_alpha=float(alpha),
+            use_rslora=bool(config.get("use_rslora", False)),
+            rank_pattern=patterns["rank_pattern"],
+            alpha_pattern=patterns["alpha_pattern"],
+        )
+
+    def rank_of(self, module: str) -> float:
+        """The rank PEFT gives `module` (its rank_pattern entry, else r)."""
+        return self.rank_pattern.get(get_pattern_key(list(self.rank_pattern), module), self.r)
+
+    def scaling_of(self, module: str, rank: int) -> float:
+        """alpha / r, or alpha / sqrt(r) with rsLoRA, with the alpha PEFT gives `module`."""
+        alpha = self.alpha_pattern.get(get_pattern_key(list(self.alpha_pattern), module), self.lora_alpha)
+        return alpha / math.sqrt(rank) if self.use_rslora else alpha / rank
+
+
+def _pattern(config: dict[str, Any], name: str, label: str) -> dict[str, float]:
+    value = config.get(name) or {}
+    if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
+        raise InvalidModel(f"{label}: {name} must map module patterns to numbers")
+    for key in value:
+        try:  # PEFT matches each key as a regular expression (peft.utils.other.get_pattern_key)
+            re.compile(rf"(.*\.)?({key})$")
+        except re.error as exc:
+            raise InvalidModel(f"{label}: {name} key {key!r} is not a valid pattern: {exc}") from exc
+    return dict(value)
 
 
 def _is_number(value: object) -> bool:
@@ -264,7 +278,7 @@ def _check_dense(state: Mapping[str, torch.Tensor], label: str) -> None:
 
 
 def _build_adapter(
-    config: dict[str, Any], state: dict[str, torch.Tensor], base: BaseSignature, label: str
+    config: LoraConfigSpec, state: dict[str, torch.Tensor], base: BaseSignature, label: str
 ) -> LoraAdapter:
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
@@ -274,7 +288,6 @@ def _build_adapter(
     if not pairs:
         raise InvalidModel(f"{label} holds no LoRA weights")
 
-    use_rslora = bool(config.get("use_rslora", False))
     modules: dict[str, LoraModule] = {}
     for module, parts in sorted(pairs.items()):
         if set(parts) != {"lora_A", "lora_B"}:
@@ -290,16 +303,14 @@ def _build_adapter(
                 f"{label}: {module} LoRA shapes A{tuple(a.shape)} B{tuple(b.shape)} do not fit the base layer "
                 f"({in_features} -> {out_features}); expected A[r, {in_features}] and B[{out_features}, r]"
             )
-        expected_rank = config["rank_pattern"].get(get_pattern_key(config["rank_pattern"], module), config["r"])
+        expected_rank = config.rank_of(module)
         if rank != expected_rank:
             raise InvalidModel(f"{label}: {module} has rank {rank} but adapter_config.json says {expected_rank}")
-        alpha = config["alpha_pattern"].get(get_pattern_key(config["alpha_pattern"], module), config["lora_alpha"])
-        scaling = alpha / math.sqrt(rank) if use_rslora else alpha / rank
-        a32, b32 = a.float(), b.float() * scaling
+        a32, b32 = a.float(), b.float() * config.scaling_of(module, rank)
         if not (torch.isfinite(a32).all() and torch.isfinite(b32).all()):
             raise InvalidModel(f"{label}: {module} holds NaN or infinite values")
         modules[module] = LoraModule(a=a32.contiguous(), b=b32.contiguous())
-    return LoraAdapter(modules=modules, rank=int(config["r"]), alpha=float(config["lora_alpha"]), use_rslora=use_rslora)
+    return LoraAdapter(modules=modules, rank=config.r, alpha=config.lora_alpha, use_rslora=config.use_rslora)
 
 
 def _split_lora_key(key: str, label: str) -> tuple[str, str]:

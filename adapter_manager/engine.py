@@ -152,7 +152,7 @@ class AdapterEngine:
     def load_located(self, paths: ArtifactPaths, max_length: int | None = None, replace: bool = False) -> LoadResult:
         """Read, validate and add the training output at `paths`."""
         started = time.perf_counter()
-        output = read_training_output(paths, self.signature, self.models_root)
+        output = read_training_output(paths, self.signature)
         return self.add(output, max_length, replace=replace, started=started)
 
     def add(

@@ -21,6 +21,8 @@ from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNo
 HEAD_SUFFIX = ".head.pt"
 LABELS_SUFFIX = ".head.pt.pkl"
 ADAPTER_SUFFIX = ".lora"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # the first present is read
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,14 @@ class ArtifactPaths:
     adapter_dir: Path
     head_file: Path
     labels_file: Path
+    adapter_config: Path  # <stem>.lora/adapter_config.json
+    adapter_weights: Path  # <stem>.lora/adapter_model.safetensors, else adapter_model.bin
+    adapter_weights_name: str  # that file's name in the training output, which decides its format
+
+    def label(self, relative: str) -> str:
+        """How messages name a file of this output: by the name the client knows, relative to the models root,
+        never by where it resolves to (an artifact may be a symlink to elsewhere inside the root)."""
+        return f"{self.model_id}/{relative}"
 
 
 def fs_name(name: str) -> str:
@@ -117,6 +127,16 @@ def locate(models_root: Path, model_id: str) -> ArtifactPaths:
         if not _exists(path, kind, f"{model_id}/{name}"):
             raise InvalidModel(f"{model_id}: the {role} {kind} {name} is missing")
         resolved[role] = path
+    lora = f"{model_id}/{stem}{ADAPTER_SUFFIX}"
+    config = resolve_inside(models_root, f"{lora}/{ADAPTER_CONFIG}", "artifact")
+    if not _exists(config, "file", f"{lora}/{ADAPTER_CONFIG}"):
+        raise InvalidModel(f"{lora}/{ADAPTER_CONFIG} is missing")
+    for weights_name in ADAPTER_WEIGHTS:
+        weights = resolve_inside(models_root, f"{lora}/{weights_name}", "artifact")
+        if _exists(weights, "file", f"{lora}/{weights_name}"):
+            break
+    else:
+        raise InvalidModel(f"{lora} holds neither {ADAPTER_WEIGHTS[0]} nor {ADAPTER_WEIGHTS[1]}")
     return ArtifactPaths(
         model_id=model_id,
         directory=directory,
@@ -124,6 +144,9 @@ def locate(models_root: Path, model_id: str) -> ArtifactPaths:
         adapter_dir=resolved["adapter"],
         head_file=resolved["head"],
         labels_file=resolved["labels"],
+        adapter_config=config,
+        adapter_weights=weights,
+        adapter_weights_name=weights_name,
     )
 
 

@@ -1,6 +1,7 @@
 """Locating a training output: model_dir stays inside the models root, <stem> is discovered."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from lora_core.commands import normalize_model_id
 def touch_output(directory: Path, stem: str = "m") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{stem}.lora").mkdir(exist_ok=True)
+    (directory / f"{stem}.lora" / "adapter_config.json").write_bytes(b"{}")
+    (directory / f"{stem}.lora" / "adapter_model.safetensors").write_bytes(b"x")
     (directory / f"{stem}.head.pt").write_bytes(b"x")
     (directory / f"{stem}.head.pt.pkl").write_bytes(b"x")
     return directory
@@ -26,6 +29,20 @@ def test_locates_the_three_artifacts_of_a_nested_model_dir(models_root):
     assert paths.adapter_dir == (models_root / "team-a/job-17/intent.lora").resolve()
     assert paths.head_file.name == "intent.head.pt"
     assert paths.labels_file.name == "intent.head.pt.pkl"
+    assert paths.adapter_config == (models_root / "team-a/job-17/intent.lora/adapter_config.json").resolve()
+    assert paths.adapter_weights_name == "adapter_model.safetensors"
+
+
+def test_the_adapter_weights_fall_back_to_the_bin_and_missing_ones_are_named(models_root):
+    directory = touch_output(models_root / "job")
+    (directory / "m.lora" / "adapter_model.safetensors").rename(directory / "m.lora" / "adapter_model.bin")
+    assert locate(models_root, "job").adapter_weights_name == "adapter_model.bin"
+    (directory / "m.lora" / "adapter_model.bin").unlink()
+    with pytest.raises(InvalidModel, match="job/m.lora holds neither adapter_model.safetensors nor adapter_model.bin"):
+        locate(models_root, "job")
+    (directory / "m.lora" / "adapter_config.json").unlink()
+    with pytest.raises(InvalidModel, match="job/m.lora/adapter_config.json is missing"):
+        locate(models_root, "job")
 
 
 @pytest.mark.parametrize("spelling", ["team-a//job-17", "./team-a/job-17", "team-a/job-17/", "team-a/./job-17"])
@@ -95,7 +112,7 @@ def test_two_stems_are_refused_naming_both(models_root):
 def test_a_missing_sibling_artifact_is_named(models_root, missing):
     directory = touch_output(models_root / "job")
     target = directory / missing
-    target.rmdir() if target.is_dir() else target.unlink()
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(InvalidModel, match=missing.replace(".", r"\.")):
         locate(models_root, "job")
 
