@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_core.commands import is_unicode
 from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 
 HEAD_SUFFIX = ".head.pt"
@@ -56,14 +57,6 @@ def client_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     """Resolve `root/relative` (symlinks included) and refuse anything that ends up outside `root`.
 
@@ -71,7 +64,7 @@ def resolve_inside(root: Path, relative: str, what: str = "model_dir") -> Path:
     the root makes that training output unsafe, so it is refused as an invalid model.
     """
     real_root = root.resolve()
-    if not _is_unicode(relative):
+    if not is_unicode(relative):
         if what == "model_dir":
             raise InvalidRequest("model_dir is not valid Unicode (it holds an unpaired surrogate)")
         raise InvalidModel(f"{relative.encode('utf-8', 'replace').decode()} is not a valid Unicode name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from lora_core.commands import MAX_MODEL_DIR_CHARS
+from lora_core.commands import MAX_MODEL_DIR_CHARS, model_id_or_as_given
 from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
@@ -84,6 +84,7 @@ def query_models():
             body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS, item_too_long=InvalidRequest
         )
     )
+    wanted = {model_id_or_as_given(model_id) for model_id in wanted}  # 'team/job/' queries 'team/job'
     models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
     return jsonify(listing_body(models))
 

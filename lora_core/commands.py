@@ -33,7 +33,7 @@ class LoadCommand:
 
 @dataclass(frozen=True)
 class UnloadCommand:
-    model_id: str  # normalized
+    model_id: str  # normalized where it is valid at all (model_id_or_as_given)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,11 @@ def parse_command(document: Any, max_length_limit: int) -> Command:
         max_length = check_max_length(document.get("max_length"), max_length_limit)
         return LoadCommand(model_id, max_length, _flag(document, "reload"))
     if op == "unload":
-        return UnloadCommand(normalize_model_id(document.get("model_id"), "model_id"))
+        given = document.get("model_id")
+        if not isinstance(given, str) or not given:
+            raise InvalidRequest("model_id must be a non-empty string")
+        # As predict: an id that spells nothing valid names no loaded model (model_not_loaded), not a bad request.
+        return UnloadCommand(model_id_or_as_given(given))
     return ListCommand() if op == "list" else StatusCommand()
 
 
@@ -78,7 +82,7 @@ def normalize_model_id(value: object, field: str = "model_id") -> str:
         raise InvalidRequest(f"{field} is {len(value)} characters long; the limit is {MAX_MODEL_DIR_CHARS}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or "\\" in value:
         raise InvalidRequest(f"{field} contains control characters or backslashes")
-    if not _is_unicode(value):
+    if not is_unicode(value):
         raise InvalidRequest(f"{field} is not valid Unicode (it holds an unpaired surrogate)")
     if value.startswith(("/", "~")):
         raise InvalidRequest(f"{field} must be relative to the models root, got {value!r}")
@@ -122,7 +126,8 @@ def _flag(document: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (no unpaired surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -28,6 +28,17 @@ def test_nested_model_dirs_are_model_ids(api):
     assert body["model_id"] == "team/beta"
 
 
+def test_the_spelling_that_loads_a_model_serves_every_endpoint(api):
+    assert api.post("/inference/models/load", json={"model_dir": "./team/beta/"}).json()["model_id"] == "team/beta"
+    for spelling in ("team/beta/", "./team/beta", "team//beta"):
+        predicted = api.post("/inference/predict", json={"model_id": spelling, "texts": ["baba dede"]})
+        assert predicted.status_code == 200, predicted.text
+        queried = api.post("/inference/models/query", json={"model_ids": [spelling]}).json()
+        assert [m["model_id"] for m in queried["models"]] == ["team/beta"]
+    unloaded = api.post("/inference/models/unload", json={"model_id": "team/beta/"})
+    assert unloaded.status_code == 200 and unloaded.json()["model_id"] == "team/beta"
+
+
 def test_unload_answers_the_contract_shape(api):
     api.post("/inference/models/load", json={"model_dir": "gamma"})
     body = api.post("/inference/models/unload", json={"model_id": "gamma"}).json()

@@ -29,6 +29,7 @@ LIMIT = 512
             LoadCommand("team/job", 16, True),
         ),
         ({"op": "unload", "model_id": "team/./job"}, UnloadCommand("team/job")),
+        ({"op": "unload", "model_id": "../x"}, UnloadCommand("../x")),  # names no model: model_not_loaded
         ({"op": "list"}, ListCommand()),
         ({"op": "status", "extra": 1}, StatusCommand()),
     ],
@@ -48,8 +49,8 @@ def test_documents_become_typed_commands(document, command):
         ({"op": "load", "model_dir": "x", "max_length": 513}, "max_length must be between 2 and 512, got 513"),
         ({"op": "load", "model_dir": "x", "max_length": True}, "max_length must be an integer, got bool"),
         ({"op": "load", "model_dir": "x", "reload": "yes"}, "reload must be true or false"),
-        ({"op": "unload", "model_id": ""}, "model_id must not be empty"),
-        ({"op": "unload", "model_id": "/etc"}, "model_id must be relative to the models root"),
+        ({"op": "unload", "model_id": ""}, "model_id must be a non-empty string"),
+        ({"op": "unload", "model_id": 17}, "model_id must be a non-empty string"),
     ],
 )
 def test_bad_documents_are_refused_naming_the_field(document, message):
