@@ -57,7 +57,7 @@ test-unit: venv
 
 # Every benchmark in one run (~20 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
 bench: venv demo-base $(VENV)/.bench-deps
-	$(PY) bench/report.py $(BENCH_ARGS)
+	$(PY) -m bench.report $(BENCH_ARGS)
 
 $(VENV)/.bench-deps: bench/requirements.txt | $(VENV)/.deps-installed
 	$(PY) -m pip install $(PIP_FLAGS) -r bench/requirements.txt

@@ -1,6 +1,6 @@
 """Adapter lifecycle figures: load/unload latency, memory with many adapters resident, throughput with many.
 
-    .venv/bin/python bench/adapters.py [--cycles 100] [--levels 1,100,1000]
+    .venv/bin/python -m bench.adapters [--cycles 100] [--levels 1,100,1000]
 
 - latency: load then unload of distinct adapters through the REST API (shim -> Triton -> engine), and
   the engine's own share (`AdapterEngine.load` / `remove`), p50 and p99. Files are read once beforehand,
@@ -17,26 +17,21 @@ is loaded and held separately, exactly as distinct adapters are.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from collections.abc import Sequence
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from stack import REPO, Stack, bench_base, prepare_adapters
+from bench.stack import REPO, Stack, bench_base, prepare_adapters
 
 import psutil
 import torch
 
 from adapter_manager import AdapterEngine
-from engine_throughput import make_texts, summary, throughput
-from loadgen import percentile
+from testkit.measure import percentile, rss_mb, summary, throughput
+from testkit.texts import make_texts
 
 SEEDS = 8
 
@@ -91,11 +86,6 @@ def engine_latency(base: Path, root: Path, ids: Sequence[str]) -> dict[str, list
         engine.remove(model_id)
         unloads.append((time.perf_counter() - started) * 1000)
     return {"load_ms": loads, "unload_ms": unloads}
-
-
-def rss_mb() -> float:
-    gc.collect()
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def memory_and_throughput(

@@ -1,6 +1,6 @@
 """End to end over HTTP: the shim (gunicorn) in front of Triton, against the naive baseline, same load.
 
-    .venv/bin/python bench/e2e.py [--rounds 3] [--seconds 8] [--lengths short,long] [--sweep 1,4,16,32,64]
+    .venv/bin/python -m bench.e2e [--rounds 3] [--seconds 8] [--lengths short,long] [--sweep 1,4,16,32,64]
                                   [--instances auto | 1,auto]
 
 Both servers hold the same 8 adapters (r=8, query/value) on the same base; the load generator
@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench.stack import REPO, NaiveServer, Stack, bench_base, prepare_adapters
 
-from stack import REPO, NaiveServer, Stack, bench_base, prepare_adapters
-
-from engine_throughput import TEXT_WORDS, make_texts, summary
-from loadgen import run_load
+from bench.engine_throughput import TEXT_WORDS
+from bench.loadgen import run_load
+from testkit.measure import summary
+from testkit.texts import make_texts
 
 ADAPTERS = [f"adapter-{i}" for i in range(8)]
 SCENARIOS = ((16, 8), (1, 32))  # (texts per request, clients)

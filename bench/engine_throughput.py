@@ -10,56 +10,28 @@
 Rounds interleave the modes so that machine noise hits all of them alike; ratios are computed within each
 round, then summarised as median [min-max].
 
-    .venv/bin/python bench/engine_throughput.py [--base DIR] [--rounds 5] [--batch 16] [--length short|long]
+    .venv/bin/python -m bench.engine_throughput [--base DIR] [--rounds 5] [--batch 16] [--length short|long]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 from collections.abc import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stack import bench_base, prepare_adapters  # sets up sys.path and the HF environment
+from bench.stack import bench_base, prepare_adapters  # sets up the HF environment
 
 import torch
 from peft import PeftModel
 from transformers import AutoModel
 
 from adapter_manager import AdapterEngine
-from factories import WORDS
+from testkit.measure import summary, throughput
+from testkit.texts import make_texts
 
 # Words per text: about 16 and 128 tokens with MiniLM's tokenizer.
 TEXT_WORDS = {"short": 7, "long": 60}
-
-
-def make_texts(count: int, words: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    vocabulary = WORDS + "the service classifies short customer messages about orders refunds and delivery".split()
-    return [" ".join(rng.choice(vocabulary) for _ in range(words)) for _ in range(count)]
-
-
-def throughput(fn: Callable[[], object], texts_per_call: int, seconds: float) -> float:
-    fn()  # warm
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        fn()
-        calls += 1
-    return calls * texts_per_call / elapsed
-
-
-def summary(values: list[float], digits: int = 0) -> str:
-    """median [min-max], or the one value when there is only one."""
-    fmt = f"{{:.{digits}f}}"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
 def measure(

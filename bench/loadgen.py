@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from testkit.measure import percentile
+
 
 @dataclass
 class LoadResult:
@@ -81,14 +83,6 @@ def _triton_has_rows(payload: bytes, count: int) -> bool:
 # v2) straight to lora_classifier: `url` is then the server's base URL.
 SHIM = Protocol("/api/v1/inference/predict", _shim_body, _shim_has_rows)
 TRITON = Protocol("/v2/models/lora_classifier/infer", _triton_body, _triton_has_rows)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), nearest rank; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def run_load(

@@ -5,21 +5,18 @@ Every adapter is loaded into one `PeftModel` up front; each predict request take
 It cannot batch across requests. It answers the contract's predict endpoint with the same body as the
 shim, so the same load generator drives both.
 
-    .venv/bin/python bench/naive_server.py --base DIR --models-root DIR --port 8100 MODEL_ID [MODEL_ID ...]
+    .venv/bin/python -m bench.naive_server --base DIR --models-root DIR --port 8100 MODEL_ID [MODEL_ID ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import threading
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
 
 import torch
 from flask import Flask, jsonify, request

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, then docs/benchmarks.md and its plots.
 
-    .venv/bin/python bench/report.py [--quick] [--out docs]
+    .venv/bin/python -m bench.report [--quick] [--out docs]
 
 Parts, in order (each also runs alone; see its module):
   engine      bench/engine_throughput.py   in-process: bare, one adapter, 8 mixed, 64 mixed, PEFT's paths
@@ -25,16 +25,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE / "perf_analyzer"), str(HERE / "gpu")]
 
-from stack import REPO, bench_base, prepare_adapters
-
-import e2e
-import render as gpu_render  # bench/gpu/render.py
-import engine_throughput
-import run as perf_run  # bench/perf_analyzer/run.py
-from engine_throughput import summary
-from loadgen import percentile
+from bench import e2e, engine_throughput
+from bench.gpu import render as gpu_render
+from bench.perf_analyzer import run as perf_run
+from bench.stack import REPO, bench_base, prepare_adapters
+from testkit.measure import percentile, summary
+from testkit.texts import make_texts
 
 PERF_INPUTS = ["one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long"]
 
@@ -63,7 +60,7 @@ def run_all(quick: bool) -> dict:
     prepare_adapters(engine_root, base, ids)
     figures["engine"] = {}
     for length, words in engine_throughput.TEXT_WORDS.items():
-        texts = engine_throughput.make_texts(16, words)
+        texts = make_texts(16, words)
         figures["engine"][length] = engine_throughput.measure(base, engine_root, ids, texts, rounds, seconds, wide=64)
         print(f"[{time.monotonic() - started:6.0f}s] engine {length} done", flush=True)
 
@@ -94,7 +91,8 @@ def run_all(quick: bool) -> dict:
     subprocess.run(
         [
             sys.executable,
-            str(HERE / "adapters.py"),
+            "-m",
+            "bench.adapters",
             "--json",
             str(out),
             "--cycles",
@@ -342,7 +340,7 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "",
         "```",
         "make bench            # everything above, about 20 min here; writes this page",
-        ".venv/bin/python bench/report.py --quick  # a smoke run, ~6 min",
+        ".venv/bin/python -m bench.report --quick  # a smoke run, ~6 min",
         "```",
         "",
     ]

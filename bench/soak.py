@@ -11,7 +11,7 @@ start and end and its least-squares slope over the second half of each phase (wa
 by outcome, mismatches, p50/p99 latency. Not part of `make test`; the exit status is 0 only when nothing
 was wrong. A smoke run: `--base tiny --cycles 50 --seconds 20`.
 
-    .venv/bin/python bench/soak.py [--base minilm|tiny] [--cycles 1000] [--seconds 600] [--out var/bench/soak.json]
+    .venv/bin/python -m bench.soak [--base minilm|tiny] [--cycles 1000] [--seconds 600] [--out var/bench/soak.json]
 """
 
 from __future__ import annotations
@@ -33,32 +33,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 import psutil
 import requests
 
 from adapter_manager.artifacts import read_labels
 from lora_core.errors import ERRORS_BY_CODE
-from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output
-from shim_harness import ShimServer
-from stack import default_base
-from triton_harness import TritonServer, server_settings
+from bench.stack import Stack, default_base
+from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
+from testkit.measure import rss_mb
+from testkit.shim_harness import ShimServer
+from testkit.triton_harness import TritonServer
+from testkit.texts import make_texts
+from testkit.tolerance import TOLERANCE
 
-TOLERANCE = 1e-4
-MB = 1024 * 1024
 TRAFFIC_MODELS = [f"soak-{i}" for i in range(8)]
 CHURN_MODEL = "soak-churn"
 CONTRACT_CODES = set(ERRORS_BY_CODE)
 
 
 # ------------------------------------------------------------------------------------------- setup
-
-
-def make_texts(count: int, words: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    vocabulary = WORDS + "the service classifies short customer messages about orders refunds and delivery".split()
-    return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, words))) for _ in range(count)]
 
 
 def prepare(
@@ -89,38 +83,14 @@ def prepare(
     return base, root, expected
 
 
-def start_servers(work: Path, base: Path, root: Path, instances: int, workers: int) -> tuple[TritonServer, ShimServer]:
-    triton = TritonServer(work, server_settings(base, root, work / "state", MAX_ADAPTERS="64"), instances=instances)
-    triton.start(timeout=600)
-    shim = ShimServer(
-        work,
-        {
-            **triton.shim_settings(),
-            "GUNICORN_WORKERS": str(workers),
-            "GUNICORN_THREADS": "8",
-            "GUNICORN_ACCESS_LOG": os.devnull,
-        },
-    )
-    try:
-        shim.start()
-    except BaseException:
-        triton.stop()
-        raise
-    return triton, shim
+def start_servers(work: Path, base: Path, root: Path, instances: int, workers: int) -> Stack:
+    """tritonserver and the shim (bench.stack.Stack), started; the caller stops them (`__exit__`)."""
+    shim_env = {"GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": "8", "GUNICORN_ACCESS_LOG": os.devnull}
+    stack = Stack(work, base, root, instances, shim_env, {"MAX_ADAPTERS": "64"}, start_timeout=600)
+    return stack.__enter__()
 
 
 # ------------------------------------------------------------------------------------- measuring
-
-
-def rss_mb(process: psutil.Process, with_children: bool) -> float:
-    processes = [process] + (process.children(recursive=True) if with_children else [])
-    total = 0
-    for p in processes:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / MB
 
 
 class Memory:
@@ -365,7 +335,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="soak-"))
-    texts = make_texts(64, 12, seed=7)
+    texts = make_texts(64, 12, seed=7, vary=True)
     tally = Tally()
     print(
         f"soak: base {args.base}, {args.cycles} cycles, {args.seconds:.0f}s of traffic, {args.clients} clients, "
@@ -374,7 +344,8 @@ def main() -> int:
     )
     try:
         base, root, expected = prepare(work, args.base, texts)
-        triton, shim = start_servers(work, base, root, args.instances, args.workers)
+        stack = start_servers(work, base, root, args.instances, args.workers)
+        triton, shim = stack.triton, stack.shim
         try:
             memory = Memory(triton, shim)
             print("(a) load/predict/unload cycles", flush=True)
@@ -389,8 +360,7 @@ def main() -> int:
                 else None
             )
         finally:
-            shim.stop()
-            triton.stop()
+            stack.__exit__(None, None, None)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

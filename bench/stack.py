@@ -5,7 +5,7 @@
     with NaiveServer(work, base, root, ids) as naive:   # bench/naive_server.py
         naive.predict_url
 
-The servers come from the test harnesses (tests/triton_harness.py, tests/shim_harness.py), so the
+The servers come from the test kit (testkit/triton_harness.py, testkit/shim_harness.py), so the
 benchmarks run exactly what the integration tests run.
 """
 
@@ -18,9 +18,6 @@ from collections.abc import Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for _path in (str(REPO), str(REPO / "tests"), str(HERE)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -31,10 +28,11 @@ os.environ.update({k: os.environ.get(k, v) for k, v in OMP_POLICY.items()})
 
 import requests
 
-from factories import OutputSpec, make_tiny_base, make_training_output
-from process_harness import ManagedProcess
-from shim_harness import ShimServer
-from triton_harness import TritonServer, free_port, server_settings
+from testkit.factories import OutputSpec, make_tiny_base, make_training_output
+from testkit.api_shim_env import shim_env
+from testkit.process_harness import ManagedProcess
+from testkit.shim_harness import ShimServer
+from testkit.triton_harness import TritonServer, free_port, server_settings
 
 
 def default_base() -> Path | None:
@@ -71,20 +69,21 @@ class Stack:
         instances: int | str = 1,
         shim_env: dict[str, str] | None = None,
         triton_env: dict[str, str] | None = None,
+        start_timeout: float = 300,
     ) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.triton = TritonServer(
             work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances
         )
         self.work = work
+        self.start_timeout = start_timeout
         self.shim_env = shim_env or {}
         self.shim: ShimServer | None = None
 
     def __enter__(self) -> Stack:
         (self.work / "state" / "manifest.json").unlink(missing_ok=True)  # start with nothing loaded
-        self.triton.start()
-        env = {**self.triton.shim_settings(), **self.shim_env}
-        self.shim = ShimServer(self.work, env)
+        self.triton.start(timeout=self.start_timeout)
+        self.shim = ShimServer(self.work, shim_env(self.triton, self.shim_env))
         try:
             self.shim.start()
         except BaseException:
@@ -119,7 +118,8 @@ class NaiveServer:
         self.port = free_port()
         self.command = [
             sys.executable,
-            str(HERE / "naive_server.py"),
+            "-m",
+            "bench.naive_server",
             "--base",
             str(base),
             "--models-root",
@@ -132,7 +132,7 @@ class NaiveServer:
 
     def __enter__(self) -> NaiveServer:
         env = {k: v for k, v in os.environ.items() if k not in OMP_POLICY}  # a user's defaults
-        self.process.start(self.command, env, f"http://127.0.0.1:{self.port}/api/v1/health/ready", 300)
+        self.process.start(self.command, env, f"http://127.0.0.1:{self.port}/api/v1/health/ready", 300, cwd=REPO)
         return self
 
     def __exit__(self, *exc) -> None:

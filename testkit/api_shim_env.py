@@ -1,14 +1,15 @@
-"""The environment of a test shim: the session tritonserver and small limits, so every 413 can be triggered."""
+"""The one place a shim's environment is built, for tests and benchmarks alike."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+# The tests' shim: 2 workers x 8 threads, and small limits, so that every 413 can be triggered.
 LIMITS = {"MAX_TEXTS_PER_REQUEST": "64", "MAX_TEXT_CHARS": "5000", "MAX_BODY_BYTES": "262144", "MAX_TOP_N": "50"}
+TEST_SETTINGS = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8", **LIMITS}
 
 
-def shim_env(triton) -> dict[str, str]:
-    return {
-        **triton.shim_settings(),
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "8",
-        **LIMITS,
-    }
+def shim_env(triton, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a shim in front of `triton` (its address, metrics and control secret) with
+    `settings` on top; None: the tests' settings."""
+    return {**triton.shim_settings(), **(TEST_SETTINGS if settings is None else settings)}

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from process_harness import ManagedProcess
-from triton_harness import REPO, free_port
+from testkit.process_harness import ManagedProcess
+from testkit.triton_harness import REPO, free_port
 
 
 class ShimServer:

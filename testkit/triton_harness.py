@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from lora_core.errors import AdapterError, from_wire
-from process_harness import ManagedProcess
+from testkit.process_harness import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "lora_classifier"

@@ -6,7 +6,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from adapter_manager.artifacts import read_labels
-from tolerance import TOLERANCE, assert_close_distribution
+from testkit.tolerance import TOLERANCE, assert_close_distribution
 
 __all__ = ["TOLERANCE", "assert_rows_close", "expected_rows"]
 

@@ -13,9 +13,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np
 import pytest
 
-from factories import OutputSpec, Reference, make_tiny_base, make_training_output
-from tolerance import TOLERANCE
-from triton_harness import TritonServer, server_settings
+from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
+from testkit.tolerance import TOLERANCE
+from testkit.triton_harness import TritonServer, server_settings
 
 PARITY_TOLERANCE = TOLERANCE
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from triton_harness import REPO
+from testkit.triton_harness import REPO
 
 DOCKERFILES = {"triton": REPO / "scripts/docker/triton.Dockerfile", "api": REPO / "scripts/docker/api.Dockerfile"}
 

@@ -1,8 +1,8 @@
 """The GPU check: lora_classifier served by tritonserver from a KIND_GPU instance in fp16, on a BERT-base-sized
 encoder with 8 real PEFT adapters, measured against plain transformers + peft in fp32 and the engine in-process.
 
-    python3 bench/gpu/check.py --bundle .gpu --out "$OUT"       # on the GPU machine (see docs/gpu.md)
-    .venv/bin/python bench/gpu/check.py --device cpu --quick    # here: the same steps on CPU, tiny encoder
+    python3 -m bench.gpu.check --bundle .gpu --out "$OUT"       # on the GPU machine (see docs/gpu.md)
+    .venv/bin/python -m bench.gpu.check --device cpu --quick    # here: the same steps on CPU, tiny encoder
 
 The GPU machine has Python 3.12 with torch, transformers, peft, tokenizers and requests, and no registry;
 `bash bench/gpu/bundle.sh` builds what it carries: the wheel's tritonserver and a numpy 1.26 wheel. Steps:
@@ -11,7 +11,7 @@ The GPU machine has Python 3.12 with torch, transformers, peft, tokenizers and r
   3. in-process throughput (AdapterEngine, fp16): bare forward, one adapter, 8 mixed; short and mixed lengths
   4. tritonserver (scripts/run_triton.py --kind gpu); its stub first with the machine's numpy, and with the
      carried numpy 1.26 only if that fails
-  5. parity of the served probabilities against transformers + peft in fp32 (tests/factories.Reference)
+  5. parity of the served probabilities against transformers + peft in fp32 (testkit.factories.Reference)
   6. served throughput over Triton's HTTP/JSON protocol (bench/loadgen.py), and a lone request's latency
   7. the shim's status computation (api_shim.status) over Triton's metrics: the GPU's memory
 Figures go to OUT/gpu.json, the log to OUT/gpu.log; bench/report.py renders gpu.json into docs/benchmarks.md.
@@ -40,9 +40,6 @@ from collections.abc import Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for _path in (str(REPO), str(REPO / "tests"), str(HERE.parent), str(HERE)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -52,10 +49,11 @@ import torch
 
 from adapter_manager import AdapterEngine
 from api_shim.status import service_status  # Flask- and tritonclient-free
-from factories import WORDS, OutputSpec, Reference, make_tiny_base, make_training_output
-from loadgen import TRITON, percentile, run_load
-from process_harness import ManagedProcess
-from render import summary  # bench/gpu/render.py
+from bench.loadgen import TRITON, run_load
+from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
+from testkit.measure import percentile, summary, throughput
+from testkit.process_harness import ManagedProcess
+from testkit.texts import mixed_texts, short_texts
 
 MODEL = "lora_classifier"
 MAX_LENGTH = 256
@@ -70,23 +68,6 @@ def log(*parts: object) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- texts
-
-
-def short_texts(count: int, seed: int = 0) -> list[str]:
-    """About 16 tokens each (one token per generated word, plus [CLS] and [SEP])."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(14)) for _ in range(count)]
-
-
-def mixed_texts(count: int, seed: int = 1) -> list[str]:
-    """Real traffic's mix of lengths: 70% of 3-25 words, 25% of 25-110, 5% of 110-400 (cut at MAX_LENGTH)."""
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(count):
-        draw = rng.random()
-        low, high = (3, 25) if draw < 0.70 else (25, 110) if draw < 0.95 else (110, 400)
-        texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))))
-    return texts
 
 
 def token_count(text: str) -> int:
@@ -186,18 +167,6 @@ def prepare_models(work: Path, shape: dict[str, int]) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------- 3. in-process
 
 
-def rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) -> float:
-    """Calls per second of `fn`, after one warm-up call."""
-    fn()
-    sync()
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or calls < 3:
-        fn()
-        calls += 1
-    sync()
-    return calls / (time.perf_counter() - started)
-
-
 def batches(texts: Sequence[str], size: int, by_length: bool) -> list[list[str]]:
     ordered = sorted(texts, key=token_count) if by_length else list(texts)
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
@@ -240,7 +209,7 @@ def in_process(
         per_mode: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode, fn in modes.items():
-                per_mode[mode].append(rate(fn, seconds, sync) * len(texts))
+                per_mode[mode].append(throughput(fn, len(texts), seconds, sync))
         figures[name] = {
             mode: {"texts_per_s": values, "tokens_per_s": [v * tokens / len(texts) for v in values]}
             for mode, values in per_mode.items()

@@ -4,7 +4,7 @@ bench/report.py includes it in the page it writes, so `make bench` (which runs o
 To put a new GPU run's figures in place without a whole `make bench`:
 
     cp "$OUT"/gpu.json docs/gpu/results.json      # from the device run of bench/gpu/check.py
-    .venv/bin/python bench/gpu/render.py --into docs/benchmarks.md
+    .venv/bin/python -m bench.gpu.render --into docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -17,16 +17,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
+from testkit.measure import summary
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "gpu" / "results.json"
 HEADING = "## GPU (bench/gpu/check.py)"
-
-
-def summary(values: Sequence[float], digits: int = 0) -> str:
-    fmt = f"{{:.{digits}f}}"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
 def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
@@ -121,7 +116,7 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Rerun (on a GPU machine; see docs/gpu.md): `bash bench/gpu/bundle.sh` here, then "
-        "`python3 bench/gpu/check.py --bundle .gpu --out $OUT` there.",
+        "`python3 -m bench.gpu.check --bundle .gpu --out $OUT` there (from the repository root).",
         "",
     ]
     return lines

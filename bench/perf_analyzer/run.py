@@ -1,6 +1,6 @@
 """Triton's perf_analyzer against lora_classifier over a concurrency sweep, beside the in-process engine.
 
-    .venv/bin/python bench/perf_analyzer/run.py [--url HOST:PORT] [--concurrency 1,4,8] [--rounds 3]
+    .venv/bin/python -m bench.perf_analyzer.run [--url HOST:PORT] [--concurrency 1,4,8] [--rounds 3]
 
 Without --url it starts its own tritonserver (scripts/run_triton.py) on all-MiniLM-L6-v2 when installed
 (`make demo-base`), else on a generated BERT of the same shape, and creates the adapters bench-0..7
@@ -27,13 +27,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from lora_core.control_token import RESTRICTED_API_HEADER
-from triton_harness import CONTROL_TOKEN
+from testkit.triton_harness import CONTROL_TOKEN
 
 ADAPTERS = [f"bench-{i}" for i in range(8)]
 DEFAULT_INPUTS = ("one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long")
@@ -118,7 +117,7 @@ def measure(
     """perf_analyzer for every input and concurrency level, `rounds` times; beside it, when `engine` is
     given, the in-process engine on the same rows.
     {"triton": {input: {level: [runs]}}, "in_process": {input: [texts/s]}}"""
-    from engine_throughput import throughput
+    from testkit.measure import throughput
 
     triton: dict[str, dict[int, list[dict[str, float]]]] = {n: {c: [] for c in levels} for n in inputs}
     ceiling: dict[str, list[float]] = {n: [] for n in inputs}
@@ -135,7 +134,7 @@ def measure(
 
 
 def print_report(figures: dict, header: str) -> None:
-    from engine_throughput import summary
+    from testkit.measure import summary
 
     print(header)
     line = (
@@ -169,8 +168,8 @@ def run(
     triton_env: dict[str, str] | None = None,
 ) -> dict:
     """Start a tritonserver (unless `url` is given), load bench-0..7, and measure (see `measure`)."""
-    from stack import bench_base, prepare_adapters
-    from triton_harness import LoraClient, TritonServer, server_settings
+    from bench.stack import bench_base, prepare_adapters
+    from testkit.triton_harness import LoraClient, TritonServer, server_settings
 
     server = engine = None
     if url is None:

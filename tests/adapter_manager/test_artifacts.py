@@ -18,8 +18,8 @@ from transformers import AutoModel
 
 from lora_core.errors import CapacityExceeded, InvalidModel, InvalidRequest, ModelNotFound
 from conftest import assert_matches_reference
-from edge import load_as_client
-from factories import OutputSpec, make_tiny_base, make_training_output
+from testkit.edge import load_as_client
+from testkit.factories import OutputSpec, make_tiny_base, make_training_output
 
 TEXTS = ["baba dede fifi", "类别 好坏", "", "kaka lili mumu nunu popo rara sasa tutu vava zaza " * 3]
 
@@ -140,7 +140,7 @@ def test_head_and_label_count_mismatch(engine, output):
 def test_head_with_the_wrong_hidden_size(engine, models_root, base_dir, layout):
     out = make_training_output(models_root, "job", base_dir, OutputSpec(head_layout=layout))
     spec = OutputSpec(head_layout=layout)
-    from factories import head_object
+    from testkit.factories import head_object
 
     torch.save(head_object(spec, hidden=48), out / "model.head.pt")
     refused(engine, r"job/model.head.pt: .*(hidden size|\[H', 32\])")

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from adapter_manager.train import read_examples
-from triton_harness import REPO
+from testkit.triton_harness import REPO
 
 DATASETS = REPO / "scripts" / "demo" / "datasets"
 

@@ -7,7 +7,7 @@ import time
 
 from adapter_manager.manifest import AdapterManifest, ManifestEntry
 from adapter_manager.service import AdapterService
-from factories import OutputSpec, make_training_output
+from testkit.factories import OutputSpec, make_training_output
 
 
 def entry(model_id: str, version: int = 1) -> ManifestEntry:

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from factories import CJK, WORDS
+from testkit.factories import CJK, WORDS
 
 
 def test_generated_tokenizer_does_not_map_test_texts_to_unknown(base_dir):

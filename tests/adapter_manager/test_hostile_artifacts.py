@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
 from adapter_manager.layout import list_training_outputs
-from edge import load_as_client
-from factories import OutputSpec, make_training_output
+from testkit.edge import load_as_client
+from testkit.factories import OutputSpec, make_training_output
 
 TEXTS = ["baba dede fifi", "类别 好坏", "", "kaka lili mumu nunu " * 5]
 GUARD = "guard"  # the model that is loaded before every refusal and must not change

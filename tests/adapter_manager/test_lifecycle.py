@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from lora_core.errors import InvalidRequest, ModelNotLoaded
-from factories import OutputSpec, make_training_output
+from testkit.factories import OutputSpec, make_training_output
 
 TEXTS = ["baba dede", "kaka lili mumu", "类别 好坏", ""]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import PARITY_TOLERANCE
-from factories import OutputSpec, make_training_output, random_text
+from testkit.factories import OutputSpec, make_training_output, random_text
 
 # Different ranks, target modules, label counts, head layouts, pooling, weight and label formats.
 ADAPTERS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapter_manager.train import read_examples
-from factories import WORDS
+from testkit.factories import WORDS
 
 TOPICS = {"体育": WORDS[0:8], "美食": WORDS[8:16], "科技": WORDS[16:24]}
 FILLER = WORDS[100:160]

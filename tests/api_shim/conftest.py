@@ -7,9 +7,9 @@ import requests
 import yaml
 from jsonschema import Draft202012Validator
 
-from api_shim_env import shim_env
-from shim_harness import ShimServer
-from triton_harness import REPO
+from testkit.api_shim_env import shim_env
+from testkit.shim_harness import ShimServer
+from testkit.triton_harness import REPO
 
 OPENAPI = yaml.safe_load((REPO / "api_shim" / "openapi.yaml").read_text(encoding="utf-8"))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from api_shim_env import shim_env
-from shim_harness import ShimServer
+from testkit.api_shim_env import shim_env
+from testkit.shim_harness import ShimServer
 
 KEY = "s3cret-key-for-tests"
 

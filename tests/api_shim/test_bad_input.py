@@ -17,8 +17,8 @@ import uuid
 import pytest
 import requests
 
-from factories import OutputSpec, make_training_output
-from triton_tests_helpers import TOLERANCE, expected_rows
+from testkit.factories import OutputSpec, make_training_output
+from testkit.triton_tests_helpers import TOLERANCE, expected_rows
 
 LOAD, UNLOAD, PREDICT, QUERY = (
     "/inference/models/load",

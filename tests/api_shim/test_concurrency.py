@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from factories import random_text
-from triton_tests_helpers import TOLERANCE, expected_rows
+from testkit.factories import random_text
+from testkit.triton_tests_helpers import TOLERANCE, expected_rows
 
 MODELS = ("alpha", "team/beta", "gamma")
 

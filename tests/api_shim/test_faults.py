@@ -25,12 +25,12 @@ import psutil
 import pytest
 import requests
 
-from api_shim_env import shim_env
-from factories import OutputSpec, make_training_output
-from shim_harness import ShimServer
-from traffic import Traffic, summary
-from triton_harness import TritonServer, server_settings
-from triton_tests_helpers import TOLERANCE, expected_rows
+from testkit.api_shim_env import shim_env
+from testkit.factories import OutputSpec, make_training_output
+from testkit.shim_harness import ShimServer
+from testkit.traffic import Traffic, summary
+from testkit.triton_harness import TritonServer, server_settings
+from testkit.triton_tests_helpers import TOLERANCE, expected_rows
 
 MODELS = {
     "f-alpha": OutputSpec(rank=4, num_labels=3, seed=31),

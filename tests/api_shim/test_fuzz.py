@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.checks import not_a_server_error
 
-from triton_harness import REPO
+from testkit.triton_harness import REPO
 
 REAL_MODEL = "alpha"  # one of tests/conftest.py's MODELS
 MAX_EXAMPLES = 40  # fuzzed examples per operation (the examples and coverage phases add their own)

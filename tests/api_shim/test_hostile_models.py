@@ -16,8 +16,8 @@ import pytest
 import requests
 import torch
 
-from factories import OutputSpec, make_training_output
-from tolerance import assert_same_predictions
+from testkit.factories import OutputSpec, make_training_output
+from testkit.tolerance import assert_same_predictions
 
 LOAD, UNLOAD, PREDICT, MODELS = (
     "/inference/models/load",

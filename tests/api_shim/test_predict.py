@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from factories import random_text
-from tolerance import assert_same_predictions, assert_same_ranking
-from triton_tests_helpers import TOLERANCE, expected_rows
+from testkit.factories import random_text
+from testkit.tolerance import assert_same_predictions, assert_same_ranking
+from testkit.triton_tests_helpers import TOLERANCE, expected_rows
 
 TEXTS = ["baba dede kiki", "类别 好坏 新闻", "lolo mumu nana popo", "", "kaka " * 80]
 

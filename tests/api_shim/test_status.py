@@ -26,7 +26,7 @@ def test_health_endpoints(api):
 def test_the_openapi_document_is_served(api):
     import yaml
 
-    from triton_harness import REPO
+    from testkit.triton_harness import REPO
 
     assert api.get("/openapi.json").json() == yaml.safe_load(
         (REPO / "api_shim" / "openapi.yaml").read_text(encoding="utf-8")

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from factories import OutputSpec, make_training_output
-from triton_tests_helpers import TOLERANCE
+from testkit.factories import OutputSpec, make_training_output
+from testkit.triton_tests_helpers import TOLERANCE
 
 CLIENTS = 20
 PHASE_SECONDS = (15.0, 15.0)

@@ -1,4 +1,4 @@
-"""tests/tolerance.py: two predictions agree within the contract's 1e-4, near-ties may swap, nothing more."""
+"""testkit/tolerance.py: two predictions agree within the contract's 1e-4, near-ties may swap, nothing more."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from api_shim.gateway import Prediction
 from api_shim.responses import predict_body
-from tolerance import TOLERANCE, assert_same_predictions, assert_same_rows
+from testkit.tolerance import TOLERANCE, assert_same_predictions, assert_same_rows
 
 LABELS = ("甲", "乙", "丙", "丁")
 

@@ -30,9 +30,9 @@ import psutil
 import pytest
 import requests
 
-from tolerance import assert_same_predictions
-from traffic import Traffic, summary
-from triton_harness import REPO, free_port
+from testkit.tolerance import assert_same_predictions
+from testkit.traffic import Traffic, summary
+from testkit.triton_harness import REPO, free_port
 
 MODELS = ["alpha", "team/beta"]
 TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from triton_harness import REPO
+from testkit.triton_harness import REPO
 
 
 def load(name: str):

@@ -12,7 +12,7 @@ import time
 import psutil
 import requests
 
-from triton_harness import REPO, free_port, server_settings
+from testkit.triton_harness import REPO, free_port, server_settings
 
 
 def start(tmp_path, base_dir, triton_models_root) -> tuple[subprocess.Popen, int]:

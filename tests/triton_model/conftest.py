@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triton_harness import LoraClient
+from testkit.triton_harness import LoraClient
 
 
 @pytest.fixture

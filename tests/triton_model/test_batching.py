@@ -6,9 +6,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from lora_core.errors import AdapterError
-from factories import random_text
+from testkit.factories import random_text
 from triton_model.test_instances import predict_from_a_fresh_client
-from triton_tests_helpers import assert_rows_close, expected_rows
+from testkit.triton_tests_helpers import assert_rows_close, expected_rows
 
 MODELS = ("alpha", "team/beta", "gamma")
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from factories import random_text
-from triton_tests_helpers import assert_rows_close, expected_rows
-from triton_harness import expect_error
+from testkit.factories import random_text
+from testkit.triton_tests_helpers import assert_rows_close, expected_rows
+from testkit.triton_harness import expect_error
 
 TEXTS = ["baba dede kiki", "类别 好坏 新闻", "", "lolo " * 200]
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER
-from triton_harness import MODEL, LoraClient, expect_error
+from testkit.triton_harness import MODEL, LoraClient, expect_error
 
 RESTRICTED = [  # (method, path) of each restricted API
     ("POST", "/v2/repository/index"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import MAX_ADAPTERS
-from tolerance import assert_same_rows
-from triton_harness import expect_error
+from testkit.tolerance import assert_same_rows
+from testkit.triton_harness import expect_error
 
 
 @pytest.mark.parametrize(

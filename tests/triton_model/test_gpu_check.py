@@ -3,27 +3,13 @@ client and the Triton protocol of the load generator against the real tritonserv
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from triton_harness import REPO
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load("gpu_check", REPO / "bench" / "gpu" / "check.py")
-render = _load("gpu_render", REPO / "bench" / "gpu" / "render.py")
-loadgen = _load("bench_loadgen", REPO / "bench" / "loadgen.py")
+from bench import loadgen
+from bench.gpu import check, render
 
 
 def test_stub_site_links_everything_but_numpy_2_builds_and_takes_the_carried_numpy(tmp_path: Path):

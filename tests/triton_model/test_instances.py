@@ -6,9 +6,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from lora_core.errors import AdapterError
-from factories import random_text
-from triton_harness import LoraClient
-from triton_tests_helpers import assert_rows_close, expected_rows
+from testkit.factories import random_text
+from testkit.triton_harness import LoraClient
+from testkit.triton_tests_helpers import assert_rows_close, expected_rows
 
 INSTANCES = ("lora_classifier_0_0", "lora_classifier_0_1")
 

@@ -12,10 +12,10 @@ import shutil
 import uuid
 from pathlib import Path
 
-from factories import OutputSpec, make_training_output
-from tolerance import assert_same_rows
-from triton_harness import LoraClient, TritonServer, expect_error, server_settings
-from triton_tests_helpers import assert_rows_close, expected_rows
+from testkit.factories import OutputSpec, make_training_output
+from testkit.tolerance import assert_same_rows
+from testkit.triton_harness import LoraClient, TritonServer, expect_error, server_settings
+from testkit.triton_tests_helpers import assert_rows_close, expected_rows
 
 TEXTS = ["类别 好坏", "baba dede kiki", "😀 café"]
 NAMES = {"类别/模型": "model", "café": "model", "😀": "model", "数据/ünï": "模型"}  # model_dir -> stem

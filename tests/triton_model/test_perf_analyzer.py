@@ -7,13 +7,14 @@ import re
 import subprocess
 import sys
 
-from triton_harness import REPO
+from testkit.triton_harness import REPO
 
 
 def test_perf_analyzer_reports_throughput_for_one_and_eight_adapters(triton, client):
     command = [
         sys.executable,
-        str(REPO / "bench" / "perf_analyzer" / "run.py"),
+        "-m",
+        "bench.perf_analyzer.run",
         "--url",
         triton.url,
         "--no-in-process",
@@ -25,7 +26,7 @@ def test_perf_analyzer_reports_throughput_for_one_and_eight_adapters(triton, cli
         "800",
     ]
     env = {**os.environ, "CONTROL_TOKEN": triton.control_token}  # the script loads its adapters through CONTROL
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+)\s+2\s+([\d.]+)\s", done.stdout, re.M)}
     assert set(rows) == {"one_adapter_short", "mixed8_short"}, done.stdout

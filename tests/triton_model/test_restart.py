@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tolerance import assert_same_rows
-from triton_harness import LoraClient, expect_error
+from testkit.tolerance import assert_same_rows
+from testkit.triton_harness import LoraClient, expect_error
 
 TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana"]
 
