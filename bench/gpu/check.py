@@ -387,7 +387,8 @@ def preflight(stub_site: Path | None) -> dict[str, Any]:
     code = (
         "import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
         "from transformers import AutoModel, AutoTokenizer; from peft import PeftModel; "
-        "from adapter_manager import engine, service, manifest, settings, memory, control_token; "
+        "from adapter_manager import engine, service, manifest, settings, memory; "
+        "from lora_core import commands, control_token, errors; "
         "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())"
     )
     paths = [str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]

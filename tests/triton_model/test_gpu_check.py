@@ -62,6 +62,12 @@ def test_stub_plan_gives_numpy_2_machines_the_numpy_1_site(version, carried, mac
     assert check.stub_numpy_plan(version, Path("/x") if carried else None, machine_first, rehearse) == plan
 
 
+def test_the_preflight_imports_what_the_model_imports():
+    answer = check.preflight(None)
+    assert answer["rc"] == 0, answer["output"]
+    assert answer["output"].startswith("numpy ")
+
+
 def test_http_client_and_shim_status_against_real_triton(triton, client):
     from api_shim.status import service_status
 
