@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from lora_core.commands import LoadCommand, ListCommand, UnloadCommand, parse_command
+from lora_core.commands import LoadCommand, ListCommand, UnloadCommand, check_max_length, parse_command
 from lora_core.errors import AdapterError, CapacityExceeded, InternalError, InvalidRequest, ModelNotLoaded
 from lora_core.errors import PayloadTooLarge
 
@@ -73,7 +73,9 @@ class AdapterService:
 
     def _make_resident(self, entry: ManifestEntry) -> None:
         try:
-            self.engine.load(entry.model_id, entry.max_length, reload=True)
+            # The manifest is an input too: written under another base, its max_length may not fit this one.
+            max_length = check_max_length(entry.max_length, self.engine.max_length_limit)
+            self.engine.load(entry.model_id, max_length, reload=True)
         except AdapterError as exc:
             # Reported and skipped, never a crash; a stale version is not served in its place.
             self._drop(entry.model_id)

@@ -65,3 +65,15 @@ def test_an_entry_whose_id_is_not_canonical_is_left_out_as_damaged(tmp_path):
     assert sorted(state.entries) == ["a"]
     assert any("not a canonical model id" in p for p in state.problems)
     assert list(tmp_path.glob("manifest.json.damaged-*"))  # the damaged file is kept aside, never deleted
+
+
+def test_an_entry_whose_max_length_does_not_fit_this_base_is_a_problem_not_a_crash(
+    engine, models_root, base_dir, tmp_path
+):
+    make_training_output(models_root, "wide", base_dir, OutputSpec(seed=4))
+    store = AdapterManifest(tmp_path / "state")
+    assert store.compare_and_set(0, {"wide": ManifestEntry("wide", max_length=4096, version=1, loaded_at=time.time())})
+    service = AdapterService(engine, store, "cpu-0", 100_000, max_adapters=8)
+    service.sync()
+    assert not engine.is_loaded("wide")
+    assert "max_length must be between 2 and 512, got 4096" in service.problems["wide"]
