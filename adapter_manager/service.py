@@ -17,8 +17,14 @@ from typing import Any, TypeVar
 import torch
 
 from lora_core.commands import LoadCommand, ListCommand, UnloadCommand, check_max_length, parse_command
-from lora_core.errors import AdapterError, CapacityExceeded, InternalError, InvalidRequest, ModelNotLoaded
-from lora_core.errors import PayloadTooLarge
+from lora_core.errors import (
+    AdapterError,
+    CapacityExceeded,
+    InternalError,
+    InvalidRequest,
+    ModelNotLoaded,
+    PayloadTooLarge,
+)
 
 from .engine import AdapterEngine, Classification, LoadResult
 from .layout import list_training_outputs, locate

@@ -30,9 +30,9 @@ import requests
 
 from testkit.factories import OutputSpec, make_tiny_base, make_training_output
 from testkit.api_shim_env import shim_env
-from testkit.process_harness import ManagedProcess
+from testkit.process_harness import ManagedProcess, free_port
 from testkit.shim_harness import ShimServer
-from testkit.triton_harness import TritonServer, free_port, server_settings
+from testkit.triton_harness import TritonServer, server_settings
 
 
 def default_base() -> Path | None:

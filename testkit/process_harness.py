@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 from collections.abc import Callable
 
 import requests
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until_ok(url: str, process: subprocess.Popen, timeout: float, log_tail: Callable[[], str]) -> None:

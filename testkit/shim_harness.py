@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from testkit.process_harness import ManagedProcess
-from testkit.triton_harness import REPO, free_port
+from testkit.process_harness import free_port
+from testkit.triton_harness import REPO
 
 
 class ShimServer:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,13 @@ from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from lora_core.errors import AdapterError, from_wire
-from testkit.process_harness import ManagedProcess
+from testkit.process_harness import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "lora_classifier"
 # The control secret of every test and benchmark tritonserver, and what their clients send. A benchmark run
 # against a server started elsewhere takes that server's from the environment.
 CONTROL_TOKEN = os.environ.get("CONTROL_TOKEN") or secrets.token_urlsafe(24)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: str) -> dict[str, str]:

@@ -26,7 +26,6 @@ import platform
 import random
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,8 +50,9 @@ from adapter_manager import AdapterEngine
 from api_shim.status import service_status  # Flask- and tritonclient-free
 from bench.loadgen import TRITON, run_load
 from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
-from testkit.measure import percentile, summary, throughput
-from testkit.process_harness import ManagedProcess
+from bench.gpu.render import gpu_section
+from testkit.measure import percentile, throughput
+from testkit.process_harness import ManagedProcess, free_port
 from testkit.texts import mixed_texts, short_texts
 
 MODEL = "lora_classifier"
@@ -226,12 +226,6 @@ def in_process(
 
 
 # ------------------------------------------------------------------------------------------ 4. tritonserver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonHttp:
@@ -623,33 +617,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(figures: dict[str, Any]) -> None:
-    gpu = figures["environment"].get("gpu", {}).get("name", "CPU")
-    print(f"\n== {gpu}, {figures['dtype']}, encoder {figures['encoder']}")
-    if "parity" in figures:
-        print(
-            f"parity vs transformers+peft fp32: max |dp| {figures['parity']['max_abs_diff']:.2e}, "
-            f"top-1 agreement {figures['parity']['top1_agreement']:.3f}"
-        )
-    for name in ("short", "mixed"):
-        part = figures["in_process"][name]
-        print(
-            f"in-process {name} ({part['tokens_per_text']:.0f} tokens/text), texts/s: "
-            + ", ".join(
-                f"{mode} {summary(part[mode]['texts_per_s'])}"
-                for mode in ("bare-sorted", "bare-arrival", "one", "mixed-8")
-            )
-        )
-    print(f"in-process batch-1 latency p50 {figures['in_process']['batch1_ms']['p50']:.2f} ms")
-    for key, entry in figures.get("served", {}).items():
-        print(
-            f"served {key}: {summary(entry['texts_per_s'])} texts/s, {summary(entry['tokens_per_s'])} tokens/s, "
-            f"p50 {summary(entry['p50_ms'], 1)} ms, p99 {summary(entry['p99_ms'], 1)} ms, failed {entry['failed']}"
-        )
-    for worker in figures.get("status", {}).get("workers", []):
-        print(
-            f"status worker {worker['worker_id']} on {worker['device']}: {worker['used_memory_mb']} of "
-            f"{worker['total_memory_mb']} MB used"
-        )
+    """The figures as docs/benchmarks.md will show them."""
+    print("\n" + "\n".join(gpu_section(figures)))
 
 
 if __name__ == "__main__":

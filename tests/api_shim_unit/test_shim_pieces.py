@@ -15,7 +15,8 @@ from api_shim.metrics import MetricsSnapshot
 from api_shim.responses import listing_body, predict_body
 from api_shim.settings import ShimSettings
 from api_shim.status import worker_slots, workers
-from testkit.triton_harness import REPO, free_port
+from testkit.process_harness import free_port
+from testkit.triton_harness import REPO
 
 METRICS = """# HELP nv_cpu_memory_total_bytes CPU total memory (RAM), in bytes
 nv_cpu_memory_total_bytes 25325268992

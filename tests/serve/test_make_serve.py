@@ -32,7 +32,8 @@ import requests
 
 from testkit.tolerance import assert_same_predictions
 from testkit.traffic import Traffic, summary
-from testkit.triton_harness import REPO, free_port
+from testkit.process_harness import free_port
+from testkit.triton_harness import REPO
 
 MODELS = ["alpha", "team/beta"]
 TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]

@@ -12,7 +12,8 @@ import time
 import psutil
 import requests
 
-from testkit.triton_harness import REPO, free_port, server_settings
+from testkit.process_harness import free_port
+from testkit.triton_harness import REPO, server_settings
 
 
 def start(tmp_path, base_dir, triton_models_root) -> tuple[subprocess.Popen, int]:
