@@ -212,6 +212,9 @@ class AdapterEngine:
     def is_loaded(self, model_id: str) -> bool:
         return model_id in self._adapters
 
+    def resident_adapter(self, model_id: str) -> ResidentAdapter | None:
+        return self._adapters.get(model_id)
+
     def resident(self) -> list[ResidentAdapter]:
         with self._state_lock:
             return list(self._adapters.values())

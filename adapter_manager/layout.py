@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_core.commands import is_unicode
-from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
+from lora_core.errors import InvalidModel, InvalidRequest, ModelNotFound
 
 HEAD_SUFFIX = ".head.pt"
 LABELS_SUFFIX = ".head.pt.pkl"
@@ -156,33 +156,3 @@ def discover_stem(directory: Path, model_id: str) -> str:
     if len(heads) > 1:
         raise InvalidModel(f"{model_id}: several models in one directory, expected exactly one: {heads}")
     return heads[0][: -len(HEAD_SUFFIX)]
-
-
-def list_training_outputs(models_root: Path, max_depth: int = 4) -> list[str]:
-    """Every directory under the models root that looks like a training output (has a `*.head.pt`).
-
-    Used for the models listing; each entry is validated by `locate`, so a listed id can be loaded.
-    Symlinked directories are not followed while walking (they may point anywhere).
-    """
-    root = models_root.resolve()
-    if not root.is_dir():
-        return []
-    found: list[str] = []
-    stack: list[tuple[Path, int]] = [(root, 0)]
-    while stack:
-        directory, depth = stack.pop()
-        try:
-            entries = list(directory.iterdir())
-        except OSError:
-            continue
-        if any(e.name.endswith(HEAD_SUFFIX) for e in entries):
-            relative = client_name(directory.relative_to(root).as_posix())
-            if relative != ".":
-                try:
-                    found.append(locate(models_root, relative).model_id)
-                except AdapterError:  # broken or hostile: not listed, and never fails the listing
-                    pass
-            continue
-        if depth < max_depth:
-            stack.extend((e, depth + 1) for e in entries if e.is_dir() and not e.is_symlink())
-    return sorted(found)

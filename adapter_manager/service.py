@@ -1,7 +1,7 @@
 """The adapter service: what one serving instance does, independent of Triton.
 
 It keeps the instance's engine reconciled with the shared manifest, answers the control operations
-(`load`, `unload`, `list`, `status`), and classifies a batch of requests with one encoder forward while
+(`load`, `unload`, `list`, `query`, `status`), and classifies a batch of requests with one encoder forward while
 failing only the requests that are wrong. `model.py` converts tensors to and from these calls.
 """
 
@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 
 import torch
 
-from lora_core.commands import LoadCommand, ListCommand, UnloadCommand, check_max_length, parse_command
+from lora_core.commands import (
+    ListCommand,
+    LoadCommand,
+    QueryCommand,
+    UnloadCommand,
+    check_max_length,
+    parse_command,
+)
 from lora_core.errors import (
     AdapterError,
     CapacityExceeded,
@@ -27,7 +34,8 @@ from lora_core.errors import (
 )
 
 from .engine import AdapterEngine, Classification, LoadResult
-from .layout import list_training_outputs, locate
+from .layout import locate
+from .outputs_index import TrainingOutputIndex, find_output
 from .manifest import DesiredStateStore, ManifestEntry
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Compare-and-set rounds before a change gives up: each lost round means another writer changed the state.
 MAX_CHANGE_ATTEMPTS = 20
+EVERY_MODEL = ListCommand()  # the listing with no filter
 _NEVER_SYNCED = object()  # differs from every manifest signature, None (no manifest yet) included
 
 
@@ -53,6 +62,8 @@ class AdapterService:
         self.instance = instance
         self.max_text_chars = max_text_chars
         self.max_adapters = max_adapters
+        # The unloaded part of the listing; kept current by an IndexRefresher (model.py), built on first use.
+        self.outputs = TrainingOutputIndex(engine.models_root)
         self.started_at = time.time()
         self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
@@ -107,14 +118,17 @@ class AdapterService:
         if isinstance(command, UnloadCommand):
             return self.unload(command)
         if isinstance(command, ListCommand):
-            return self.list_models()
+            return self.list_models(command)
+        if isinstance(command, QueryCommand):
+            return self.query(command)
         return self.status()
 
     def load(self, command: LoadCommand) -> dict[str, Any]:
         """Validate and load here (errors come back now), then record it for every other instance."""
         model_id = command.model_id
-        if model_id in self._versions and not command.reload:
-            return self._load_answer(LoadResult(model_id, changed=False, adapter=self._resident(model_id)))
+        resident = self.engine.resident_adapter(model_id)
+        if model_id in self._versions and resident is not None and not command.reload:
+            return self._load_answer(LoadResult(model_id, changed=False, adapter=resident))
         paths = locate(self.engine.models_root, model_id)
         was_resident = self.engine.is_loaded(model_id)
         result = self.engine.load_located(paths, command.max_length, replace=True)
@@ -161,9 +175,6 @@ class AdapterService:
                 return outcome
         raise InternalError(f"the desired state changed {MAX_CHANGE_ATTEMPTS} times during one change; try again")
 
-    def _resident(self, model_id: str):
-        return next(a for a in self.engine.resident() if a.model_id == model_id)
-
     def _load_answer(self, result: LoadResult) -> dict[str, Any]:
         adapter = result.adapter
         return {
@@ -188,30 +199,51 @@ class AdapterService:
         self._drop(model_id)
         return {"model_id": model_id, "status": "unloaded", "message": f"model {model_id} unloaded"}
 
-    def list_models(self) -> dict[str, Any]:
-        """Every model: the loaded ones (from the manifest), then every valid training output as unloaded."""
+    def list_models(self, command: ListCommand = EVERY_MODEL) -> dict[str, Any]:
+        """Every model: the loaded ones (from the manifest, so always current), then every complete training
+        output as unloaded (from the index); filtered by status and cut to one page. `total` and
+        `loaded_count` count every match, not just the page."""
         state = self.manifest.read()
-        resident = {a.model_id: a for a in self.engine.resident()}
-        models = []
-        for model_id, entry in sorted(state.entries.items()):
-            adapter = resident.get(model_id)
-            models.append(
-                {
-                    "model_id": model_id,
-                    "status": "loaded",
-                    "loaded_at": entry.loaded_at,
-                    "version": entry.version,
-                    "max_length": entry.max_length,
-                    "device": str(self.engine.device),
-                    "labels": list(adapter.labels) if adapter else None,
-                    "load_seconds": adapter.load_seconds if adapter else None,
-                    "problem": self.problems.get(model_id),
-                }
-            )
-        for model_id in list_training_outputs(self.engine.models_root):
-            if model_id not in state.entries:
-                models.append({"model_id": model_id, "status": "unloaded", "loaded_at": None, "device": None})
-        return {"models": models, "generation": state.generation, "instance": self.instance}
+        loaded = sorted(state.entries) if command.status != "unloaded" else []
+        unloaded: list[str] = []
+        if command.status != "loaded":
+            unloaded = [m for m in self.outputs.model_ids() if m not in state.entries]
+        stop = None if command.limit is None else command.offset + command.limit
+        page = (loaded + unloaded)[command.offset : stop]
+        return {
+            "models": [self._listed(model_id, state.entries) for model_id in page],
+            "total": len(loaded) + len(unloaded),
+            "loaded_count": len(loaded),
+            "generation": state.generation,
+            "instance": self.instance,
+        }
+
+    def query(self, command: QueryCommand) -> dict[str, Any]:
+        """The asked-for models that exist, in the listing's order; looks at those directories only."""
+        state = self.manifest.read()
+        loaded = sorted(m for m in command.model_ids if m in state.entries)
+        unloaded = sorted(
+            m for m in command.model_ids if m not in state.entries and find_output(self.engine.models_root, m)
+        )
+        models = [self._listed(model_id, state.entries) for model_id in loaded + unloaded]
+        return {"models": models, "total": len(models), "loaded_count": len(loaded), "instance": self.instance}
+
+    def _listed(self, model_id: str, entries: dict[str, ManifestEntry]) -> dict[str, Any]:
+        entry = entries.get(model_id)
+        if entry is None:
+            return {"model_id": model_id, "status": "unloaded", "loaded_at": None, "device": None}
+        adapter = self.engine.resident_adapter(model_id)
+        return {
+            "model_id": model_id,
+            "status": "loaded",
+            "loaded_at": entry.loaded_at,
+            "version": entry.version,
+            "max_length": entry.max_length,
+            "device": str(self.engine.device),
+            "labels": list(adapter.labels) if adapter else None,
+            "load_seconds": adapter.load_seconds if adapter else None,
+            "problem": self.problems.get(model_id),
+        }
 
     def status(self) -> dict[str, Any]:
         device = self.engine.device

@@ -42,6 +42,11 @@ class Settings:
     memory_trim_seconds: int = setting(
         "MEMORY_TRIM_SECONDS", "10", "Every this many seconds, return freed heap memory to the OS (glibc); 0: never."
     )
+    models_index_seconds: float = setting(
+        "MODELS_INDEX_SECONDS",
+        "5",
+        "Every this many seconds, look for training outputs added or removed under MODELS_ROOT (> 0).",
+    )
     control_token: str = setting(
         "CONTROL_TOKEN", "", "Shared secret every control operation must carry; unset: all control is refused."
     )
@@ -57,6 +62,8 @@ class Settings:
             raise ValueError(f"MAX_TEXT_CHARS must be >= 1, got {self.max_text_chars}")
         if self.memory_trim_seconds < 0:
             raise ValueError(f"MEMORY_TRIM_SECONDS must be >= 0, got {self.memory_trim_seconds}")
+        if not self.models_index_seconds > 0:
+            raise ValueError(f"MODELS_INDEX_SECONDS must be > 0, got {self.models_index_seconds}")
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

@@ -40,10 +40,7 @@ def model_entry(model: dict[str, Any], now: float | None = None) -> dict[str, An
     return entry
 
 
-def listing_body(models: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    entries = [model_entry(m) for m in models]
-    return {
-        "models": entries,
-        "total": len(entries),
-        "loaded_count": sum(1 for e in entries if e["status"] == "loaded"),
-    }
+def listing_body(answer: dict[str, Any]) -> dict[str, Any]:
+    """The listing (or query) answer of Triton's model: its page of models, with the counts of every match."""
+    entries = [model_entry(m) for m in answer["models"]]
+    return {"models": entries, "total": answer["total"], "loaded_count": answer["loaded_count"]}

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from lora_core.commands import MAX_MODEL_DIR_CHARS, model_id_or_as_given
+from lora_core.commands import LISTING_STATUSES, MAX_MODEL_DIR_CHARS
 from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
 from .status import service_status
-from .validation import bool_field, int_field, json_object, path_field, string_field, string_list_field
+from .validation import (
+    bool_field,
+    int_field,
+    json_object,
+    path_field,
+    query_choice,
+    query_count,
+    string_field,
+    string_list_field,
+)
 
 inference = Blueprint("inference", __name__, url_prefix="/api/v1/inference")
 
@@ -73,20 +82,25 @@ def predict():
 
 @inference.get("/models")
 def list_models():
-    return jsonify(listing_body(_gateway().control({"op": "list"})["models"]))
+    """The contract's listing; `status`, `limit` and `offset` filter it (beyond the contract: without them,
+    every model). Other query parameters are ignored, as on every GET."""
+    document = {
+        "op": "list",
+        "status": query_choice(request.args, "status", LISTING_STATUSES),
+        "limit": query_count(request.args, "limit"),
+        "offset": query_count(request.args, "offset") or 0,
+    }
+    return jsonify(listing_body(_gateway().control(document)))
 
 
 @inference.post("/models/query")
 def query_models():
     body = json_object(request)
-    wanted = set(
-        string_list_field(
-            body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS, item_too_long=InvalidRequest
-        )
+    model_ids = string_list_field(
+        body, "model_ids", _settings().max_texts_per_request, MAX_MODEL_ID_CHARS, item_too_long=InvalidRequest
     )
-    wanted = {model_id_or_as_given(model_id) for model_id in wanted}  # 'team/job/' queries 'team/job'
-    models = [m for m in _gateway().control({"op": "list"})["models"] if m["model_id"] in wanted]
-    return jsonify(listing_body(models))
+    # Spellings fold on Triton's side ('team/job/' queries 'team/job'), where the directories are looked at.
+    return jsonify(listing_body(_gateway().control({"op": "query", "model_ids": model_ids})))
 
 
 @inference.get("/status")

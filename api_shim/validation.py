@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, overload
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 from lora_core.errors import AdapterError, InvalidRequest, PayloadTooLarge
 
 _MISSING = object()
+MAX_QUERY_COUNT = 999_999_999  # a paging parameter's largest value (nine digits)
 # The longest file name (one path component) Linux file systems allow, in bytes: a longer component names
 # nothing, and asking the file system about it fails with ENAMETOOLONG instead of "not found".
 NAME_MAX_BYTES = 255
@@ -125,6 +129,31 @@ def string_list_field(
             raise item_too_long(f"{name}[{i}] is {len(item)} characters long; the limit is {max_item_chars}")
         _valid_unicode(f"{name}[{i}]", item)
     return value
+
+
+def query_count(args: MultiDict[str, str], name: str) -> int | None:
+    """An optional query-string parameter holding a count: plain ASCII digits, 0 to MAX_QUERY_COUNT."""
+    value = _query_value(args, name)
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_QUERY_COUNT}, got {value[:40]!r}")
+    return int(value)
+
+
+def query_choice(args: MultiDict[str, str], name: str, choices: Sequence[str]) -> str | None:
+    """An optional query-string parameter that must be one of `choices`."""
+    value = _query_value(args, name)
+    if value is not None and value not in choices:
+        raise InvalidRequest(f"{name} must be one of {', '.join(choices)}, got {value[:40]!r}")
+    return value
+
+
+def _query_value(args: MultiDict[str, str], name: str) -> str | None:
+    values = args.getlist(name)
+    if len(values) > 1:
+        raise InvalidRequest(f"{name} is given {len(values)} times; give it once")
+    return values[0] if values else None
 
 
 def _valid_unicode(name: str, value: str) -> str:

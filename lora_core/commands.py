@@ -1,8 +1,8 @@
 """The control plane's input, checked once at the edge and passed inward typed.
 
 A CONTROL document (JSON from Triton's CONTROL tensor, built by the shim or any client) becomes one of
-`LoadCommand`, `UnloadCommand`, `ListCommand`, `StatusCommand`. Everything inside (the service, the engine,
-`layout.locate`) takes these values and does not check them again.
+`LoadCommand`, `UnloadCommand`, `ListCommand`, `QueryCommand`, `StatusCommand`. Everything inside (the
+service, the engine, `layout.locate`) takes these values and does not check them again.
 
 One function spells a model id (`normalize_model_id`): the same spelling that loads a model predicts with it,
 unloads it and queries it. One rule bounds max_length (`check_max_length`), against the base's positions;
@@ -21,7 +21,9 @@ from .errors import InvalidRequest
 MAX_MODEL_DIR_CHARS = 512
 MIN_MAX_LENGTH = 2  # [CLS] and [SEP]: anything shorter holds no text at all
 DEFAULT_MAX_LENGTH = 512
-CONTROL_OPS = ("load", "unload", "list", "status")
+CONTROL_OPS = ("load", "unload", "list", "query", "status")
+LISTING_STATUSES = ("loaded", "unloaded")
+MAX_QUERY_IDS = 1024  # the shim allows fewer (MAX_TEXTS_PER_REQUEST); this bounds any other client
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,16 @@ class UnloadCommand:
 
 @dataclass(frozen=True)
 class ListCommand:
-    pass
+    """The models listing, optionally filtered by status and cut to one page (`limit` None: all)."""
+
+    status: str | None = None  # one of LISTING_STATUSES
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class QueryCommand:
+    model_ids: tuple[str, ...]  # canonical (normalize_model_id), without repeats; invalid spellings dropped
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class StatusCommand:
     pass
 
 
-Command = LoadCommand | UnloadCommand | ListCommand | StatusCommand
+Command = LoadCommand | UnloadCommand | ListCommand | QueryCommand | StatusCommand
 
 
 def parse_command(document: Any, max_length_limit: int) -> Command:
@@ -66,7 +77,44 @@ def parse_command(document: Any, max_length_limit: int) -> Command:
             raise InvalidRequest("model_id must be a non-empty string")
         # As predict: an id that spells nothing valid names no loaded model (model_not_loaded), not a bad request.
         return UnloadCommand(model_id_or_as_given(given))
-    return ListCommand() if op == "list" else StatusCommand()
+    if op == "list":
+        return _list_command(document)
+    if op == "query":
+        return _query_command(document)
+    return StatusCommand()
+
+
+def _list_command(document: dict[str, Any]) -> ListCommand:
+    status = document.get("status")
+    if status is not None and status not in LISTING_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(LISTING_STATUSES)}, got {status!r}")
+    limit = document.get("limit")
+    if limit is not None:
+        limit = _count(limit, "limit")
+    return ListCommand(status, limit, _count(document.get("offset", 0), "offset"))
+
+
+def _count(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequest(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _query_command(document: dict[str, Any]) -> QueryCommand:
+    given = document.get("model_ids")
+    if not isinstance(given, list) or not given:
+        raise InvalidRequest("model_ids must be a non-empty list of strings")
+    if len(given) > MAX_QUERY_IDS:
+        raise InvalidRequest(f"model_ids has {len(given)} items; the limit is {MAX_QUERY_IDS}")
+    if not all(isinstance(model_id, str) for model_id in given):
+        raise InvalidRequest("model_ids must be a non-empty list of strings")
+    model_ids: dict[str, None] = {}  # ordered, without repeats
+    for model_id in given:
+        try:
+            model_ids[normalize_model_id(model_id)] = None
+        except InvalidRequest:
+            pass  # spells nothing that can exist: left out, as every unknown id is
+    return QueryCommand(tuple(model_ids))
 
 
 @functools.lru_cache(maxsize=4096)  # predict spells every row's id: most are the same few

@@ -5,6 +5,7 @@ a time) written independently of the engine. Nothing is downloaded."""
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import random
 from dataclasses import dataclass, field
@@ -179,3 +180,28 @@ class Reference:
                     logits = head["weight"] @ h + head.get("bias", torch.zeros(head["weight"].shape[0]))
                 results.append(torch.softmax(logits, dim=-1).tolist())
         return results
+
+
+def touch_output(directory: Path, stem: str = "m") -> Path:
+    """A training output complete by its file names only (the files hold nothing loadable): for what looks at
+    names (locating, the listing's index)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.lora").mkdir(exist_ok=True)
+    (directory / f"{stem}.lora" / "adapter_config.json").write_bytes(b"{}")
+    (directory / f"{stem}.lora" / "adapter_model.safetensors").write_bytes(b"x")
+    (directory / f"{stem}.head.pt").write_bytes(b"x")
+    (directory / f"{stem}.head.pt.pkl").write_bytes(b"x")
+    return directory
+
+
+def clone_output(template: Path, directory: Path) -> Path:
+    """A copy of the training output `template` at `directory` made of hard links: thousands of real outputs
+    for the price of their directories."""
+    for source in sorted(template.rglob("*")):
+        target = directory / source.relative_to(template)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+    return directory

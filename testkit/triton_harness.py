@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from lora_core.errors import AdapterError, from_wire
+from testkit.conditions import wait_for
 from testkit.process_harness import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ def server_settings(base: Path, models_root: Path, state_dir: Path, **settings: 
         "STATE_DIR": str(state_dir),
         "DTYPE": "float32",
         "CONTROL_TOKEN": CONTROL_TOKEN,
+        "MODELS_INDEX_SECONDS": "1",  # tests wait for the listing to see a new output; 1 s keeps that short
         **settings,
     }
 
@@ -148,6 +150,17 @@ class LoraClient:
 
     def loaded(self) -> list[str]:
         return [m["model_id"] for m in self.control({"op": "list"})["models"] if m["status"] == "loaded"]
+
+    def listed(self) -> dict[str, str]:
+        """model_id -> status, for every model the listing shows."""
+        return {m["model_id"]: m["status"] for m in self.control({"op": "list"})["models"]}
+
+    def wait_listed(self, model_ids: Sequence[str], status: str | None, timeout: float = 30) -> None:
+        """Wait until the listing shows each of `model_ids` with `status` (None: not at all); the unloaded
+        part of the listing comes from an index refreshed every MODELS_INDEX_SECONDS."""
+        wait_for(
+            lambda: all(self.listed().get(m) == status for m in model_ids), timeout, f"{model_ids} listed as {status}"
+        )
 
     def close(self) -> None:
         self.client.close()

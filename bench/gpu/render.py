@@ -126,15 +126,25 @@ def load_results(path: Path = RESULTS) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def replace_section(page: str, section: list[str]) -> str:
-    """`page` with its GPU section replaced by `section`, or with `section` put before `## Plots`."""
+def replace_section(page: str, section: list[str], heading: str = HEADING) -> str:
+    """`page` with its section under `heading` replaced by `section`, or with `section` put before `## Plots`."""
     lines = page.split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
+    if heading in lines:
+        start = lines.index(heading)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         return "\n".join(lines[:start] + section + lines[end:])
     at = lines.index("## Plots") if "## Plots" in lines else len(lines)
     return "\n".join(lines[:at] + section + lines[at:])
+
+
+def section_of(page: str, heading: str) -> list[str]:
+    """The section of `page` under `heading` (up to the next `## `), or nothing."""
+    lines = page.split("\n")
+    if heading not in lines:
+        return []
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
 
 
 def main(argv: list[str] | None = None) -> int:

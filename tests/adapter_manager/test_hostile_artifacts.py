@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lora_core.errors import AdapterError, InvalidModel, InvalidRequest, ModelNotFound
-from adapter_manager.layout import list_training_outputs
+from adapter_manager.outputs_index import list_training_outputs
 from testkit.edge import load_as_client
 from testkit.factories import OutputSpec, make_training_output
 

@@ -2,23 +2,14 @@
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from lora_core.errors import InvalidModel, InvalidRequest, ModelNotFound
-from adapter_manager.layout import list_training_outputs, locate
+from adapter_manager.layout import locate
+from adapter_manager.outputs_index import list_training_outputs
+from testkit.factories import touch_output
 from lora_core.commands import normalize_model_id
-
-
-def touch_output(directory: Path, stem: str = "m") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{stem}.lora").mkdir(exist_ok=True)
-    (directory / f"{stem}.lora" / "adapter_config.json").write_bytes(b"{}")
-    (directory / f"{stem}.lora" / "adapter_model.safetensors").write_bytes(b"x")
-    (directory / f"{stem}.head.pt").write_bytes(b"x")
-    (directory / f"{stem}.head.pt.pkl").write_bytes(b"x")
-    return directory
 
 
 def test_locates_the_three_artifacts_of_a_nested_model_dir(models_root):

@@ -43,6 +43,10 @@ class Api:
     def loaded(self) -> list[str]:
         return [m["model_id"] for m in self.get("/inference/models").json()["models"] if m["status"] == "loaded"]
 
+    def listed(self) -> dict[str, str]:
+        """model_id -> status, for every model the listing shows."""
+        return {m["model_id"]: m["status"] for m in self.get("/inference/models").json()["models"]}
+
 
 def assert_conforms(method: str, path: str, response: requests.Response) -> None:
     """The response's status is documented for this operation and its JSON body matches the schema."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testkit.conditions import wait_for
+
 
 def test_load_answers_the_contract_shape(api):
     response = api.post("/inference/models/load", json={"model_dir": "alpha", "max_length": 128})
@@ -83,3 +85,80 @@ def test_query_needs_a_non_empty_list(api, body, message):
     response = api.post("/inference/models/query", json=body)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request" and message in response.json()["message"]
+
+
+# ------------------------------------------------ filters beyond the contract: status, limit, offset
+
+
+def _while_the_listing_holds_still(api, observe):
+    """`observe(full_ids)` run between two equal full listings: another test's outputs, made or removed just
+    before, reach the listing's index within a second and must not change it halfway through."""
+
+    def attempt():
+        before = [m["model_id"] for m in api.get("/inference/models").json()["models"]]
+        seen = observe(before)
+        after = [m["model_id"] for m in api.get("/inference/models").json()["models"]]
+        return (before, seen) if before == after else None
+
+    return wait_for(attempt, 30, "the listing holding still")
+
+
+def test_the_status_filter_keeps_one_kind_and_counts_only_its_matches(api):
+    api.post("/inference/models/load", json={"model_dir": "alpha"})
+
+    def observe(_):
+        return [api.get("/inference/models", params={"status": s}).json() for s in ("loaded", "unloaded")]
+
+    everything, (loaded, unloaded) = _while_the_listing_holds_still(api, observe)
+    assert [m["model_id"] for m in loaded["models"]] == ["alpha"]
+    assert loaded["total"] == 1 and loaded["loaded_count"] == 1
+    assert {m["status"] for m in unloaded["models"]} == {"unloaded"} and unloaded["loaded_count"] == 0
+    assert [m["model_id"] for m in loaded["models"] + unloaded["models"]] == everything
+    assert unloaded["total"] == len(everything) - 1 == len(unloaded["models"])
+
+
+def test_pages_cover_the_listing_in_order_and_count_every_match(api):
+    api.post("/inference/models/load", json={"model_dir": "gamma"})
+
+    def observe(everything):
+        pages = [
+            api.get("/inference/models", params={"limit": "2", "offset": str(offset)}).json()
+            for offset in range(0, len(everything) + 2, 2)
+        ]
+        empty = api.get("/inference/models", params={"limit": "0"}).json()
+        tail = api.get("/inference/models", params={"offset": "1"}).json()
+        return pages, empty, tail
+
+    everything, (pages, empty, tail) = _while_the_listing_holds_still(api, observe)
+    assert len(everything) >= 3 and everything[0] == "gamma"  # loaded first
+    assert all(page["total"] == len(everything) and page["loaded_count"] == 1 for page in pages)
+    assert [m["model_id"] for page in pages for m in page["models"]] == everything
+    assert empty["models"] == [] and empty["total"] == len(everything)
+    assert [m["model_id"] for m in tail["models"]] == everything[1:]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"status": "busy"}, "status must be one of loaded, unloaded"),
+        ({"status": ""}, "status must be one of"),
+        ({"limit": "-1"}, "limit must be an integer from 0"),
+        ({"limit": "abc"}, "limit must be an integer"),
+        ({"limit": "1.5"}, "limit must be an integer"),
+        ({"limit": "+1"}, "limit must be an integer"),
+        ({"limit": "٣"}, "limit must be an integer"),  # an Arabic-Indic digit: not ASCII
+        ({"limit": "1" * 10}, "limit must be an integer from 0 to 999999999"),
+        ({"offset": " 1"}, "offset must be an integer"),
+        ({"limit": ["1", "2"]}, "limit is given 2 times"),
+    ],
+)
+def test_invalid_filters_are_invalid_requests(api, params, message):
+    response = api.get("/inference/models", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request" and message in response.json()["message"]
+
+
+def test_query_leaves_out_spellings_that_name_nothing(api):
+    body = api.post("/inference/models/query", json={"model_ids": ["../alpha", "alpha", "/alpha", "al\u0000pha"]})
+    assert body.status_code == 200, body.text
+    assert [m["model_id"] for m in body.json()["models"]] == ["alpha"]

@@ -67,14 +67,18 @@ def test_predict_body_ranks_and_keeps_the_label_order():
     assert [list(d) for d in body["label_probabilities"]] == [["乙", "甲", "丙"]] * 2
 
 
-def test_listing_counts_and_nulls():
+def test_listing_keeps_the_counts_of_every_match_and_nulls_unloaded_fields():
     body = listing_body(
-        [
-            {"model_id": "a", "status": "loaded", "loaded_at": 100.0, "device": "cuda:1"},
-            {"model_id": "b", "status": "unloaded", "loaded_at": None, "device": None},
-        ]
+        {
+            "models": [
+                {"model_id": "a", "status": "loaded", "loaded_at": 100.0, "device": "cuda:1"},
+                {"model_id": "b", "status": "unloaded", "loaded_at": None, "device": None},
+            ],
+            "total": 7,  # a page of a longer listing
+            "loaded_count": 3,
+        }
     )
-    assert body["total"] == 2 and body["loaded_count"] == 1
+    assert body["total"] == 7 and body["loaded_count"] == 3
     assert body["models"][0]["gpu_id"] == 1 and body["models"][0]["uptime_seconds"] > 0
     assert body["models"][1]["gpu_id"] is None and body["models"][1]["uptime_seconds"] is None
 

@@ -6,8 +6,10 @@ import pytest
 
 from lora_core.commands import (
     DEFAULT_MAX_LENGTH,
+    MAX_QUERY_IDS,
     ListCommand,
     LoadCommand,
+    QueryCommand,
     StatusCommand,
     UnloadCommand,
     check_max_length,
@@ -31,6 +33,10 @@ LIMIT = 512
         ({"op": "unload", "model_id": "team/./job"}, UnloadCommand("team/job")),
         ({"op": "unload", "model_id": "../x"}, UnloadCommand("../x")),  # names no model: model_not_loaded
         ({"op": "list"}, ListCommand()),
+        ({"op": "list", "status": None, "limit": None, "offset": 0}, ListCommand()),
+        ({"op": "list", "status": "unloaded", "limit": 0, "offset": 5}, ListCommand("unloaded", 0, 5)),
+        ({"op": "query", "model_ids": ["team/job/", "team//job", "a"]}, QueryCommand(("team/job", "a"))),
+        ({"op": "query", "model_ids": ["../x", "/etc", "a\u0000b", "a"]}, QueryCommand(("a",))),  # left out
         ({"op": "status", "extra": 1}, StatusCommand()),
     ],
 )
@@ -51,6 +57,16 @@ def test_documents_become_typed_commands(document, command):
         ({"op": "load", "model_dir": "x", "reload": "yes"}, "reload must be true or false"),
         ({"op": "unload", "model_id": ""}, "model_id must be a non-empty string"),
         ({"op": "unload", "model_id": 17}, "model_id must be a non-empty string"),
+        ({"op": "list", "status": "busy"}, "status must be one of loaded, unloaded, got 'busy'"),
+        ({"op": "list", "limit": -1}, "limit must be an integer >= 0, got -1"),
+        ({"op": "list", "limit": 1.0}, "limit must be an integer >= 0"),
+        ({"op": "list", "offset": True}, "offset must be an integer >= 0, got True"),
+        ({"op": "list", "offset": None}, "offset must be an integer >= 0, got None"),
+        ({"op": "query"}, "model_ids must be a non-empty list of strings"),
+        ({"op": "query", "model_ids": []}, "model_ids must be a non-empty list of strings"),
+        ({"op": "query", "model_ids": "a"}, "model_ids must be a non-empty list of strings"),
+        ({"op": "query", "model_ids": ["a", 1]}, "model_ids must be a non-empty list of strings"),
+        ({"op": "query", "model_ids": ["a"] * (MAX_QUERY_IDS + 1)}, f"the limit is {MAX_QUERY_IDS}"),
     ],
 )
 def test_bad_documents_are_refused_naming_the_field(document, message):

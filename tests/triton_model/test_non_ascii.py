@@ -27,8 +27,7 @@ def test_non_ascii_model_dirs_load_list_predict_and_unload(client, base_dir, ref
     try:
         for model_id, stem in ids.items():
             make_training_output(triton_models_root, model_id, base_dir, OutputSpec(stem=stem, num_labels=3, seed=41))
-        listed = {m["model_id"]: m["status"] for m in client.control({"op": "list"})["models"]}
-        assert {m: listed.get(m) for m in ids} == {m: "unloaded" for m in ids}
+        client.wait_listed(list(ids), "unloaded")
 
         for model_id in ids:
             answer = client.control({"op": "load", "model_dir": model_id})

@@ -41,6 +41,7 @@ from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
 from adapter_manager.manifest import AdapterManifest
 from adapter_manager.memory import start_memory_trimmer
+from adapter_manager.outputs_index import IndexRefresher
 from adapter_manager.service import AdapterService, ClassifyRequest
 from adapter_manager.settings import Settings
 
@@ -80,6 +81,7 @@ class TritonPythonModel:
         self._setup_service(args)
         self._setup_metrics()
         start_memory_trimmer(self.settings.memory_trim_seconds)
+        self._outputs_refresher = IndexRefresher(self.service.outputs, self.settings.models_index_seconds).start()
         self.service.sync()  # everything the manifest lists is loaded before the first request
         log.info(
             "%s ready on %s with %d adapters (numpy %s)",
@@ -216,6 +218,9 @@ class TritonPythonModel:
 
     def finalize(self):
         log.info("%s stopping", self.instance)
+        refresher = getattr(self, "_outputs_refresher", None)  # absent when initialize failed early
+        if refresher is not None:
+            refresher.stop()
         self.service = None
 
 

@@ -1,0 +1,22 @@
+"""Waiting on a condition with a bounded timeout, never on a sleep of a guessed length."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call `check` until it returns a truthy value and return that value; AssertionError naming `what`, with
+    the last value seen, once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout:.0f} s (last seen: {value!r})"[:2000])
+        time.sleep(interval)
