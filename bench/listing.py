@@ -7,8 +7,8 @@ For each size, a models root of `local-<uuid>` training outputs (real ones, hard
 so 50,000 cost little disk) is served by tritonserver and the shim (the index refreshed every 5 s, the
 default). Two of them are loaded. Measured, each as the median and min-max over rounds of the per-round p50:
 - `GET /inference/models` (everything), a page of 100, and `POST /inference/models/query` with 50 ids;
-- in-process, in this process: building the index, and one refresh of an unchanged root (the stat work done
-  every MODELS_INDEX_SECONDS);
+- in-process, in this process: building the index, and one refresh of an unchanged, settled root (the stat
+  work done every MODELS_INDEX_SECONDS);
 - how long a new output takes to show in the listing, and a deleted one to leave it.
 Raw figures go to var/bench/listing.json.
 """
@@ -96,6 +96,12 @@ def measure_size(work: Path, base: Path, template: Path, size: int, rounds: int)
     started = time.perf_counter()
     index.model_ids()
     build_s = time.perf_counter() - started
+
+    def settled() -> bool:  # directories modified in the last 2 s are listed again: wait for the steady state
+        index.refresh()
+        return index.listed_directories == 0
+
+    wait_for(settled, 60, "the index settled")
     refresh_s = []
     for _ in range(5):
         index.refresh()
