@@ -129,23 +129,7 @@ class AdapterManifest:
                 raise ValueError("generation must be an integer and models an object")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
             return ManifestState(0, {}, [f"manifest unreadable: {exc}"]), True
-        entries: dict[str, ManifestEntry] = {}
-        problems: list[str] = []
-        for model_id, fields in models.items():
-            try:
-                entry = ManifestEntry(
-                    model_id=str(fields["model_id"]),
-                    max_length=int(fields["max_length"]),
-                    version=int(fields["version"]),
-                    loaded_at=float(fields["loaded_at"]),
-                )
-                if entry.model_id != model_id:
-                    raise ValueError("model_id does not match its key")
-                if _canonical(model_id) != model_id:
-                    raise ValueError("not a canonical model id")
-                entries[model_id] = entry
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(f"manifest entry {model_id!r} skipped: {exc!r}")
+        entries, problems = parse_entries(models)
         return ManifestState(generation, entries, problems), bool(problems)
 
     def _write(self, state: ManifestState) -> None:
@@ -153,7 +137,7 @@ class AdapterManifest:
             "format": FORMAT_VERSION,
             "generation": state.generation,
             "written_at": time.time(),
-            "models": {model_id: asdict(entry) for model_id, entry in sorted(state.entries.items())},
+            "models": stored_models(state.entries),
         }
         fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".manifest-", suffix=".json")
         try:
@@ -172,6 +156,36 @@ class AdapterManifest:
         kept = self.state_dir / f"{MANIFEST_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         shutil.copy2(self.path, kept)
         return kept
+
+
+def parse_entries(models: Mapping[str, object]) -> tuple[dict[str, ManifestEntry], list[str]]:
+    """The valid entries of a stored `models` object, and a problem for each entry that is not (one store's
+    format is every store's: the file manifest and etcd hold the same JSON)."""
+    entries: dict[str, ManifestEntry] = {}
+    problems: list[str] = []
+    for model_id, fields in models.items():
+        try:
+            if not isinstance(fields, Mapping):
+                raise TypeError("an entry must be an object")
+            entry = ManifestEntry(
+                model_id=str(fields["model_id"]),
+                max_length=int(fields["max_length"]),
+                version=int(fields["version"]),
+                loaded_at=float(fields["loaded_at"]),
+            )
+            if entry.model_id != model_id:
+                raise ValueError("model_id does not match its key")
+            if _canonical(model_id) != model_id:
+                raise ValueError("not a canonical model id")
+            entries[model_id] = entry
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"manifest entry {model_id!r} skipped: {exc!r}")
+    return entries, problems
+
+
+def stored_models(entries: Mapping[str, ManifestEntry]) -> dict[str, dict[str, object]]:
+    """`entries` as every store writes them: model_id -> the entry's fields, sorted."""
+    return {model_id: asdict(entry) for model_id, entry in sorted(entries.items())}
 
 
 def _canonical(model_id: str) -> str | None:

@@ -26,6 +26,7 @@ from lora_core.commands import (
 )
 from lora_core.errors import (
     AdapterError,
+    BackendUnavailable,
     CapacityExceeded,
     InternalError,
     InvalidRequest,
@@ -36,7 +37,7 @@ from lora_core.errors import (
 from .engine import AdapterEngine, Classification, LoadResult
 from .layout import locate
 from .outputs_index import TrainingOutputIndex, find_output
-from .manifest import DesiredStateStore, ManifestEntry
+from .manifest import DesiredStateStore, ManifestEntry, ManifestState
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,24 @@ class AdapterService:
         self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
         self._synced: object = _NEVER_SYNCED
+        self._last_state: ManifestState | None = None
+        self._stale_since: float | None = None  # monotonic time the store became unreachable
 
     # ------------------------------------------------------------------------------ reconciliation
 
     def sync(self) -> None:
-        """Make the resident adapters match the manifest; costs one stat when nothing changed."""
-        signature = self.manifest.signature()
-        if signature == self._synced:
+        """Make the resident adapters match the desired state; costs one stat (file manifest) or one small
+        linearizable read (etcd) when nothing changed. With the store unreachable, the adapters resident now
+        go on serving, and the node logs that its state may be stale."""
+        try:
+            signature = self.manifest.signature()
+            if signature == self._synced:
+                self._reachable()
+                return
+            state = self._read_state()
+        except BackendUnavailable as exc:
+            self._unreachable(exc)
             return
-        state = self.manifest.read()
         for problem in state.problems:
             log.error("%s: %s", self.instance, problem)
         desired = state.entries
@@ -87,6 +97,50 @@ class AdapterService:
                 self._make_resident(entry)
         self.problems = {m: p for m, p in self.problems.items() if m in desired}
         self._synced = signature
+
+    def sync_before_ready(self, retry_s: float = 1.0) -> None:
+        """Apply the whole desired state before this instance reports ready, waiting as long as the store is
+        unreachable: a node that starts while etcd is down stays not ready rather than serve an empty state."""
+        while True:
+            try:
+                self._read_state()
+                break
+            except BackendUnavailable as exc:
+                self._unreachable(exc)
+                time.sleep(retry_s)
+        self.sync()
+
+    def _read_state(self) -> ManifestState:
+        """The desired state, remembered as the last one known."""
+        state = self.manifest.read()
+        self._last_state = state
+        self._reachable()
+        return state
+
+    def _known_state(self) -> ManifestState:
+        """The desired state, or the last one known while the store is unreachable (listing and status go on
+        answering; changes need the store and fail with backend_unavailable)."""
+        try:
+            return self._read_state()
+        except BackendUnavailable as exc:
+            if self._last_state is None:
+                raise
+            self._unreachable(exc)
+            return self._last_state
+
+    def _unreachable(self, exc: BackendUnavailable) -> None:
+        if self._stale_since is None:
+            self._stale_since = time.monotonic()
+            log.error("%s: the desired state is unreachable; serving the last state known: %s", self.instance, exc)
+
+    def _reachable(self) -> None:
+        if self._stale_since is not None:
+            log.warning(
+                "%s: the desired state is reachable again after %.1f s",
+                self.instance,
+                time.monotonic() - self._stale_since,
+            )
+            self._stale_since = None
 
     def _make_resident(self, entry: ManifestEntry) -> None:
         try:
@@ -203,7 +257,7 @@ class AdapterService:
         """Every model: the loaded ones (from the manifest, so always current), then every complete training
         output as unloaded (from the index); filtered by status and cut to one page. `total` and
         `loaded_count` count every match, not just the page."""
-        state = self.manifest.read()
+        state = self._known_state()
         loaded = sorted(state.entries) if command.status != "unloaded" else []
         unloaded: list[str] = []
         if command.status != "loaded":
@@ -220,7 +274,7 @@ class AdapterService:
 
     def query(self, command: QueryCommand) -> dict[str, Any]:
         """The asked-for models that exist, in the listing's order; looks at those directories only."""
-        state = self.manifest.read()
+        state = self._known_state()
         loaded = sorted(m for m in command.model_ids if m in state.entries)
         unloaded = sorted(
             m for m in command.model_ids if m not in state.entries and find_output(self.engine.models_root, m)
@@ -256,7 +310,8 @@ class AdapterService:
             "gpu_uuid": None,
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "torch_threads": torch.get_num_threads(),
-            "loaded_models": len(self.manifest.read().entries),
+            "loaded_models": len(self._known_state().entries),
+            "state_stale": self._stale_since is not None,
             "resident": sorted(a.model_id for a in self.engine.resident()),
             "adapter_bytes": sum(a.nbytes for a in self.engine.resident()),
             "max_adapters": self.max_adapters,

@@ -44,10 +44,18 @@ class ManagedProcess:
     def start(
         self, command: list[str], env: dict[str, str], ready_url: str, timeout: float, cwd: Path | None = None
     ) -> None:
+        self.launch(command, env, cwd)
+        self.wait_ready(ready_url, timeout)
+
+    def launch(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        """Start the process without waiting (members of a cluster are ready only once enough have started)."""
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
                 command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_ready(self, ready_url: str, timeout: float) -> None:
+        assert self.process is not None, "launch() first"
         try:
             wait_until_ok(ready_url, self.process, timeout, self.log_tail)
         except RuntimeError:

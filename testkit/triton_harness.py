@@ -69,8 +69,12 @@ class TritonServer:
             "CONTROL_TOKEN": self.control_token,
         }
 
-    def start(self, timeout: float = 180) -> None:
-        command = [
+    @property
+    def ready_url(self) -> str:
+        return f"http://{self.url}/v2/models/{MODEL}/ready"
+
+    def command(self) -> list[str]:
+        return [
             sys.executable,
             str(REPO / "scripts" / "run_triton.py"),
             f"--http-port={self.http_port}",
@@ -80,7 +84,9 @@ class TritonServer:
             "--kind=cpu",
             f"--run-dir={self.workdir / 'run'}",
         ]
-        self.server.start(command, self.env, f"http://{self.url}/v2/models/{MODEL}/ready", timeout)
+
+    def start(self, timeout: float = 180) -> None:
+        self.server.start(self.command(), self.env, self.ready_url, timeout)
 
     def stop(self) -> None:
         self.server.stop()

@@ -35,6 +35,9 @@ def test_environment_overrides_parameters_which_override_defaults():
         ({"TORCH_THREADS": "-1"}, "TORCH_THREADS"),
         ({"MAX_TEXT_CHARS": "0"}, "MAX_TEXT_CHARS"),
         ({"MEMORY_TRIM_SECONDS": "-1"}, "MEMORY_TRIM_SECONDS"),
+        ({"MODELS_INDEX_SECONDS": "0"}, "MODELS_INDEX_SECONDS"),
+        ({"ETCD_TIMEOUT_S": "0"}, "ETCD_TIMEOUT_S"),
+        ({"ETCD_ENDPOINTS": "http://e:2379", "ETCD_PREFIX": "lora"}, "ETCD_PREFIX"),
     ],
 )
 def test_invalid_values_name_the_setting(environ, field):

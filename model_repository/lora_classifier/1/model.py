@@ -39,7 +39,7 @@ from lora_core.commands import model_id_or_as_given
 from lora_core.control_token import authorize_control
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
-from adapter_manager.manifest import AdapterManifest
+from adapter_manager.etcd_state import desired_state_store
 from adapter_manager.memory import start_memory_trimmer
 from adapter_manager.outputs_index import IndexRefresher
 from adapter_manager.service import AdapterService, ClassifyRequest
@@ -82,7 +82,7 @@ class TritonPythonModel:
         self._setup_metrics()
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self._outputs_refresher = IndexRefresher(self.service.outputs, self.settings.models_index_seconds).start()
-        self.service.sync()  # everything the manifest lists is loaded before the first request
+        self.service.sync_before_ready()  # everything the desired state lists is loaded before the first request
         log.info(
             "%s ready on %s with %d adapters (numpy %s)",
             self.instance,
@@ -114,7 +114,7 @@ class TritonPythonModel:
     def _setup_service(self, args) -> None:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         engine = AdapterEngine.from_settings(self.settings, device=device)
-        manifest = AdapterManifest(self.settings.state_dir)
+        manifest = desired_state_store(self.settings)
         self.service = AdapterService(
             engine, manifest, self.instance, self.settings.max_text_chars, self.settings.max_adapters
         )
