@@ -70,6 +70,7 @@ class AdapterService:
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
         self._synced: object = _NEVER_SYNCED
         self._last_state: ManifestState | None = None
+        self.applied_generation = 0  # the desired state's generation (etcd: revision) resident here
         self._stale_since: float | None = None  # monotonic time the store became unreachable
 
     # ------------------------------------------------------------------------------ reconciliation
@@ -97,6 +98,7 @@ class AdapterService:
                 self._make_resident(entry)
         self.problems = {m: p for m, p in self.problems.items() if m in desired}
         self._synced = signature
+        self.applied_generation = state.generation
 
     def sync_before_ready(self, retry_s: float = 1.0) -> None:
         """Apply the whole desired state before this instance reports ready, waiting as long as the store is
@@ -119,7 +121,10 @@ class AdapterService:
 
     def _known_state(self) -> ManifestState:
         """The desired state, or the last one known while the store is unreachable (listing and status go on
-        answering; changes need the store and fail with backend_unavailable)."""
+        answering; changes need the store and fail with backend_unavailable). While the last check found the
+        store unreachable, the last state is answered at once: the next check notices its return."""
+        if self._stale_since is not None and self._last_state is not None:
+            return self._last_state
         try:
             return self._read_state()
         except BackendUnavailable as exc:

@@ -21,6 +21,10 @@ from lora_core.errors import (
     Unauthorized,
 )
 
+from lora_core.etcd import Credentials, EtcdCluster
+from lora_core.node_registry import NodeRegistry
+
+from .cluster_status import ClusterStatus
 from .gateway import TritonGateway
 from .routes import inference
 from .settings import ShimSettings
@@ -67,7 +71,11 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         settings.predict_concurrency,
         control_token=settings.control_token,
         stall_s=settings.triton_stall_s,
+        control_url=settings.triton_control_url,
+        predict_retries=settings.predict_retries,
     )
+    if settings.etcd_endpoints:  # several nodes: status covers every one registered
+        app.extensions["cluster_status"] = cluster_status(settings)
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
     app.register_blueprint(inference)
     app.register_blueprint(meta)
@@ -75,6 +83,15 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         app.before_request(_require_api_key)
     app.register_error_handler(Exception, _error_response)
     return app
+
+
+def cluster_status(settings: ShimSettings) -> ClusterStatus:
+    endpoints = [e.strip() for e in settings.etcd_endpoints.split(",") if e.strip()]
+    credentials = Credentials(settings.etcd_user, settings.etcd_password) if settings.etcd_user else None
+    # One round over the members, not the patient budget of a change: status must answer promptly.
+    cluster = EtcdCluster(endpoints, credentials, settings.etcd_timeout_s, budget_s=0)
+    registry = NodeRegistry(cluster, settings.etcd_prefix)
+    return ClusterStatus(registry, settings.control_token, settings.node_status_timeout_s)
 
 
 def _require_api_key() -> None:

@@ -53,8 +53,12 @@ class TritonGateway:
         model: str = MODEL,
         control_token: str = "",
         stall_s: float = 5.0,
+        control_url: str = "",
+        predict_retries: int = 0,
     ) -> None:
         self.url = url
+        self.control_url = control_url or url
+        self.predict_retries = predict_retries
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.model = model
@@ -73,11 +77,16 @@ class TritonGateway:
         """This thread's client for health and configuration, with a short timeout."""
         return self._thread_client("inspector", min(INSPECTION_TIMEOUT_S, self.timeout_s))
 
-    def _thread_client(self, name: str, timeout_s: float) -> triton_http.InferenceServerClient:
+    @property
+    def _control_client(self) -> triton_http.InferenceServerClient:
+        """This thread's client for control operations (behind HAProxy: its control frontend)."""
+        return self._thread_client("control", self.timeout_s, self.control_url)
+
+    def _thread_client(self, name: str, timeout_s: float, url: str = "") -> triton_http.InferenceServerClient:
         client = getattr(self._local, name, None)
         if client is None:
             client = triton_http.InferenceServerClient(
-                self.url,
+                url or self.url,
                 concurrency=self.concurrency,
                 connection_timeout=min(10.0, timeout_s),
                 network_timeout=timeout_s,
@@ -87,7 +96,7 @@ class TritonGateway:
 
     def _reset(self) -> None:
         """Drop this thread's clients after a connection failure, so the next call reconnects."""
-        for name in ("client", "inspector"):
+        for name in ("client", "inspector", "control"):
             client = getattr(self._local, name, None)
             setattr(self._local, name, None)
             if client is not None:
@@ -99,7 +108,19 @@ class TritonGateway:
     # ------------------------------------------------------------------------------ data plane
 
     def predict(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Prediction]]:
-        """Send each (texts, model_ids) chunk as one request, all in flight together; results in order."""
+        """Send each (texts, model_ids) chunk as one request, all in flight together; results in order. A predict
+        is idempotent: when Triton (or every node behind the balancer) was unreachable or not ready, it is sent
+        again, up to `predict_retries` times."""
+        first: BackendUnavailable | None = None
+        for _ in range(self.predict_retries + 1):
+            try:
+                return self._predict_once(chunks)
+            except BackendUnavailable as exc:
+                first = first or exc  # the cause: later attempts may only meet the backend watch's fast refusal
+        assert first is not None
+        raise first
+
+    def _predict_once(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Prediction]]:
         if len(chunks) == 1:  # the common case: a plain call, without the client's greenlet pool
             inputs, outputs = self._predict_request(*chunks[0])
             return [self._predictions(self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs)))]
@@ -143,7 +164,7 @@ class TritonGateway:
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object), binary_data=True)
         output = triton_http.InferRequestedOutput("CONTROL_RESULT", binary_data=True)
         try:
-            result = self._call(lambda: self._client.infer(self.model, [tensor], outputs=[output]))
+            result = self._call(lambda: self._control_client.infer(self.model, [tensor], outputs=[output]))
         except Unauthorized:  # the client did nothing wrong: the shim and Triton disagree on the secret
             raise InternalError(
                 "Triton refused the shim's control token: CONTROL_TOKEN differs between the shim and Triton"

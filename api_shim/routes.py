@@ -105,5 +105,8 @@ def query_models():
 
 @inference.get("/status")
 def status():
+    cluster = current_app.extensions.get("cluster_status")
+    if cluster is not None:
+        return jsonify(cluster.status())
     settings = _settings()
     return jsonify(service_status(_gateway(), settings.triton_metrics_url, settings.backend_state_file))

@@ -11,6 +11,12 @@ from lora_core.settings import documentation, load_settings, setting
 @dataclass(frozen=True)
 class ShimSettings:
     triton_url: str = setting("TRITON_URL", "localhost:8010", "Triton's HTTP endpoint (host:port).")
+    triton_control_url: str = setting(
+        "TRITON_CONTROL_URL",
+        "",
+        "Where control operations go (host:port); empty: TRITON_URL. Behind HAProxy, its control frontend, which "
+        "never retries a request that reached a node.",
+    )
     triton_metrics_url: str = setting(
         "TRITON_METRICS_URL", "http://localhost:8012/metrics", "Triton's Prometheus metrics endpoint."
     )
@@ -35,6 +41,19 @@ class ShimSettings:
     max_top_n: int = setting("MAX_TOP_N", "1000", "Largest top_n accepted.")
     max_batch_size: int = setting("MAX_BATCH_SIZE", "64", "Largest batch_size accepted (Triton's max_batch_size).")
     predict_concurrency: int = setting("PREDICT_CONCURRENCY", "4", "Chunks of one predict request in flight at once.")
+    predict_retries: int = setting(
+        "PREDICT_RETRIES", "2", "Times a predict is sent again after Triton was unreachable or not ready (idempotent)."
+    )
+    etcd_endpoints: str = setting(
+        "ETCD_ENDPOINTS", "", "Comma-separated etcd members; when set, status covers every node registered there."
+    )
+    etcd_user: str = setting("ETCD_USER", "", "The shim's etcd user (read access to ETCD_PREFIX); empty: no auth.")
+    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
+    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key the service keeps in etcd.")
+    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds.")
+    node_status_timeout_s: float = setting(
+        "NODE_STATUS_TIMEOUT_S", "1", "Longest wait for one node's answer in status; a node slower is `unreachable`."
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,6 +68,11 @@ class ShimSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
+        if self.predict_retries < 0:
+            raise ValueError(f"PREDICT_RETRIES must be >= 0, got {self.predict_retries}")
+        for name in ("etcd_timeout_s", "node_status_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> ShimSettings:

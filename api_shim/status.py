@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lora_core.errors import AdapterError
 
-from .metrics import MetricsSnapshot, read_metrics
+from lora_core.prometheus import MetricsSnapshot, read_metrics
 
 if TYPE_CHECKING:  # the gateway pulls in tritonclient and gevent; the GPU check reuses this module without them
     from .gateway import TritonGateway
@@ -92,7 +92,9 @@ def _unreachable(answer: dict[str, Any], error: AdapterError, backend_state_file
     return answer
 
 
-def service_status(gateway: TritonGateway, metrics_url: str, backend_state_file: str = "") -> dict[str, Any]:
+def service_status(
+    gateway: TritonGateway, metrics_url: str, backend_state_file: str = "", metrics_timeout_s: float = 2.0
+) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "service_status": "error",
         "workers": [],
@@ -109,7 +111,7 @@ def service_status(gateway: TritonGateway, metrics_url: str, backend_state_file:
         answer["message"] = f"model {gateway.model} is {state}"
         return answer
     try:
-        metrics = read_metrics(metrics_url)
+        metrics = read_metrics(metrics_url, metrics_timeout_s)
         config = gateway.model_config()
         instance = gateway.control({"op": "status"})
     except AdapterError as exc:

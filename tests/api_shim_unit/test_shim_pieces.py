@@ -11,7 +11,7 @@ import pytest
 from lora_core.errors import BackendUnavailable
 from api_shim.app import create_app
 from api_shim.gateway import Prediction, TritonGateway
-from api_shim.metrics import MetricsSnapshot
+from lora_core.prometheus import MetricsSnapshot
 from api_shim.responses import listing_body, predict_body
 from api_shim.settings import ShimSettings
 from api_shim.status import worker_slots, workers

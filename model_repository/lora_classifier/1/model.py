@@ -83,6 +83,7 @@ class TritonPythonModel:
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self._outputs_refresher = IndexRefresher(self.service.outputs, self.settings.models_index_seconds).start()
         self.service.sync_before_ready()  # everything the desired state lists is loaded before the first request
+        self._publish_applied_generation()
         log.info(
             "%s ready on %s with %d adapters (numpy %s)",
             self.instance,
@@ -132,6 +133,19 @@ class TritonPythonModel:
             ),
         }
         self._metrics = {}
+        # The node agent reports the least of these as the node's applied revision (lora_core.node_agent).
+        # A family must outlive its metrics: Triton refuses a metric whose family was collected.
+        self._families["applied"] = pb_utils.MetricFamily(
+            "lora_desired_state_generation", "Generation (etcd: revision) of the desired state applied", gauge
+        )
+        self._applied = self._families["applied"].Metric(labels={"instance": self.instance})
+        self._applied_published = -1
+
+    def _publish_applied_generation(self) -> None:
+        generation = self.service.applied_generation
+        if generation != self._applied_published:  # a round trip to tritonserver: only on a change
+            self._applied.set(generation)
+            self._applied_published = generation
 
     def _metric(self, family: str, model_id: str):
         key = (family, model_id)
@@ -145,6 +159,7 @@ class TritonPythonModel:
     def execute(self, requests):
         try:
             self.service.sync()
+            self._publish_applied_generation()
         except Exception:  # never fail a batch because of the manifest; it is retried on the next one
             log.exception("%s: manifest sync failed", self.instance)
         responses = [None] * len(requests)

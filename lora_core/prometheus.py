@@ -1,4 +1,4 @@
-"""Reading Triton's Prometheus text: memory per device and the queue of pending requests."""
+"""Reading Prometheus text (Triton's metrics): memory per device, the queue of pending requests, our gauges."""
 
 from __future__ import annotations
 
