@@ -33,6 +33,7 @@ from testkit.etcd_harness import PREFIX, EtcdMembers
 from testkit.measure import summary
 from testkit.texts import make_texts
 
+HEADING = "## The desired state in etcd (bench/etcd_check.py)"  # its section of docs/benchmarks.md
 CHECKS_PER_ROUND = 300
 BATCHES_PER_ROUND = 30
 LOADS_PER_ROUND = 5

@@ -29,6 +29,7 @@ PREFIX = "/lora-classifier/"
 class EtcdMembers:
     def __init__(self, workdir: Path, count: int = 3) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.names = [f"etcd{i}" for i in range(count)]
         self.client_ports = [free_port() for _ in self.names]
         self.peer_ports = [free_port() for _ in self.names]

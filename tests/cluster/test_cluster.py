@@ -73,7 +73,6 @@ def cluster(tmp_path_factory, base_dir):
     for i, model_id in enumerate(MODELS):
         make_training_output(root, model_id, base_dir, OutputSpec(num_labels=3, seed=70 + i))
     etcd = EtcdMembers(work / "etcd")
-    (work / "etcd").mkdir()
     etcd.start()
     started: list = [etcd]
     try:
