@@ -159,3 +159,18 @@ def test_the_launcher_writes_one_gpu_instance_group(tmp_path):
     config = (repository / "lora_classifier" / "config.pbtxt").read_text()
     assert "instance_group [ { count: 1, kind: KIND_GPU } ]" in config
     assert "KIND_CPU" not in config
+
+
+# The CUDA each NGC Triton release is built on (its release notes): the image's torch must match its major.
+NGC_CUDA = {"26.02": "13.1.1", "26.06": "13.3.0", "26.07": "13.3.1"}
+
+
+def test_the_triton_images_torch_matches_its_cuda():
+    dockerfile = DOCKERFILES["triton"].read_text()
+    release = re.search(r"^FROM nvcr.io/nvidia/tritonserver:(\d+\.\d+)-py3$", dockerfile, re.M).group(1)
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))
+    assert args["TORCH_CUDA"] == NGC_CUDA[release].split(".")[0]
+    assert args["TORCH_VERSION"] == pins(REPO / "requirements.txt")["torch"]
+    wheel_index = re.search(r"/whl/cu(\d+?)(\d)$", args["TORCH_INDEX_URL"])  # download.pytorch.org/whl/cu130
+    assert args["TORCH_INDEX_URL"] == "https://pypi.org/simple" or wheel_index.group(1) == args["TORCH_CUDA"]
+    assert "${TORCH_CUDA}" in dockerfile.split("ARG TORCH_CUDA", 1)[1]  # the build checks what it installed

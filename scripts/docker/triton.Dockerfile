@@ -5,9 +5,21 @@
 # backend stub links. Build context: the repository root (docker-compose.yml sets it).
 FROM nvcr.io/nvidia/tritonserver:26.07-py3
 
+# torch's CUDA build must match the base image's CUDA major: 26.07 is CUDA 13.3.1, which needs an NVIDIA driver
+# >= 580 (data-center GPUs: a forward-compatible branch; see the README). PyPI's torch 2.13.0 is its CUDA 13.0
+# build (it pulls nvidia-*-cu13). Another CUDA means another base image too, e.g. for CUDA 12:
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 --build-arg TORCH_CUDA=12
+# The build fails when the installed torch was not built for TORCH_CUDA.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG TORCH_CUDA=13
+
 COPY scripts/docker/requirements-triton.txt /opt/lora/requirements-triton.txt
 RUN python3 -m venv /opt/lora/venv \
- && /opt/lora/venv/bin/pip install --no-cache-dir -r /opt/lora/requirements-triton.txt
+ && /opt/lora/venv/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && /opt/lora/venv/bin/pip install --no-cache-dir -r /opt/lora/requirements-triton.txt \
+ && /opt/lora/venv/bin/python -c "import sys, torch; cuda = torch.version.cuda or 'none'; \
+sys.exit(0 if cuda.split('.')[0] == '${TORCH_CUDA}' else f'torch {torch.__version__} is built for CUDA {cuda}, not ${TORCH_CUDA}')"
 
 # The engine package, the launcher and its watchdog; model_repository/ is mounted by docker-compose.
 COPY lora_core/ /opt/lora/lora_core/
