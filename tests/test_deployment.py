@@ -174,3 +174,83 @@ def test_the_triton_images_torch_matches_its_cuda():
     wheel_index = re.search(r"/whl/cu(\d+?)(\d)$", args["TORCH_INDEX_URL"])  # download.pytorch.org/whl/cu130
     assert args["TORCH_INDEX_URL"] == "https://pypi.org/simple" or wheel_index.group(1) == args["TORCH_CUDA"]
     assert "${TORCH_CUDA}" in dockerfile.split("ARG TORCH_CUDA", 1)[1]  # the build checks what it installed
+
+
+# ------------------------------------------------------------------ several nodes: compose and Kubernetes
+
+DEPLOY = REPO / "deploy"
+EXAMPLE_NODES = [("node0", "10.0.0.11:8000"), ("node1", "10.0.0.12:8000"), ("node2", "10.0.0.13:8000")]
+MULTI_NODE_ENV = {
+    "CONTROL_PLANE_HOST": "10.0.0.1",
+    "ETCD_ENDPOINTS": "http://10.0.0.1:2379,http://10.0.0.1:2389,http://10.0.0.1:2399",
+    "ETCD_NODE_PASSWORD": "node-secret",
+    "ETCD_SHIM_PASSWORD": "shim-secret",
+    "CONTROL_TOKEN": "a-long-random-secret",
+    "NODE_ID": "node0",
+    "NODE_ADDRESS": "10.0.0.11",
+    "BALANCER": "10.0.0.1",
+}
+
+
+def resolved(compose_file: str) -> dict:
+    done = subprocess.run(
+        ["docker-compose", "-f", compose_file, "config"],
+        cwd=DEPLOY / "compose",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **MULTI_NODE_ENV},
+    )
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def test_the_control_plane_compose_file_runs_three_etcd_members_and_the_balancer():
+    services = resolved("control-plane.yml")["services"]
+    assert sorted(services) == ["etcd0", "etcd1", "etcd2", "haproxy"]
+    for name in ("etcd0", "etcd1", "etcd2"):
+        env = services[name]["environment"]
+        assert env["ETCD_NAME"] == name and env["ETCD_AUTO_COMPACTION_MODE"] == "periodic"
+        assert env["ETCD_INITIAL_CLUSTER"].count("=http://") == 3
+    assert (DEPLOY / "haproxy" / "haproxy.cfg").exists()
+
+
+def test_a_gpu_node_compose_file_points_triton_the_agent_and_the_shim_at_the_control_plane():
+    services = resolved("gpu-node.yml")["services"]
+    triton, agent, api = services["triton"], services["node-agent"], services["api"]
+    assert triton["environment"]["ETCD_ENDPOINTS"] == MULTI_NODE_ENV["ETCD_ENDPOINTS"]
+    assert (
+        agent["command"][-1] == "lora_core.node_agent" and agent["environment"]["NODE_TRITON_URL"] == "10.0.0.11:8000"
+    )
+    assert (api["environment"]["TRITON_URL"], api["environment"]["TRITON_CONTROL_URL"]) == (
+        "10.0.0.1:9000",
+        "10.0.0.1:9001",
+    )
+    assert api["environment"]["ETCD_USER"] != triton["environment"]["ETCD_USER"]  # the shim only reads
+    assert all(s["restart"] == "unless-stopped" for s in services.values())
+
+
+def test_the_kubernetes_manifests_validate():
+    import kubernetes_validate  # PyPI, pinned in requirements.txt
+    kinds = []
+    for manifest in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for document in yaml.safe_load_all(manifest.read_text()):
+            kubernetes_validate.validate(document, "1.30.0", strict=True)
+            kinds.append((document["kind"], document["metadata"]["name"]))
+    assert ("StatefulSet", "etcd") in kinds and ("Deployment", "triton") in kinds and ("Deployment", "api") in kinds
+    assert ("Service", "triton") in kinds and ("Deployment", "haproxy") in kinds
+
+
+def test_the_haproxy_configurations_are_the_renderers_and_haproxy_accepts_them():
+    from lora_core.haproxy_config import render, render_discovered
+
+    k8s = next(yaml.safe_load_all((DEPLOY / "k8s" / "haproxy.yaml").read_text()))
+    assert k8s["data"]["haproxy.cfg"] == render_discovered("*:9000", "*:9001", "triton.lora.svc.cluster.local:8000", 16)
+    example = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    assert example == render("*:9000", "*:9001", EXAMPLE_NODES)
+    for text in (k8s["data"]["haproxy.cfg"], example):
+        config = REPO / "var" / "haproxy-check.cfg"
+        config.parent.mkdir(exist_ok=True)
+        config.write_text(text)
+        done = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
