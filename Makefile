@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv serve test test-unit lint bench demo-base triton clean gpu-bundle
+.PHONY: venv serve cluster test test-unit lint bench demo-base triton clean gpu-bundle
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -42,6 +42,11 @@ $(VENV)/.deps-installed: requirements.txt | $(VENV)/bin/python
 # the built-in demo (trained on first run). See scripts/serve.py for the settings.
 serve: venv demo-base
 	$(PY) scripts/serve.py
+
+# Several nodes on this machine (NODES, default 3): etcd with 3 members, the tritonservers with their
+# agents, HAProxy and the shim on API_PORT, supervised like `make serve`. See scripts/cluster.py.
+cluster: venv demo-base
+	$(PY) scripts/cluster.py
 
 # demo-base too: the tests run `make serve` itself, which needs it.
 test: venv demo-base

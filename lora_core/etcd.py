@@ -188,3 +188,34 @@ def _detail(exc: Etcd3Exception) -> str:
 
 def _reason(exc: Exception) -> str:
     return type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def enable_auth(
+    endpoint: str,
+    root_password: str,
+    writers: dict[str, str],
+    readers: dict[str, str],
+    prefix: str,
+    timeout_s: float = 10,
+) -> None:
+    """Turn authentication on in a fresh cluster, through `endpoint`: a root user, users with read-write
+    (`writers`) or read-only (`readers`) access to `prefix`, then auth enable. Run once, before any user."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("auth/role/add", {"name": "root"}),
+        ("auth/user/add", {"name": "root", "password": root_password}),
+        ("auth/user/grant", {"user": "root", "role": "root"}),
+    ]
+    for role, permission in (("lora-writer", "READWRITE"), ("lora-reader", "READ")):
+        perm = {"permType": permission, "key": b64(prefix), "range_end": prefix_end(prefix)}
+        calls += [("auth/role/add", {"name": role}), ("auth/role/grant", {"name": role, "perm": perm})]
+    for users, role in ((writers, "lora-writer"), (readers, "lora-reader")):
+        for user, password in users.items():
+            calls += [
+                ("auth/user/add", {"name": user, "password": password}),
+                ("auth/user/grant", {"user": user, "role": role}),
+            ]
+    calls.append(("auth/enable", {}))
+    for path, body in calls:
+        answer = requests.post(f"{endpoint.rstrip('/')}{API_PATH}{path}", json=body, timeout=timeout_s)
+        if answer.status_code != 200:
+            raise RuntimeError(f"etcd {path}: {answer.status_code} {answer.text[:300]}")

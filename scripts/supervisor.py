@@ -263,7 +263,7 @@ class Supervisor:
     def __init__(
         self,
         triton: Child,
-        shim: Child,
+        shim: Child | None,
         settings: SupervisionSettings,
         state_file: Path,
         on_ready: Callable[[], None] = lambda: None,
@@ -285,11 +285,11 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until stopped (0) or until a child cannot start at all (1)."""
         self._write_state("starting", "first start")
-        self.triton.start()
-        self.shim.start()
+        for child in self._children():
+            child.start()
         try:
             while not self._stop.wait(POLL_S):
-                for child in (self.triton, self.shim):
+                for child in self._children():
                     if not self._supervise(child):
                         return 1
                 if not self._announced and self.triton.ready_at is not None and self._shim_ready():
@@ -301,8 +301,13 @@ class Supervisor:
 
     def stop(self) -> None:
         """The shim first (it stops taking requests and drains), then Triton; nothing is left behind."""
-        self.shim.end(self.settings.drain_s + 5)
+        if self.shim is not None:
+            self.shim.end(self.settings.drain_s + 5)
         self.triton.end(self.settings.triton_exit_s)
+
+    def _children(self) -> list[Child]:
+        """The health-checked child (Triton, or another server with a health endpoint) and its companion."""
+        return [self.triton] + ([self.shim] if self.shim is not None else [])
 
     # ------------------------------------------------------------------------------------------
 
@@ -351,7 +356,7 @@ class Supervisor:
         return True
 
     def _shim_ready(self) -> bool:
-        if self.shim_ready_url is None or not self.shim.running():
+        if self.shim_ready_url is None or self.shim is None or not self.shim.running():
             return False
         try:
             with urllib.request.urlopen(self.shim_ready_url, timeout=2) as response:

@@ -16,9 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-import requests
-
-from lora_core.etcd import b64, prefix_end
+from lora_core.etcd import enable_auth
 from testkit.process_harness import ManagedProcess, free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -97,29 +95,4 @@ class EtcdMembers:
     def enable_auth(self, writers: dict[str, str], readers: dict[str, str] | None = None) -> None:
         """Users with read-write (`writers`) or read-only (`readers`) access to PREFIX, a root user, and
         authentication on: from then on every call needs a user's token."""
-        calls = [
-            ("auth/role/add", {"name": "root"}),
-            ("auth/user/add", {"name": "root", "password": ROOT_PASSWORD}),
-            ("auth/user/grant", {"user": "root", "role": "root"}),
-        ]
-        for role, permission in (("lora-writer", "READWRITE"), ("lora-reader", "READ")):
-            calls += [
-                ("auth/role/add", {"name": role}),
-                (
-                    "auth/role/grant",
-                    {
-                        "name": role,
-                        "perm": {"permType": permission, "key": b64(PREFIX), "range_end": prefix_end(PREFIX)},
-                    },
-                ),
-            ]
-        for users, role in ((writers, "lora-writer"), (readers or {}, "lora-reader")):
-            for user, password in users.items():
-                calls += [
-                    ("auth/user/add", {"name": user, "password": password}),
-                    ("auth/user/grant", {"user": user, "role": role}),
-                ]
-        calls.append(("auth/enable", {}))
-        for path, body in calls:
-            answer = requests.post(f"{self.endpoints[0]}/v3/{path}", json=body, timeout=10)
-            assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text}"
+        enable_auth(self.endpoints[0], ROOT_PASSWORD, writers, readers or {}, PREFIX)

@@ -232,6 +232,7 @@ def test_a_gpu_node_compose_file_points_triton_the_agent_and_the_shim_at_the_con
 
 def test_the_kubernetes_manifests_validate():
     import kubernetes_validate  # PyPI, pinned in requirements.txt
+
     kinds = []
     for manifest in sorted((DEPLOY / "k8s").glob("*.yaml")):
         for document in yaml.safe_load_all(manifest.read_text()):

@@ -1,0 +1,255 @@
+"""`make cluster`: several nodes on this machine, supervised, in the foreground: etcd with 3 members
+(authentication on), NODES tritonservers each with its node agent, HAProxy, and the REST shim on API_PORT.
+
+It takes `make serve`'s settings: the demo when neither BASE_MODEL_DIR nor MODELS_ROOT is set (its models are
+loaded once the service is ready), else those two. Everything it keeps goes under STATE_DIR (default
+var/cluster): the etcd members' data, each node's run directory, HAProxy's configuration, and the generated
+secrets (cluster-secrets.json, mode 0600: etcd's passwords and the control token).
+
+Each node is supervised as `make serve` supervises Triton (scripts/supervisor.py): restarted when it dies or
+hangs, its agent beside it; so are the etcd members, HAProxy and the shim. Ctrl-C or SIGTERM stops the shim
+and HAProxy, then the nodes (each agent first: the node leaves the registry), then etcd, and leaves no process.
+
+Reads NODES (3), API_PORT (8000), API_KEY, BASE_MODEL_DIR, MODELS_ROOT, STATE_DIR, TRITON_INSTANCES, the first
+ports CLUSTER_ETCD_PORT (23790: client and peer port of each member in turn), CLUSTER_TRITON_PORT (8100: http,
+grpc, metrics of node i at +10i) and CLUSTER_BALANCER_PORT (9000: data, then control), TRITON_HANG_TIMEOUT_S,
+TRITON_START_TIMEOUT_S and DRAIN_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from serve import REPO, post, seconds
+from supervisor import Child, SupervisionSettings, Supervisor, log
+
+sys.path.insert(0, str(REPO))  # lora_core: the etcd client and HAProxy's configuration (torch-free)
+
+from lora_core.etcd import enable_auth
+from lora_core.haproxy_config import render
+
+PREFIX = "/lora-classifier/"
+SECRETS_FILE = "cluster-secrets.json"
+
+
+def cluster_secrets(state_dir: Path) -> tuple[dict[str, str], bool]:
+    """The cluster's secrets (kept in STATE_DIR, mode 0600), and whether they were made just now."""
+    path = state_dir / SECRETS_FILE
+    if path.exists():
+        os.chmod(path, 0o600)
+        return json.loads(path.read_text()), False
+    made = {name: secrets.token_urlsafe(24) for name in ("root", "node", "shim", "control_token")}
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(made, handle)
+    return made, True
+
+
+def port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        sys.exit(f"cluster: {name} must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def main() -> int:
+    env = dict(os.environ)
+    demo: dict[str, float] = {}
+    if not env.get("BASE_MODEL_DIR") and not env.get("MODELS_ROOT"):
+        sys.path.insert(0, str(REPO / "scripts" / "demo"))
+        from prepare import prepare
+
+        base, models, demo = prepare(REPO / "var" / "demo")
+        env.update(BASE_MODEL_DIR=str(base), MODELS_ROOT=str(models))
+    missing = [name for name in ("BASE_MODEL_DIR", "MODELS_ROOT") if not env.get(name)]
+    if missing:
+        log(f"set {' and '.join(missing)} too, or neither for the demo (see README)")
+        return 2
+    nodes = int(env.get("NODES") or 3)
+    if not 1 <= nodes <= 16:
+        sys.exit(f"cluster: NODES must be from 1 to 16, got {nodes}")
+    state_dir = Path(env.get("STATE_DIR") or REPO / "var" / "cluster").resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fresh = not (state_dir / "etcd" / "etcd0").exists()  # a new etcd: its authentication is set up below
+    keys, made = cluster_secrets(state_dir)
+    if made and not fresh:
+        sys.exit(f"cluster: {state_dir / 'etcd'} exists but its secrets are gone; remove it to start a new cluster")
+    etcd_port = port(env, "CLUSTER_ETCD_PORT", 23790)
+    triton_port = port(env, "CLUSTER_TRITON_PORT", 8100)
+    balancer_port = port(env, "CLUSTER_BALANCER_PORT", 9000)
+    api_port = env.setdefault("API_PORT", "8000")
+    settings = SupervisionSettings(
+        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
+        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
+        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
+    )
+    python = sys.executable
+
+    # ------------------------------------------------------------------------------------- etcd
+    names = [f"etcd{i}" for i in range(3)]
+    clients = [f"http://127.0.0.1:{etcd_port + 2 * i}" for i in range(3)]
+    peers = [f"http://127.0.0.1:{etcd_port + 2 * i + 1}" for i in range(3)]
+    initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
+    etcd = [
+        Child(
+            name,
+            [
+                "etcd",
+                f"--name={name}",
+                f"--data-dir={state_dir / 'etcd' / name}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster={initial}",
+                "--initial-cluster-token=lora-cluster",
+                "--initial-cluster-state=new",
+                "--auto-compaction-mode=periodic",
+                "--auto-compaction-retention=1h",
+                "--logger=zap",
+                "--log-level=warn",
+            ],
+            env,
+            REPO,
+            health_url=f"{client}/health",
+        )
+        for name, client, peer in zip(names, clients, peers, strict=True)
+    ]
+    etcd_settings = {
+        "ETCD_ENDPOINTS": ",".join(clients),
+        "ETCD_PREFIX": PREFIX,
+    }
+
+    # ------------------------------------------------------------------------------------ nodes
+    node_env = {**env, **etcd_settings, "ETCD_USER": "lora-node", "ETCD_PASSWORD": keys["node"]}
+    node_env["CONTROL_TOKEN"] = keys["control_token"]
+    node_children: list[tuple[Child, Child]] = []
+    addresses = []
+    for i in range(nodes):
+        http, grpc, metrics = triton_port + 10 * i, triton_port + 10 * i + 1, triton_port + 10 * i + 2
+        run_dir = state_dir / f"node{i}"
+        own = {
+            **node_env,
+            "TRITON_HTTP_PORT": str(http),
+            "TRITON_GRPC_PORT": str(grpc),
+            "TRITON_METRICS_PORT": str(metrics),
+            "STATE_DIR": str(run_dir / "state"),
+            "NODE_ID": f"node{i}",
+            "NODE_TRITON_URL": f"127.0.0.1:{http}",
+            "NODE_METRICS_URL": f"http://127.0.0.1:{metrics}/metrics",
+        }
+        triton = Child(
+            f"node{i}",
+            [
+                python,
+                str(REPO / "scripts" / "run_triton.py"),
+                f"--run-dir={run_dir / 'triton'}",
+                f"--runtime-dir={REPO / 'var' / 'triton-runtime'}",
+            ],
+            own,
+            REPO,
+            health_url=f"http://127.0.0.1:{http}/v2/health/ready",
+        )
+        agent = Child(f"node{i}-agent", [python, "-m", "lora_core.node_agent"], own, REPO)
+        node_children.append((triton, agent))
+        addresses.append((f"node{i}", f"127.0.0.1:{http}"))
+
+    # ------------------------------------------------------------------------ balancer and shim
+    config = state_dir / "haproxy.cfg"
+    data, control = f"127.0.0.1:{balancer_port}", f"127.0.0.1:{balancer_port + 1}"
+    config.write_text(render(data, control, addresses))
+    haproxy = Child("haproxy", ["haproxy", "-db", "-f", str(config)], env, REPO, f"http://{data}/haproxy/health")
+    shim_env = {
+        **env,
+        **etcd_settings,
+        "ETCD_USER": "lora-shim",
+        "ETCD_PASSWORD": keys["shim"],
+        "TRITON_URL": data,
+        "TRITON_CONTROL_URL": control,
+        "CONTROL_TOKEN": keys["control_token"],
+        "GUNICORN_GRACEFUL_TIMEOUT": str(int(settings.drain_s)),
+    }
+    shim = Child(
+        "gunicorn",
+        [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"],
+        shim_env,
+        REPO,
+    )
+    base = f"http://localhost:{api_port}/api/v1"
+
+    def on_ready() -> None:
+        for task in demo:
+            post(f"{base}/inference/models/load", {"model_dir": task, "max_length": 64}, env.get("API_KEY"))
+        print(f"\ncluster: ready at {base} ({nodes} nodes)", flush=True)
+        for i, (name, address) in enumerate(addresses):
+            print(f"  {name}: Triton http://{address} (metrics :{triton_port + 10 * i + 2})", flush=True)
+        print(f"  HAProxy: data http://{data}, control http://{control}", flush=True)
+        print(f"  etcd: {', '.join(clients)} (users and passwords in {state_dir / SECRETS_FILE})", flush=True)
+        print(f"  curl -s {base}/inference/status\n", flush=True)
+
+    run_dir = state_dir / "run"
+    run_dir.mkdir(exist_ok=True)
+    etcd_supervisors = [Supervisor(child, None, settings, run_dir / f"{child.name}.json") for child in etcd]
+    node_supervisors = [
+        Supervisor(triton, agent, settings, run_dir / f"{triton.name}.json") for triton, agent in node_children
+    ]
+    front = Supervisor(haproxy, shim, settings, run_dir / "front.json", on_ready, shim_ready_url=f"{base}/health/ready")
+    stopping = threading.Event()
+    outcome: list[int] = []
+
+    def run(supervisor: Supervisor) -> None:
+        code = supervisor.run()
+        if code and not stopping.is_set():
+            outcome.append(code)
+            stopping.set()
+
+    def stop(signum: int, _frame=None) -> None:
+        log(f"stopping (signal {signum})")
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    layers = [etcd_supervisors, node_supervisors, [front]]
+    threads: list[list[threading.Thread]] = []
+    for layer, supervisors in enumerate(layers):
+        threads.append([threading.Thread(target=run, args=(s,), daemon=True) for s in supervisors])
+        for thread in threads[-1]:
+            thread.start()
+        if layer == 0 and fresh:  # a new etcd: authentication on before any node or shim logs in
+            if not wait_for_etcd(etcd, stopping) or not set_up_auth(clients[0], keys):
+                stopping.set()
+                break
+    stopping.wait()
+    for supervisors, layer_threads in reversed(list(zip(layers, threads))):  # the front first, etcd last
+        for supervisor in supervisors:
+            supervisor.request_stop(signal.SIGTERM)
+        for thread in layer_threads:
+            thread.join()
+    return outcome[0] if outcome else 0
+
+
+def wait_for_etcd(members: list[Child], stopping: threading.Event) -> bool:
+    while not stopping.wait(0.5):
+        if all(member.ready_at is not None for member in members):
+            return True
+    return False
+
+
+def set_up_auth(endpoint: str, keys: dict[str, str]) -> bool:
+    try:
+        enable_auth(endpoint, keys["root"], {"lora-node": keys["node"]}, {"lora-shim": keys["shim"]}, PREFIX)
+    except (RuntimeError, OSError) as exc:
+        log(f"cannot set up etcd's authentication: {exc}")
+        return False
+    log("etcd: authentication on (users lora-node, read-write, and lora-shim, read-only)")
+    return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
