@@ -85,11 +85,10 @@ class EtcdDesiredState:
 
 def desired_state_store(settings: Settings) -> DesiredStateStore:
     """Where this node keeps the desired state: etcd when ETCD_ENDPOINTS is set, else the file manifest."""
-    endpoints = [e.strip() for e in settings.etcd_endpoints.split(",") if e.strip()]
-    if not endpoints:
+    cluster = settings.etcd_cluster()
+    if cluster is None:
         return AdapterManifest(settings.state_dir)
-    credentials = Credentials(settings.etcd_user, settings.etcd_password) if settings.etcd_user else None
-    return EtcdDesiredState(EtcdCluster(endpoints, credentials, settings.etcd_timeout_s), settings.etcd_prefix)
+    return EtcdDesiredState(cluster, settings.etcd_prefix)
 
 
 def import_manifest(manifest: AdapterManifest, store: EtcdDesiredState, replace: bool = False) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_core.etcd import EtcdSettings
 from lora_core.settings import documentation, load_settings, setting
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -18,7 +19,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(EtcdSettings):  # ETCD_*: where the desired state of several nodes lives (empty: STATE_DIR)
     base_model_dir: Path = setting(
         "BASE_MODEL_DIR", "/models/base", "Local Hugging Face encoder directory (config, weights, tokenizer)."
     )
@@ -47,16 +48,6 @@ class Settings:
         "5",
         "Every this many seconds, look for training outputs added or removed under MODELS_ROOT (> 0).",
     )
-    etcd_endpoints: str = setting(
-        "ETCD_ENDPOINTS",
-        "",
-        "Comma-separated etcd members (http://host:2379,...) holding the desired state of several nodes; "
-        "empty: the file manifest under STATE_DIR (one node).",
-    )
-    etcd_user: str = setting("ETCD_USER", "", "etcd user of this node (read-write on ETCD_PREFIX); empty: no auth.")
-    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
-    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key this service keeps in etcd.")
-    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds (> 0).")
     control_token: str = setting(
         "CONTROL_TOKEN", "", "Shared secret every control operation must carry; unset: all control is refused."
     )
@@ -74,10 +65,7 @@ class Settings:
             raise ValueError(f"MEMORY_TRIM_SECONDS must be >= 0, got {self.memory_trim_seconds}")
         if not self.models_index_seconds > 0:
             raise ValueError(f"MODELS_INDEX_SECONDS must be > 0, got {self.models_index_seconds}")
-        if not self.etcd_timeout_s > 0:
-            raise ValueError(f"ETCD_TIMEOUT_S must be > 0, got {self.etcd_timeout_s}")
-        if self.etcd_endpoints and not (self.etcd_prefix.startswith("/") and self.etcd_prefix.endswith("/")):
-            raise ValueError(f"ETCD_PREFIX must start and end with '/', got {self.etcd_prefix!r}")
+        self.check_etcd()
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

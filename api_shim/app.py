@@ -21,7 +21,6 @@ from lora_core.errors import (
     Unauthorized,
 )
 
-from lora_core.etcd import Credentials, EtcdCluster
 from lora_core.node_registry import NodeRegistry
 
 from .cluster_status import ClusterStatus
@@ -86,10 +85,9 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
 
 
 def cluster_status(settings: ShimSettings) -> ClusterStatus:
-    endpoints = [e.strip() for e in settings.etcd_endpoints.split(",") if e.strip()]
-    credentials = Credentials(settings.etcd_user, settings.etcd_password) if settings.etcd_user else None
     # One round over the members, not the patient budget of a change: status must answer promptly.
-    cluster = EtcdCluster(endpoints, credentials, settings.etcd_timeout_s, budget_s=0)
+    cluster = settings.etcd_cluster(budget_s=0)
+    assert cluster is not None  # only called with ETCD_ENDPOINTS set
     registry = NodeRegistry(cluster, settings.etcd_prefix)
     return ClusterStatus(registry, settings.control_token, settings.node_status_timeout_s)
 

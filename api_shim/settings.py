@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from collections.abc import Mapping
 
+from lora_core.etcd import EtcdSettings
 from lora_core.settings import documentation, load_settings, setting
 
 
 @dataclass(frozen=True)
-class ShimSettings:
+class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node registered there (read access)
     triton_url: str = setting("TRITON_URL", "localhost:8010", "Triton's HTTP endpoint (host:port).")
     triton_control_url: str = setting(
         "TRITON_CONTROL_URL",
@@ -44,13 +45,6 @@ class ShimSettings:
     predict_retries: int = setting(
         "PREDICT_RETRIES", "2", "Times a predict is sent again after Triton was unreachable or not ready (idempotent)."
     )
-    etcd_endpoints: str = setting(
-        "ETCD_ENDPOINTS", "", "Comma-separated etcd members; when set, status covers every node registered there."
-    )
-    etcd_user: str = setting("ETCD_USER", "", "The shim's etcd user (read access to ETCD_PREFIX); empty: no auth.")
-    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
-    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key the service keeps in etcd.")
-    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds.")
     node_status_timeout_s: float = setting(
         "NODE_STATUS_TIMEOUT_S", "1", "Longest wait for one node's answer in status; a node slower is `unreachable`."
     )
@@ -70,9 +64,9 @@ class ShimSettings:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
         if self.predict_retries < 0:
             raise ValueError(f"PREDICT_RETRIES must be >= 0, got {self.predict_retries}")
-        for name in ("etcd_timeout_s", "node_status_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if not self.node_status_timeout_s > 0:
+            raise ValueError(f"NODE_STATUS_TIMEOUT_S must be > 0, got {self.node_status_timeout_s}")
+        self.check_etcd()
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> ShimSettings:

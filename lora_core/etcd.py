@@ -30,6 +30,7 @@ from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception, InternalServerError
 
 from .errors import BackendUnavailable, InternalError
+from .settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,34 @@ def prefix_end(prefix: str) -> str:
 class Credentials:
     user: str
     password: str
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """How a process reaches etcd: the same settings, by the same names, in the model, the shim and the agent."""
+
+    etcd_endpoints: str = setting(
+        "ETCD_ENDPOINTS", "", "Comma-separated etcd members (http://host:2379,...); empty: no etcd (one node)."
+    )
+    etcd_user: str = setting("ETCD_USER", "", "This process's etcd user; empty: no authentication.")
+    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
+    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key the service keeps in etcd.")
+    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds (> 0).")
+
+    def check_etcd(self) -> None:
+        """Validation, for the __post_init__ of each settings class built on this one."""
+        if not self.etcd_timeout_s > 0:
+            raise ValueError(f"ETCD_TIMEOUT_S must be > 0, got {self.etcd_timeout_s}")
+        if self.etcd_endpoints and not (self.etcd_prefix.startswith("/") and self.etcd_prefix.endswith("/")):
+            raise ValueError(f"ETCD_PREFIX must start and end with '/', got {self.etcd_prefix!r}")
+
+    def etcd_cluster(self, budget_s: float | None = None) -> EtcdCluster | None:
+        """The cluster these settings name, or None when ETCD_ENDPOINTS is empty."""
+        endpoints = [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+        if not endpoints:
+            return None
+        credentials = Credentials(self.etcd_user, self.etcd_password) if self.etcd_user else None
+        return EtcdCluster(endpoints, credentials, self.etcd_timeout_s, budget_s)
 
 
 class EtcdCluster:

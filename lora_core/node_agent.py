@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .errors import AdapterError
-from .etcd import Credentials, EtcdCluster
+from .etcd import EtcdSettings
 from .node_registry import NodeRecord, NodeRegistry
 from .prometheus import read_metrics
 from .settings import load_settings, setting
@@ -32,7 +32,7 @@ APPLIED_METRIC = "lora_desired_state_generation"  # set by each model instance (
 
 
 @dataclass(frozen=True)
-class NodeAgentSettings:
+class NodeAgentSettings(EtcdSettings):  # ETCD_* (required): the registry; the user needs write access
     node_id: str = setting("NODE_ID", "", "This node's id in the registry; empty: the host name.")
     triton_url: str = setting(
         "NODE_TRITON_URL", "", "Triton's HTTP host:port as the shim reaches it (advertised; required)."
@@ -42,11 +42,6 @@ class NodeAgentSettings:
     )
     lease_ttl_s: int = setting("NODE_LEASE_TTL_S", "10", "The registry entry lapses this long after the agent stops.")
     report_s: float = setting("NODE_REPORT_S", "2", "How often the lease is renewed and the entry checked.")
-    etcd_endpoints: str = setting("ETCD_ENDPOINTS", "", "Comma-separated etcd members (required).")
-    etcd_user: str = setting("ETCD_USER", "", "etcd user of this node; empty: no auth.")
-    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
-    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key the service keeps in etcd.")
-    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds.")
 
     def __post_init__(self) -> None:
         for name in ("triton_url", "metrics_url", "etcd_endpoints"):
@@ -54,6 +49,7 @@ class NodeAgentSettings:
                 raise ValueError(f"{'NODE_' if name != 'etcd_endpoints' else ''}{name.upper()} is required")
         if not 0 < self.report_s < self.lease_ttl_s / 2:
             raise ValueError("NODE_REPORT_S must be above 0 and under half of NODE_LEASE_TTL_S")
+        self.check_etcd()
 
 
 class NodeAgent:
@@ -127,9 +123,9 @@ def main() -> int:
         settings = load_settings(NodeAgentSettings)
     except ValueError as exc:
         sys.exit(f"node agent: {exc}")
-    endpoints = [e.strip() for e in settings.etcd_endpoints.split(",") if e.strip()]
-    credentials = Credentials(settings.etcd_user, settings.etcd_password) if settings.etcd_user else None
-    registry = NodeRegistry(EtcdCluster(endpoints, credentials, settings.etcd_timeout_s), settings.etcd_prefix)
+    cluster = settings.etcd_cluster()
+    assert cluster is not None  # ETCD_ENDPOINTS is required (NodeAgentSettings)
+    registry = NodeRegistry(cluster, settings.etcd_prefix)
     agent = NodeAgent(settings, registry)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: agent.stop())
