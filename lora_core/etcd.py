@@ -41,6 +41,9 @@ TOKEN_ERRORS = ("invalid auth token", "user name is empty")
 # A member that is up but cannot serve (no leader, shutting down, too many requests): try another one.
 UNAVAILABLE = (ConnectionFailedError, ConnectionTimeoutError, InternalServerError)
 ROUND_PAUSE_S = 0.2  # between two rounds over the members
+# A change waits at least this long for an answer: when the leader dies, the others elect a new one only after
+# an election timeout (randomized, up to twice the setting) and a vote, seconds on a busy host.
+MIN_BUDGET_S = 8.0
 
 
 def b64(value: str | bytes) -> str:
@@ -114,7 +117,7 @@ class EtcdCluster:
         self.endpoints = tuple(endpoints)
         self.credentials = credentials
         self.timeout_s = timeout_s
-        self.budget_s = 5 * timeout_s if budget_s is None else budget_s
+        self.budget_s = max(5 * timeout_s, MIN_BUDGET_S) if budget_s is None else budget_s
         # Per member, one session (so one token) shared by a patient client and a quick one.
         sessions = [requests.Session() for _ in self.endpoints]
         self._members = [_member(e, timeout_s, s) for e, s in zip(self.endpoints, sessions, strict=True)]

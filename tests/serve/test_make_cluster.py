@@ -88,9 +88,18 @@ def cluster(tmp_path_factory, base_dir):
         assert process.poll() is None, output()[-4000:]
         yield process, f"http://127.0.0.1:{api_port}/api/v1", output, work / "state", triton_port
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:  # a test failed before the last one stopped it: stop it as a user would
+            descendants = psutil.Process(process.pid).children(recursive=True)
+            for child in descendants:
+                if "scripts/cluster.py" in " ".join(_cmdline(child)):
+                    child.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # every supervised child has a process group of its own
+                for child in descendants:
+                    child.kill()
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def test_it_serves_through_the_shim_with_every_node_in_status(cluster):
@@ -154,3 +163,10 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
