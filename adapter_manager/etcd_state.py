@@ -41,6 +41,8 @@ class EtcdDesiredState:
     """DesiredStateStore over etcd (see the module doc); calls raise BackendUnavailable when no member
     answers."""
 
+    remote = True
+
     def __init__(self, cluster: EtcdCluster, prefix: str = DEFAULT_PREFIX) -> None:
         self.cluster = cluster
         self.key = f"{prefix}desired"

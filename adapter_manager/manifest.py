@@ -51,6 +51,8 @@ class ManifestState:
 
 
 class DesiredStateStore(Protocol):
+    remote: bool  # whether signature() is a network round trip (worth running beside the forward)
+
     def signature(self) -> Hashable | None:
         """Changes whenever the state may have changed; cheap enough to ask before every batch."""
 
@@ -64,6 +66,8 @@ class DesiredStateStore(Protocol):
 
 class AdapterManifest:
     """The desired state in one file under STATE_DIR (see the module doc)."""
+
+    remote = False
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -72,22 +73,26 @@ class AdapterService:
         self._last_state: ManifestState | None = None
         self.applied_generation = 0  # the desired state's generation (etcd: revision) resident here
         self._stale_since: float | None = None  # monotonic time the store became unreachable
+        self._checks = ThreadPoolExecutor(1, thread_name_prefix=f"{instance}-state-check")
 
     # ------------------------------------------------------------------------------ reconciliation
 
-    def sync(self) -> None:
+    def sync(self) -> bool:
         """Make the resident adapters match the desired state; costs one stat (file manifest) or one small
         linearizable read (etcd) when nothing changed. With the store unreachable, the adapters resident now
-        go on serving, and the node logs that its state may be stale."""
+        go on serving, and the node logs that its state may be stale. True when the state was applied anew."""
         try:
-            signature = self.manifest.signature()
-            if signature == self._synced:
-                self._reachable()
-                return
-            state = self._read_state()
+            return self._sync_to(self.manifest.signature())
         except BackendUnavailable as exc:
             self._unreachable(exc)
-            return
+            return False
+
+    def _sync_to(self, signature: Hashable | None) -> bool:
+        """Apply the desired state unless `signature` says it is the one applied; raises BackendUnavailable."""
+        if signature == self._synced:
+            self._reachable()
+            return False
+        state = self._read_state()
         for problem in state.problems:
             log.error("%s: %s", self.instance, problem)
         desired = state.entries
@@ -99,18 +104,19 @@ class AdapterService:
         self.problems = {m: p for m, p in self.problems.items() if m in desired}
         self._synced = signature
         self.applied_generation = state.generation
+        return True
 
     def sync_before_ready(self, retry_s: float = 1.0) -> None:
         """Apply the whole desired state before this instance reports ready, waiting as long as the store is
-        unreachable: a node that starts while etcd is down stays not ready rather than serve an empty state."""
+        unreachable: a node that starts while etcd is down, or loses it midway, stays not ready rather than
+        serve an empty or partial state."""
         while True:
             try:
-                self._read_state()
-                break
+                self._sync_to(self.manifest.signature())
+                return
             except BackendUnavailable as exc:
                 self._unreachable(exc)
                 time.sleep(retry_s)
-        self.sync()
 
     def _read_state(self) -> ManifestState:
         """The desired state, remembered as the last one known."""
@@ -334,6 +340,34 @@ class AdapterService:
         return answer
 
     # ---------------------------------------------------------------------------------- classify
+
+    def classify_current(self, requests: Sequence[ClassifyRequest]) -> list[list[Classification] | AdapterError]:
+        """Classify against the desired state as it stands after these requests arrived (read-your-writes).
+
+        A remote store's check is a network round trip, so it runs beside the forward rather than before it:
+        when it finds the state changed, the state is applied and the batch classified again. A batch thus
+        costs a forward, not a forward plus a round trip, unless a change landed while it ran. A failed check
+        never fails the batch: it serves the state last applied, as `sync` does."""
+        if not self.manifest.remote:
+            self._check_state(self.sync)
+            return self.classify(requests)
+        check = self._checks.submit(self.manifest.signature)
+        answers = self.classify(requests)
+        if self._check_state(lambda: self._sync_to(check.result())):
+            answers = self.classify(requests)
+        return answers
+
+    def _check_state(self, sync: Callable[[], bool]) -> bool:
+        try:
+            return sync()
+        except BackendUnavailable as exc:
+            self._unreachable(exc)
+        except Exception:  # never fail a batch because of the desired state; the next batch checks again
+            log.exception("%s: the desired-state check failed", self.instance)
+        return False
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=True)
 
     def classify(self, requests: Sequence[ClassifyRequest]) -> list[list[Classification] | AdapterError]:
         """Classify many requests in one forward; a bad request gets its own error, the others their results."""

