@@ -34,6 +34,8 @@ INSPECTION_TIMEOUT_S = 5.0
 # What a failed connection to Triton raises (refused, reset, closed mid-response, timed out). Anything else
 # is a bug of ours and must not be reported as Triton being unavailable.
 TRANSPORT_ERRORS = (OSError, HTTPException, gevent.Timeout)
+# What a proxy in front of Triton answers, with a body of its own, when it reaches no node.
+PROXY_UNAVAILABLE = ("502", "503", "504")
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,10 @@ class TritonGateway:
         error = from_wire(message)
         if error is not None:
             return error
+        if exc.status() in PROXY_UNAVAILABLE and "decoding the response" in message:
+            # Not Triton's JSON: the balancer in front (HAProxy) has no node up, or none answered in time.
+            answered = exc.status()
+            return BackendUnavailable(f"no Triton node can serve {self.model} now (the balancer answered {answered})")
         if (
             exc.status() in (None, "None")
             or "unavailable" in message.lower()

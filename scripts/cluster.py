@@ -24,6 +24,8 @@ import secrets
 import signal
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from serve import REPO, post, seconds
@@ -36,6 +38,7 @@ from lora_core.haproxy_config import render
 
 PREFIX = "/lora-classifier/"
 SECRETS_FILE = "cluster-secrets.json"
+CONTROL_READY_S = 30.0  # how long the ready line waits for HAProxy's control frontend to reach a node
 
 
 def cluster_secrets(state_dir: Path) -> tuple[dict[str, str], bool]:
@@ -184,6 +187,10 @@ def main() -> int:
     base = f"http://localhost:{api_port}/api/v1"
 
     def on_ready() -> None:
+        # HAProxy checks each backend on its own: the shim is ready once the data frontend reaches a node, and
+        # the control frontend follows within a check interval or two. Ready means loads go through too.
+        if not answers_ok(f"http://{control}/v2/models/lora_classifier/ready", CONTROL_READY_S):
+            log(f"the control frontend reaches no node after {CONTROL_READY_S:.0f} s; loads answer 503 until it does")
         for task in demo:
             post(f"{base}/inference/models/load", {"model_dir": task, "max_length": 64}, env.get("API_KEY"))
         print(f"\ncluster: ready at {base} ({nodes} nodes)", flush=True)
@@ -232,6 +239,20 @@ def main() -> int:
         for thread in layer_threads:
             thread.join()
     return outcome[0] if outcome else 0
+
+
+def answers_ok(url: str, timeout_s: float) -> bool:
+    """Whether `url` answers 200 within `timeout_s`, asking every 0.2 s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def wait_for_etcd(members: list[Child], stopping: threading.Event) -> bool:
