@@ -48,6 +48,11 @@ class Settings(EtcdSettings):  # ETCD_*: where the desired state of several node
         "5",
         "Every this many seconds, look for training outputs added or removed under MODELS_ROOT (> 0).",
     )
+    max_batch_tokens: int = setting(
+        "MAX_BATCH_TOKENS",
+        "16384",
+        "Most padded tokens in one encoder forward; a batch is cut into runs of similar length within it (>= 1).",
+    )
     control_token: str = setting(
         "CONTROL_TOKEN", "", "Shared secret every control operation must carry; unset: all control is refused."
     )
@@ -55,6 +60,8 @@ class Settings(EtcdSettings):  # ETCD_*: where the desired state of several node
     def __post_init__(self) -> None:
         if self.max_adapters < 1:
             raise ValueError(f"MAX_ADAPTERS must be >= 1, got {self.max_adapters}")
+        if self.max_batch_tokens < 1:
+            raise ValueError(f"MAX_BATCH_TOKENS must be >= 1, got {self.max_batch_tokens}")
         if self.device not in DEVICES and not _is_cuda_index(self.device):
             raise ValueError(f"DEVICE must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}")
         if self.torch_threads < 0:

@@ -101,3 +101,12 @@ def test_labels_follow_the_label_map_order(engine, loaded):
     assert gamma.labels == ("类别A", "类别B")
     top = beta.top(10)
     assert len(top) == 5 and [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+
+
+def test_a_small_token_budget_cuts_many_runs_and_keeps_every_row_in_place(engine, loaded, monkeypatch):
+    """Each run of similar length is its own forward, mixing adapters; results come back in the order asked."""
+    texts, expected = loaded
+    monkeypatch.setattr(engine, "max_batch_tokens", 48)
+    pairs = [(i, m) for i in range(len(texts)) for m in ADAPTERS]
+    random.Random(1).shuffle(pairs)
+    check(engine, texts, expected, pairs)
