@@ -38,11 +38,13 @@ MAX_DEPTH = 4  # levels below the root a training output may sit (team/project/j
 RECENT_NS = 2_000_000_000  # a directory modified this close to its listing is listed again next time
 
 
-def output_stem(directory: str, real_root: str) -> str | None:
+def output_stem(directory: str, real_root: str, entries: dict[str, os.DirEntry[str]] | None = None) -> str | None:
     """`<stem>` when `directory` (a real directory inside the root, file-system form) holds exactly one
     `<stem>.head.pt`, its `<stem>.head.pt.pkl`, and a `<stem>.lora` folder holding the config and weights;
-    else None. A symlinked artifact counts only when it resolves inside `real_root`, as at load."""
-    entries = _entries(directory)
+    else None. A symlinked artifact counts only when it resolves inside `real_root`, as at load. `entries`:
+    the directory's listing, when the caller has just made it."""
+    if entries is None:
+        entries = _entries(directory)
     if entries is None:
         return None
     heads = [name for name in entries if name.endswith(HEAD_SUFFIX)]
@@ -191,7 +193,7 @@ class TrainingOutputIndex:
                 adapter_mtime: int | None = os.stat(os.path.join(path, stem + ADAPTER_SUFFIX)).st_mtime_ns
             except OSError:
                 adapter_mtime = None
-            complete = bool(relative) and output_stem(path, real_root) is not None
+            complete = bool(relative) and output_stem(path, real_root, entries) is not None
             settled = mtime_ns < recent and (adapter_mtime is None or adapter_mtime < recent)
             model_id = listed_id(relative) if complete else None
             return _Seen(mtime_ns, settled, (), stem, model_id, adapter_mtime)

@@ -18,7 +18,7 @@ from lora_core.errors import AdapterError
 from lora_core.node_registry import NodeRecord, NodeRegistry
 
 from .gateway import TritonGateway
-from .status import service_status
+from .status import empty_status, service_status
 
 log = logging.getLogger(__name__)
 NODE_STATES = {"running": "ready", "starting": "starting", "error": "unreachable"}
@@ -33,14 +33,7 @@ class ClusterStatus:
         self._lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "service_status": "error",
-            "workers": [],
-            "total_workers": 0,
-            "loaded_models_count": 0,
-            "pending_requests": 0,
-            "nodes": [],
-        }
+        answer: dict[str, Any] = {**empty_status(), "nodes": []}
         try:
             nodes = self.registry.nodes()
         except AdapterError as exc:

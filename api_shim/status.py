@@ -92,16 +92,21 @@ def _unreachable(answer: dict[str, Any], error: AdapterError, backend_state_file
     return answer
 
 
-def service_status(
-    gateway: TritonGateway, metrics_url: str, backend_state_file: str = "", metrics_timeout_s: float = 2.0
-) -> dict[str, Any]:
-    answer: dict[str, Any] = {
+def empty_status() -> dict[str, Any]:
+    """The status body before anything is known: what a client gets when nothing answers."""
+    return {
         "service_status": "error",
         "workers": [],
         "total_workers": 0,
         "loaded_models_count": 0,
         "pending_requests": 0,
     }
+
+
+def service_status(
+    gateway: TritonGateway, metrics_url: str, backend_state_file: str = "", metrics_timeout_s: float = 2.0
+) -> dict[str, Any]:
+    answer = empty_status()
     try:
         state = gateway.model_state()
     except AdapterError as exc:

@@ -28,8 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve import REPO, post, seconds
-from supervisor import Child, SupervisionSettings, Supervisor, log
+from serve import REPO, demo_or_given_models, post, shim_child, supervision_settings, triton_child
+from supervisor import Child, Supervisor, log
 
 sys.path.insert(0, str(REPO))  # lora_core: the etcd client and HAProxy's configuration (torch-free)
 
@@ -63,16 +63,8 @@ def port(env: dict[str, str], name: str, default: int) -> int:
 
 def main() -> int:
     env = dict(os.environ)
-    demo: dict[str, float] = {}
-    if not env.get("BASE_MODEL_DIR") and not env.get("MODELS_ROOT"):
-        sys.path.insert(0, str(REPO / "scripts" / "demo"))
-        from prepare import prepare
-
-        base, models, demo = prepare(REPO / "var" / "demo")
-        env.update(BASE_MODEL_DIR=str(base), MODELS_ROOT=str(models))
-    missing = [name for name in ("BASE_MODEL_DIR", "MODELS_ROOT") if not env.get(name)]
-    if missing:
-        log(f"set {' and '.join(missing)} too, or neither for the demo (see README)")
+    demo = demo_or_given_models(env)
+    if demo is None:
         return 2
     nodes = int(env.get("NODES") or 3)
     if not 1 <= nodes <= 16:
@@ -87,12 +79,7 @@ def main() -> int:
     triton_port = port(env, "CLUSTER_TRITON_PORT", 8100)
     balancer_port = port(env, "CLUSTER_BALANCER_PORT", 9000)
     api_port = env.setdefault("API_PORT", "8000")
-    settings = SupervisionSettings(
-        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
-        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
-        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
-    )
-    python = sys.executable
+    settings = supervision_settings(env)
 
     # ------------------------------------------------------------------------------------- etcd
     names = [f"etcd{i}" for i in range(3)]
@@ -147,19 +134,8 @@ def main() -> int:
             "NODE_TRITON_URL": f"127.0.0.1:{http}",
             "NODE_METRICS_URL": f"http://127.0.0.1:{metrics}/metrics",
         }
-        triton = Child(
-            f"node{i}",
-            [
-                python,
-                str(REPO / "scripts" / "run_triton.py"),
-                f"--run-dir={run_dir / 'triton'}",
-                f"--runtime-dir={REPO / 'var' / 'triton-runtime'}",
-            ],
-            own,
-            REPO,
-            health_url=f"http://127.0.0.1:{http}/v2/health/ready",
-        )
-        agent = Child(f"node{i}-agent", [python, "-m", "lora_core.node_agent"], own, REPO)
+        triton = triton_child(f"node{i}", run_dir / "triton", own, http)
+        agent = Child(f"node{i}-agent", [sys.executable, "-m", "lora_core.node_agent"], own, REPO)
         node_children.append((triton, agent))
         addresses.append((f"node{i}", f"127.0.0.1:{http}"))
 
@@ -178,12 +154,7 @@ def main() -> int:
         "CONTROL_TOKEN": keys["control_token"],
         "GUNICORN_GRACEFUL_TIMEOUT": str(int(settings.drain_s)),
     }
-    shim = Child(
-        "gunicorn",
-        [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"],
-        shim_env,
-        REPO,
-    )
+    shim = shim_child(shim_env)
     base = f"http://localhost:{api_port}/api/v1"
 
     def on_ready() -> None:

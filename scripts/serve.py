@@ -69,8 +69,9 @@ def post(url: str, body: dict, api_key: str | None) -> None:
         log(f"could not load demo model {body['model_dir']}: {exc}")
 
 
-def main() -> int:
-    env = dict(os.environ)
+def demo_or_given_models(env: dict[str, str]) -> dict[str, float] | None:
+    """With neither BASE_MODEL_DIR nor MODELS_ROOT set, prepare the demo and point `env` at it: its models
+    and their held-out accuracies. None (after saying why) when only one of the two is set."""
     demo: dict[str, float] = {}
     if not env.get("BASE_MODEL_DIR") and not env.get("MODELS_ROOT"):
         sys.path.insert(0, str(REPO / "scripts" / "demo"))
@@ -78,10 +79,45 @@ def main() -> int:
 
         base, models, demo = prepare(REPO / "var" / "demo")
         env.update(BASE_MODEL_DIR=str(base), MODELS_ROOT=str(models))
-        env.setdefault("STATE_DIR", str(REPO / "var" / "demo" / "state"))
     missing = [name for name in ("BASE_MODEL_DIR", "MODELS_ROOT") if not env.get(name)]
     if missing:
         log(f"set {' and '.join(missing)} too, or neither for the demo (see README)")
+        return None
+    return demo
+
+
+def supervision_settings(env: dict[str, str]) -> SupervisionSettings:
+    return SupervisionSettings(
+        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
+        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
+        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
+    )
+
+
+def triton_child(name: str, run_dir: Path, env: dict[str, str], http_port: str | int) -> Child:
+    """tritonserver through scripts/run_triton.py, in `run_dir`, health-checked on its HTTP port."""
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "run_triton.py"),
+        f"--run-dir={run_dir}",
+        f"--runtime-dir={REPO / 'var' / 'triton-runtime'}",
+    ]
+    return Child(name, command, env, REPO, health_url=f"http://127.0.0.1:{http_port}/v2/health/ready")
+
+
+def shim_child(env: dict[str, str]) -> Child:
+    """The REST shim: gunicorn with its configuration (api_shim/gunicorn.conf.py)."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    command = [gunicorn, "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"]
+    return Child("gunicorn", command, env, REPO)
+
+
+def main() -> int:
+    env = dict(os.environ)
+    if not env.get("BASE_MODEL_DIR") and not env.get("MODELS_ROOT"):
+        env.setdefault("STATE_DIR", str(REPO / "var" / "demo" / "state"))
+    demo = demo_or_given_models(env)
+    if demo is None:
         return 2
     state_dir = Path(env.setdefault("STATE_DIR", str(REPO / "var" / "state")))
     run_dir = Path(env.setdefault("RUN_DIR", str(REPO / "var" / "run")))
@@ -93,34 +129,13 @@ def main() -> int:
     metrics_port = env.setdefault("TRITON_METRICS_PORT", "8012")
     env.setdefault("TRITON_URL", f"127.0.0.1:{http_port}")
     env.setdefault("TRITON_METRICS_URL", f"http://127.0.0.1:{metrics_port}/metrics")
-    settings = SupervisionSettings(
-        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
-        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
-        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
-    )
+    settings = supervision_settings(env)
     env["GUNICORN_GRACEFUL_TIMEOUT"] = str(int(settings.drain_s))
     state_file = run_dir / "backend.json"
     env["BACKEND_STATE_FILE"] = str(state_file)
 
-    python = sys.executable
-    triton = Child(
-        "tritonserver",
-        [
-            python,
-            str(REPO / "scripts" / "run_triton.py"),
-            f"--run-dir={run_dir / 'triton'}",
-            f"--runtime-dir={REPO / 'var' / 'triton-runtime'}",
-        ],
-        env,
-        REPO,
-        health_url=f"http://127.0.0.1:{http_port}/v2/health/ready",
-    )
-    shim = Child(
-        "gunicorn",
-        [str(Path(python).parent / "gunicorn"), "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"],
-        env,
-        REPO,
-    )
+    triton = triton_child("tritonserver", run_dir / "triton", env, http_port)
+    shim = shim_child(env)
     base = f"http://localhost:{api_port}/api/v1"
 
     def on_ready() -> None:

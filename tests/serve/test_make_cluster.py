@@ -4,12 +4,8 @@ status; restarts a node that dies; and on SIGTERM stops everything, leaving no p
 
 from __future__ import annotations
 
-import os
-import random
 import signal
-import socket
 import stat
-import subprocess
 import time
 
 import psutil
@@ -18,31 +14,10 @@ import requests
 
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, make_training_output
-from testkit.triton_harness import REPO
+from testkit.make_harness import MakeTarget, free_block
 
 NODES = 2
 TEXTS = ["baba dede kiki", "类别 好坏"]
-
-
-def free_block(size: int) -> int:
-    """The first of `size` consecutive ports free on loopback, below the ephemeral range (where the other tests'
-    free ports come from), so that make cluster's fixed offsets cannot meet them."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(20000, 32000 - size)
-        try:
-            sockets = []
-            for port in range(first, first + size):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise AssertionError("no block of free ports")
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +31,7 @@ def cluster(tmp_path_factory, base_dir):
         free_block(10 * NODES),
         free_block(2),
     )
-    env = {
-        **os.environ,
+    settings = {
         "NODES": str(NODES),
         "BASE_MODEL_DIR": str(base_dir),
         "MODELS_ROOT": str(root),
@@ -69,37 +43,9 @@ def cluster(tmp_path_factory, base_dir):
         "GUNICORN_WORKERS": "1",
         "TRITON_INSTANCES": "1",
     }
-    log = work / "cluster.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "cluster"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output() -> str:
-        return log.read_text(errors="replace")
-
-    try:
-        wait_for(lambda: "cluster: ready at" in output() or process.poll() is not None, 300, "the ready line")
-        assert process.poll() is None, output()[-4000:]
-        yield process, f"http://127.0.0.1:{api_port}/api/v1", output, work / "state", triton_port
-    finally:
-        if process.poll() is None:  # a test failed before the last one stopped it: stop it as a user would
-            descendants = psutil.Process(process.pid).children(recursive=True)
-            for child in descendants:
-                if "scripts/cluster.py" in " ".join(_cmdline(child)):
-                    child.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:  # every supervised child has a process group of its own
-                for child in descendants:
-                    child.kill()
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with MakeTarget("cluster", work, settings) as target:  # stopped as a user would, even when a test fails
+        target.wait_ready()
+        yield target.process, f"http://127.0.0.1:{api_port}/api/v1", target.output, work / "state", triton_port
 
 
 def test_it_serves_through_the_shim_with_every_node_in_status(cluster):
@@ -163,10 +109,3 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []

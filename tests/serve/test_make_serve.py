@@ -20,7 +20,6 @@ import json
 import signal
 import socket
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -33,21 +32,19 @@ import requests
 from testkit.tolerance import assert_same_predictions
 from testkit.traffic import Traffic, summary
 from testkit.process_harness import free_port
-from testkit.triton_harness import REPO
+from testkit.make_harness import MakeTarget
 
 MODELS = ["alpha", "team/beta"]
 TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]
 BACK_WITHIN_S = 60
 
 
-class Serve:
-    """`make serve` in a process group of its own (as a terminal runs it), with its output in a file."""
+class Serve(MakeTarget):
+    """`make serve` on ports and in directories of its own."""
 
     def __init__(self, workdir: Path, **settings: str) -> None:
-        self.workdir = workdir
         self.api_port = free_port()
-        self.env = {
-            **os.environ,
+        defaults = {
             "STATE_DIR": str(workdir / "state"),
             "RUN_DIR": str(workdir / "run"),
             "API_PORT": str(self.api_port),
@@ -57,42 +54,12 @@ class Serve:
             "GUNICORN_WORKERS": "1",
             "GUNICORN_ACCESS_LOG": os.devnull,
             "TRITON_INSTANCES": "2",
-            **settings,
         }
-        self.log_path = workdir / "serve.log"
-        self.process: subprocess.Popen | None = None
+        super().__init__("serve", workdir, {**defaults, **settings})
         self.base = f"http://127.0.0.1:{self.api_port}/api/v1"
 
-    def start(self) -> Serve:
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                ["make", "--no-print-directory", "serve"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, (
-                f"make serve exited ({self.process.returncode}):\n{self.output()[-4000:]}"
-            )
-            assert time.monotonic() < deadline, f"{what} not within {timeout} s:\n{self.output()[-4000:]}"
-            time.sleep(0.2)
-
     def wait_ready(self, timeout: float = 240) -> None:
-        # A user waits for serve to print its URL; so does this test.
-        self.wait_for(lambda: "ready at" in self.output(), timeout, "serve's ready line")
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children(recursive=True)
+        super().wait_ready(timeout)
 
     def one(self, predicate: Callable[[psutil.Process], bool]) -> psutil.Process:
         found = [p for p in self.descendants() if _safely(predicate, p)]
@@ -107,17 +74,6 @@ class Serve:
         return self.one(
             lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline())
         )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                for process in self.descendants():
-                    process.kill()
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
     # the API ------------------------------------------------------------------------------------
 
