@@ -57,10 +57,19 @@ class ClassifyRequest:
 
 class AdapterService:
     def __init__(
-        self, engine: AdapterEngine, manifest: DesiredStateStore, instance: str, max_text_chars: int, max_adapters: int
+        self,
+        engine: AdapterEngine,
+        manifest: DesiredStateStore,
+        instance: str,
+        max_text_chars: int,
+        max_adapters: int,
+        check_beside: bool | None = None,
     ) -> None:
         self.engine = engine
         self.manifest = manifest
+        # Whether the desired state's check runs beside each forward (see classify_current); by default on a
+        # GPU with a remote store.
+        self.check_beside = manifest.remote and engine.device.type != "cpu" if check_beside is None else check_beside
         self.instance = instance
         self.max_text_chars = max_text_chars
         self.max_adapters = max_adapters
@@ -344,11 +353,14 @@ class AdapterService:
     def classify_current(self, requests: Sequence[ClassifyRequest]) -> list[list[Classification] | AdapterError]:
         """Classify against the desired state as it stands after these requests arrived (read-your-writes).
 
-        A remote store's check is a network round trip, so it runs beside the forward rather than before it:
-        when it finds the state changed, the state is applied and the batch classified again. A batch thus
-        costs a forward, not a forward plus a round trip, unless a change landed while it ran. A failed check
-        never fails the batch: it serves the state last applied, as `sync` does."""
-        if not self.manifest.remote:
+        On a GPU, a remote store's check (a network round trip) runs beside the forward, while the CPU is idle:
+        when it finds the state changed, the state is applied and the batch classified again, so a batch
+        costs a forward, not a forward plus a round trip. On a CPU the forward keeps every core busy, and a
+        check beside it preempts torch's threads (each op waits for its slowest thread) to save a round trip
+        that is small next to a CPU forward (bench/etcd_check.py: the two measure alike, within this
+        machine's noise), so there it runs first. A failed check never fails the batch: it serves the state
+        last applied, as `sync` does."""
+        if not self.check_beside:
             self._check_state(self.sync)
             return self.classify(requests)
         check = self._checks.submit(self.manifest.signature)

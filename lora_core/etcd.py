@@ -102,7 +102,7 @@ class EtcdCluster:
 
     A call tries the members in turn, each for at most `timeout_s`, and goes round again (a leader election
     takes a second or two, during which members answer nothing) until `budget_s` has passed; then it raises
-    BackendUnavailable. A quick call (`quick=True`, for the check before each batch) makes one round with
+    BackendUnavailable. A quick call (`quick=True`, for the check beside each batch) makes one round with
     a short timeout per member, so that a batch never waits long on an unreachable etcd.
     """
 

@@ -70,8 +70,10 @@ def test_racing_writers_lose_no_update(store, etcd):
     assert len(store.read().entries) == 20
 
 
-def test_a_load_through_one_service_is_seen_by_another_at_once(store, etcd, base_dir, models_root):
-    """Two nodes' services, each with its own engine, share the state: read-your-writes for load and unload."""
+@pytest.mark.parametrize("beside", [False, True], ids=["check-first", "check-beside-the-forward"])
+def test_a_load_through_one_service_is_seen_by_another_at_once(store, etcd, base_dir, models_root, beside):
+    """Two nodes' services, each with its own engine, share the state: read-your-writes for load and unload,
+    with the check before the forward (CPU) or beside it (GPU)."""
     make_training_output(models_root, "job", base_dir, OutputSpec(seed=3))
     services = [
         AdapterService(
@@ -80,13 +82,14 @@ def test_a_load_through_one_service_is_seen_by_another_at_once(store, etcd, base
             f"node{i}",
             100_000,
             max_adapters=8,
+            check_beside=beside,
         )
         for i, endpoints in enumerate((etcd.endpoints, etcd.endpoints[::-1]))
     ]
     batch = [ClassifyRequest(["a text"], ["job"])]
     assert isinstance(services[1].classify_current(batch)[0], ModelNotLoaded)
     services[0].control({"op": "load", "model_dir": "job"})
-    # The check runs beside the forward: the forward misses the load, the check finds it, the batch is redone.
+    # Beside the forward, the forward misses the load, the check finds it, and the batch is classified again.
     [answer] = services[1].classify_current(batch)
     assert isinstance(answer, list) and answer[0].model_id == "job"
     services[1].control({"op": "unload", "model_id": "job"})
