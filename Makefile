@@ -62,10 +62,11 @@ lint: venv
 test-unit: venv
 	$(PY) -m pytest tests/lora_core tests/adapter_manager tests/api_shim_unit tests/test_deployment.py $(PYTEST_ARGS)
 
-# Every benchmark in one run (~45 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
+# Every benchmark in one run (~50 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
 bench: venv demo-base $(VENV)/.bench-deps
 	$(PY) -m bench.report $(BENCH_ARGS)
 	$(PY) -m bench.listing --into docs/benchmarks.md
+	$(PY) -m bench.mixed --into docs/benchmarks.md
 	$(PY) -m bench.etcd_check --into docs/benchmarks.md
 	$(PY) -m bench.cluster --into docs/benchmarks.md
 

@@ -104,9 +104,10 @@ class Stack:
     def predict_url(self) -> str:
         return f"{self.api}/inference/predict"
 
-    def load(self, model_ids: Sequence[str]) -> None:
+    def load(self, model_ids: Sequence[str], max_length: int | None = None) -> None:
         for model_id in model_ids:
-            answer = requests.post(f"{self.api}/inference/models/load", json={"model_dir": model_id}, timeout=120)
+            body = {"model_dir": model_id, **({"max_length": max_length} if max_length else {})}
+            answer = requests.post(f"{self.api}/inference/models/load", json=body, timeout=120)
             answer.raise_for_status()
 
 

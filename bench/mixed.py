@@ -1,0 +1,188 @@
+"""Real traffic on this machine: mixed lengths against the in-process ceilings, and a lone request.
+
+    .venv/bin/python -m bench.mixed [--rounds 3] [--seconds 10] [--into docs/benchmarks.md]
+
+The texts are seeded (testkit.texts.mixed_texts): 70% of 3-25 words, 25% of 25-110, 5% of 110-400, cut at
+256 tokens. The service is `make serve`'s stack with its defaults (Triton instances: auto), 8 adapters loaded
+with max_length 256. Each round measures, in this order:
+
+- the in-process ceilings, on the bare base encoder (tokenize + forward, no adapter), the texts in batches
+  of 16: in arrival order, and sorted by length over the whole set;
+- the service: 32 closed-loop clients each sending 1-text predicts over the 8 adapters (bench/loadgen.py);
+- a lone request: one client sending one short text at a time, against AdapterEngine.classify of one short
+  text in-process (batch 1).
+
+Tokens/s count real tokens (no padding). Ratios are computed within a round, so machine noise hits both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.stack import REPO, Stack, bench_base, prepare_adapters  # sets up the HF environment
+
+import torch
+
+from adapter_manager import AdapterEngine
+from bench.e2e import ADAPTERS
+from bench.gpu.render import replace_section
+from bench.loadgen import run_load
+from testkit.measure import summary
+from testkit.texts import mixed_texts, short_texts
+
+HEADING = "## Mixed lengths and a lone request (bench/mixed.py)"
+RESULTS = REPO / "var" / "bench" / "mixed.json"
+MAX_LENGTH = 256
+CEILING_BATCH = 16
+CLIENTS = 32
+LONE_REQUESTS = 200
+
+
+def token_ids(engine: AdapterEngine, texts: list[str]) -> list[list[int]]:
+    return engine.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+
+
+def padded(engine: AdapterEngine, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """One batch as the bare encoder takes it: padded to its longest row, with the attention mask."""
+    longest = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), longest), engine.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
+
+
+def ceilings(engine: AdapterEngine, texts: list[str], seconds: float) -> dict[str, float]:
+    """Real tokens/s of the bare base forward, batches of 16: in arrival order, and globally sorted."""
+    ids = token_ids(engine, texts)
+    orders = {"arrival": ids, "sorted": sorted(ids, key=len)}
+    tokens = sum(len(x) for x in ids)
+    answer = {}
+    for name, rows in orders.items():
+        batches = [padded(engine, rows[i : i + CEILING_BATCH]) for i in range(0, len(rows), CEILING_BATCH)]
+        passes, started = 0, time.perf_counter()
+        while passes < 1 or time.perf_counter() - started < seconds:
+            with torch.inference_mode():
+                for batch in batches:
+                    engine.model(**batch)
+            passes += 1
+        answer[name] = passes * tokens / (time.perf_counter() - started)
+    return answer
+
+
+def lone_in_process_ms(engine: AdapterEngine, texts: list[str]) -> float:
+    """p50 of AdapterEngine.classify on one short text, one adapter."""
+    durations = []
+    for i in range(LONE_REQUESTS):
+        started = time.perf_counter()
+        engine.classify([texts[i % len(texts)]], [ADAPTERS[0]])
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations) * 1000
+
+
+def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
+    base = bench_base(work)
+    root = work / "models"
+    prepare_adapters(root, base, ADAPTERS)
+    texts = mixed_texts(512, seed=1)
+    lone_texts = short_texts(64, seed=2)
+    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
+    engine.load(ADAPTERS[0], MAX_LENGTH)
+    lengths = [len(x) for x in token_ids(engine, texts)]
+    mean_tokens = sum(lengths) / len(lengths)
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("arrival", "sorted", "service", "service_p50", "service_p99", "errors", "lone", "lone_base")
+    }
+    with Stack(work / "stack", base, root, instances="auto") as stack:
+        stack.load(ADAPTERS, max_length=MAX_LENGTH)
+        run_load(stack.predict_url, ADAPTERS, texts, 1, CLIENTS, seconds=2, warmup=1)  # first contact
+        for round_ in range(rounds):
+            ceiling = ceilings(engine, texts, seconds)
+            figures["arrival"].append(ceiling["arrival"])
+            figures["sorted"].append(ceiling["sorted"])
+            served = run_load(stack.predict_url, ADAPTERS, texts, 1, CLIENTS, seconds=seconds)
+            figures["service"].append(served.texts_per_s * mean_tokens)
+            figures["service_p50"].append(served.p50_ms)
+            figures["service_p99"].append(served.p99_ms)
+            figures["errors"].append(sum(n for s, n in served.statuses.items() if s != 200) + served.malformed)
+            figures["lone_base"].append(lone_in_process_ms(engine, lone_texts))
+            lone = run_load(stack.predict_url, ADAPTERS[:1], lone_texts, 1, 1, seconds=seconds / 2)
+            figures["lone"].append(lone.p50_ms)
+            print(
+                f"round {round_ + 1}: ceilings {ceiling['arrival']:.0f} / {ceiling['sorted']:.0f} tokens/s, "
+                f"service {figures['service'][-1]:.0f} tokens/s (p99 {served.p99_ms:.0f} ms), "
+                f"lone {lone.p50_ms:.1f} ms vs {figures['lone_base'][-1]:.1f} ms in-process",
+                flush=True,
+            )
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "rounds": rounds,
+        "seconds": seconds,
+        "mean_tokens": mean_tokens,
+        "threads": torch.get_num_threads(),
+        "figures": figures,
+    }
+
+
+def ratio(figures: dict[str, list[float]], a: str, b: str) -> list[float]:
+    return [x / y for x, y in zip(figures[a], figures[b], strict=True)]
+
+
+def mixed_section(result: dict[str, Any]) -> list[str]:
+    f = result["figures"]
+    return [
+        HEADING,
+        "",
+        f"Measured {result['when']} on this machine (2 cores, the load generator on them too), "
+        f"`.venv/bin/python -m bench.mixed --into docs/benchmarks.md`: median [min-max] over {result['rounds']} "
+        f"rounds of {result['seconds']:.0f} s. 512 seeded texts, 70% of 3-25 words, 25% of 25-110, 5% of 110-400, "
+        f"at most {MAX_LENGTH} tokens: {result['mean_tokens']:.0f} real tokens per text on average. "
+        f"`make serve`'s defaults, 8 adapters.",
+        "",
+        "| | tokens/s | service / it |",
+        "|---|---|---|",
+        f"| in-process ceiling: bare base forward, batches of 16 in arrival order | {summary(f['arrival'])} | "
+        f"{summary(ratio(f, 'service', 'arrival'), 2)} |",
+        f"| in-process ceiling: the same, batches of 16 sorted by length | {summary(f['sorted'])} | "
+        f"**{summary(ratio(f, 'service', 'sorted'), 2)}** |",
+        f"| the service: {CLIENTS} clients x 1-text predicts, 8 adapters | {summary(f['service'])} | |",
+        "",
+        f"The service's p50 {summary(f['service_p50'])} ms, p99 {summary(f['service_p99'])} ms; "
+        f"failed or malformed answers: {int(sum(f['errors']))}.",
+        "",
+        "| a lone request: one client, one short text at a time | p50 |",
+        "|---|---|",
+        f"| in-process, `AdapterEngine.classify`, batch 1 | {summary(f['lone_base'], 1)} ms |",
+        f"| through the shim and Triton | {summary(f['lone'], 1)} ms |",
+        f"| **ratio** | **{summary(ratio(f, 'lone', 'lone_base'), 2)}** |",
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "mixed")
+    parser.add_argument("--into", type=Path, help="a benchmarks page whose section to replace")
+    args = parser.parse_args(argv)
+    result = measure(args.work, args.rounds, args.seconds)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    section = mixed_section(result)
+    print("\n".join(section))
+    if args.into:
+        page = args.into.read_text(encoding="utf-8")
+        args.into.write_text(replace_section(page, section, HEADING), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
