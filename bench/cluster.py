@@ -20,7 +20,6 @@ The single node's extra cost is then split, on the same rounds, by sending Trito
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -33,7 +32,7 @@ from bench.stack import REPO, bench_base, prepare_adapters  # sets up the HF env
 
 from bench.e2e import ADAPTERS
 from bench.engine_throughput import TEXT_WORDS
-from bench.gpu.render import replace_section
+from bench.gpu.render import publish
 from bench.loadgen import SHIM, TRITON, run_load
 from testkit.make_harness import MakeTarget, free_block
 from testkit.measure import summary
@@ -246,13 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, help="a benchmarks page whose section to replace")
     args = parser.parse_args(argv)
     figures = measure(args.work, [int(n) for n in args.nodes.split(",")], args.rounds, args.seconds)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    section = cluster_section(figures)
-    print("\n".join(section))
-    if args.into:
-        page = args.into.read_text(encoding="utf-8")
-        args.into.write_text(replace_section(page, section, HEADING), encoding="utf-8")
+    publish(cluster_section(figures), HEADING, args.into, RESULTS, figures)
     return 0
 
 

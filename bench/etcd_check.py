@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.stack import bench_base, prepare_adapters  # sets up the HF environment
 
-from bench.gpu.render import replace_section
+from bench.gpu.render import publish
 
 from adapter_manager import AdapterEngine
 from adapter_manager.etcd_state import EtcdDesiredState
@@ -177,11 +177,7 @@ def main() -> int:
             figures["extra"].append(load_etcd - load_file)
         for service in services.values():
             service.close()
-    section = etcd_section(figures, args.rounds)
-    print("\n".join(section))
-    if args.into:
-        page = args.into.read_text(encoding="utf-8")
-        args.into.write_text(replace_section(page, section, HEADING), encoding="utf-8")
+    publish(etcd_section(figures, args.rounds), HEADING, args.into)
     return 0
 
 

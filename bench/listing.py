@@ -16,7 +16,6 @@ Raw figures go to var/bench/listing.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -30,7 +29,7 @@ from typing import Any
 import requests
 
 from adapter_manager.outputs_index import TrainingOutputIndex
-from bench.gpu.render import replace_section
+from bench.gpu.render import publish
 from bench.stack import REPO, Stack
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, clone_output, make_tiny_base, make_training_output
@@ -190,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, help="a benchmarks page whose listing section to replace")
     args = parser.parse_args(argv)
     figures = run(args.work, [int(s) for s in args.sizes.split(",")], args.rounds)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    section = listing_section(figures)
-    print("\n".join(section))
-    if args.into:
-        page = args.into.read_text(encoding="utf-8")
-        args.into.write_text(replace_section(page, section, HEADING), encoding="utf-8")
+    publish(listing_section(figures), HEADING, args.into, RESULTS, figures)
     return 0
 
 

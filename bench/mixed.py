@@ -18,7 +18,6 @@ Tokens/s count real tokens (no padding). Ratios are computed within a round, so 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 
 from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
-from bench.gpu.render import replace_section
+from bench.gpu.render import publish
 from bench.loadgen import run_load
 from testkit.measure import summary
 from testkit.texts import mixed_texts, short_texts
@@ -174,13 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, help="a benchmarks page whose section to replace")
     args = parser.parse_args(argv)
     result = measure(args.work, args.rounds, args.seconds)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    section = mixed_section(result)
-    print("\n".join(section))
-    if args.into:
-        page = args.into.read_text(encoding="utf-8")
-        args.into.write_text(replace_section(page, section, HEADING), encoding="utf-8")
+    publish(mixed_section(result), HEADING, args.into, RESULTS, result)
     return 0
 
 

@@ -137,6 +137,19 @@ def replace_section(page: str, section: list[str], heading: str = HEADING) -> st
     return "\n".join(lines[:at] + section + lines[at:])
 
 
+def publish(
+    section: list[str], heading: str, into: Path | None, results: Path | None = None, figures: Any = None
+) -> None:
+    """Keep a benchmark's raw `figures` as JSON in `results`, print its section, and put it under `heading` in
+    the page `into` (when given), leaving the rest of the page as it is."""
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    print("\n".join(section))
+    if into is not None:
+        into.write_text(replace_section(into.read_text(encoding="utf-8"), section, heading), encoding="utf-8")
+
+
 def section_of(page: str, heading: str) -> list[str]:
     """The section of `page` under `heading` (up to the next `## `), or nothing."""
     lines = page.split("\n")
@@ -150,16 +163,12 @@ def section_of(page: str, heading: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--into", type=Path, help="a benchmarks page whose GPU section to replace (else: print it)")
+    parser.add_argument("--into", type=Path, help="a benchmarks page whose GPU section to replace")
     args = parser.parse_args(argv)
     figures = load_results(args.results)
     if figures is None:
         sys.exit(f"{args.results}: no GPU figures")
-    section = gpu_section(figures)
-    if args.into:
-        args.into.write_text(replace_section(args.into.read_text(encoding="utf-8"), section), encoding="utf-8")
-    else:
-        print("\n".join(section))
+    publish(gpu_section(figures), HEADING, args.into)
     return 0
 
 
