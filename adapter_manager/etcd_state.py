@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lora_core.errors import AdapterError
-from lora_core.etcd import Credentials, EtcdCluster, b64, unb64
+from lora_core.etcd import Credentials, EtcdCluster, TlsFiles, b64, unb64
 
 from .manifest import (
     FORMAT_VERSION,
@@ -112,7 +112,8 @@ def import_manifest(manifest: AdapterManifest, store: EtcdDesiredState, replace:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Import a single node's desired state (STATE_DIR/manifest.json) into etcd, to move to many nodes."
+        description="Import a single node's desired state (STATE_DIR/manifest.json) into etcd, to move to many nodes.",
+        epilog="From the environment: ETCD_PASSWORD; for https:// endpoints, ETCD_CA_CERT, ETCD_CERT, ETCD_KEY.",
     )
     parser.add_argument("--state-dir", type=Path, required=True, help="the node's STATE_DIR")
     parser.add_argument("--endpoints", default=os.environ.get("ETCD_ENDPOINTS", ""), help="comma-separated")
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if not endpoints:
         parser.error("--endpoints (or ETCD_ENDPOINTS) is required")
     credentials = Credentials(args.user, password) if args.user else None
-    store = EtcdDesiredState(EtcdCluster(endpoints, credentials), args.prefix)
+    environ = os.environ
+    tls = TlsFiles(environ.get("ETCD_CA_CERT", ""), environ.get("ETCD_CERT", ""), environ.get("ETCD_KEY", ""))
+    store = EtcdDesiredState(EtcdCluster(endpoints, credentials, tls=tls), args.prefix)
     try:
         count = import_manifest(AdapterManifest(args.state_dir), store, args.replace)
     except AdapterError as exc:

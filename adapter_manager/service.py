@@ -382,7 +382,8 @@ class AdapterService:
         self._checks.shutdown(wait=True)
 
     def classify(self, requests: Sequence[ClassifyRequest]) -> list[list[Classification] | AdapterError]:
-        """Classify many requests in one forward; a bad request gets its own error, the others their results."""
+        """Classify many requests together (the engine makes one forward per run of similar lengths); a bad
+        request gets its own error, the others their results."""
         answers: list[list[Classification] | AdapterError | None] = [None] * len(requests)
         good: list[int] = []
         for i, request in enumerate(requests):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lora_core.etcd import enable_auth
 from testkit.process_harness import ManagedProcess, free_port
+from testkit.tls import Certificates
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ROOT_PASSWORD = "root-" + uuid.uuid4().hex
@@ -25,18 +26,27 @@ PREFIX = "/lora-classifier/"
 
 
 class EtcdMembers:
-    def __init__(self, workdir: Path, count: int = 3) -> None:
+    """`count` members on loopback ports. With `tls`, clients reach them over https with a certificate of
+    their own (--client-cert-auth); health is checked on a plain-http metrics port either way."""
+
+    def __init__(self, workdir: Path, count: int = 3, tls: Certificates | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
         self.names = [f"etcd{i}" for i in range(count)]
         self.client_ports = [free_port() for _ in self.names]
         self.peer_ports = [free_port() for _ in self.names]
+        self.metrics_ports = [free_port() for _ in self.names]
         self.processes = [ManagedProcess(workdir / f"{name}.log") for name in self.names]
         self.token = f"lora-test-{uuid.uuid4().hex[:8]}"
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}" for port in self.client_ports]
+        scheme = "https" if self.tls else "http"
+        return [f"{scheme}://127.0.0.1:{port}" for port in self.client_ports]
+
+    def health_url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[i]}/health"
 
     def __enter__(self) -> EtcdMembers:
         self.start()
@@ -51,7 +61,7 @@ class EtcdMembers:
             if managed.process is None or managed.process.poll() is not None:
                 self._launch(i)
         for i in range(len(self.names)):
-            self.processes[i].wait_ready(f"{self.endpoints[i]}/health", timeout)
+            self.processes[i].wait_ready(self.health_url(i), timeout)
 
     def _launch(self, i: int) -> None:
         cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports, strict=True))
@@ -73,7 +83,15 @@ class EtcdMembers:
             "--election-timeout=2000",
             "--logger=zap",
             "--log-level=warn",
+            f"--listen-metrics-urls={self.health_url(i).removesuffix('/health')}",
         ]
+        if self.tls is not None:
+            command += [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.ca_cert}",
+                "--client-cert-auth",
+            ]
         self.processes[i].launch(command, dict(os.environ))
 
     def kill(self, i: int) -> None:
@@ -86,7 +104,7 @@ class EtcdMembers:
     def restart(self, i: int, timeout: float = 60) -> None:
         self.kill(i)
         self._launch(i)
-        self.processes[i].wait_ready(f"{self.endpoints[i]}/health", timeout)
+        self.processes[i].wait_ready(self.health_url(i), timeout)
 
     def stop(self) -> None:
         for process in self.processes:
