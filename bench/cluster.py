@@ -214,7 +214,7 @@ def cluster_section(figures: dict[str, Any]) -> list[str]:
         ]
         labels = {
             "serve/triton": "`make serve`'s tritonserver (file manifest: a stat per batch)",
-            "cluster-1/triton": "the cluster's node, straight (etcd: a linearizable read beside each batch)",
+            "cluster-1/triton": "the cluster's node, straight (etcd: a linearizable read per batch)",
             "cluster-1/haproxy": "the cluster's HAProxy data frontend (etcd, and the balancer's hop)",
         }
         for name, label in labels.items():

@@ -32,6 +32,7 @@ class LoadResult:
     p99_ms: float
     statuses: Counter = field(default_factory=Counter)  # HTTP status -> count, measured window only
     malformed: int = 0  # 200 answers whose body does not have one result per text
+    latencies_ms: list[float] = field(default_factory=list)  # every counted request's, with keep_latencies
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "statuses": {str(k): v for k, v in self.statuses.items()}}
@@ -95,6 +96,7 @@ def run_load(
     warmup: float = 2.0,
     timeout: float = 120.0,
     protocol: Protocol = SHIM,
+    keep_latencies: bool = False,
 ) -> LoadResult:
     """Drive `predict_url` for warmup + seconds with `clients` closed-loop clients; see the module doc.
     With `protocol=TRITON`, `predict_url` is Triton's base URL."""
@@ -154,6 +156,7 @@ def run_load(
         p99_ms=percentile(latencies, 99),
         statuses=Counter(r[2] for r in counted),
         malformed=sum(1 for r in counted if not r[3]),
+        latencies_ms=latencies if keep_latencies else [],
     )
 
 

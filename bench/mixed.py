@@ -41,6 +41,8 @@ MAX_LENGTH = 256
 CEILING_BATCH = 16
 CLIENTS = 32
 LONE_REQUESTS = 200
+SWEEP = (1, 4, 16, 32, 64)  # clients, for tokens/s against concurrency
+PLOTS = ("mixed_throughput_vs_concurrency.png", "mixed_latency_cdf.png")
 
 
 def token_ids(engine: AdapterEngine, texts: list[str]) -> list[list[int]]:
@@ -99,6 +101,8 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
     figures: dict[str, list[float]] = {
         k: [] for k in ("arrival", "sorted", "service", "service_p50", "service_p99", "errors", "lone", "lone_base")
     }
+    latencies: list[float] = []  # every 1-text predict of the service runs, for the CDF
+    sweep: dict[int, float] = {}  # clients -> tokens/s
     with Stack(work / "stack", base, root, instances="auto") as stack:
         stack.load(ADAPTERS, max_length=MAX_LENGTH)
         run_load(stack.predict_url, ADAPTERS, texts, 1, CLIENTS, seconds=2, warmup=1)  # first contact
@@ -106,7 +110,8 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
             ceiling = ceilings(engine, texts, seconds)
             figures["arrival"].append(ceiling["arrival"])
             figures["sorted"].append(ceiling["sorted"])
-            served = run_load(stack.predict_url, ADAPTERS, texts, 1, CLIENTS, seconds=seconds)
+            served = run_load(stack.predict_url, ADAPTERS, texts, 1, CLIENTS, seconds=seconds, keep_latencies=True)
+            latencies += served.latencies_ms
             figures["service"].append(served.texts_per_s * mean_tokens)
             figures["service_p50"].append(served.p50_ms)
             figures["service_p99"].append(served.p99_ms)
@@ -120,6 +125,10 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
                 f"lone {lone.p50_ms:.1f} ms vs {figures['lone_base'][-1]:.1f} ms in-process",
                 flush=True,
             )
+        for clients in SWEEP:
+            swept = run_load(stack.predict_url, ADAPTERS, texts, 1, clients, seconds=seconds / 2)
+            sweep[clients] = swept.texts_per_s * mean_tokens
+            print(f"sweep: {clients} clients, {sweep[clients]:.0f} tokens/s, p99 {swept.p99_ms:.0f} ms", flush=True)
     return {
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "rounds": rounds,
@@ -127,6 +136,8 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
         "mean_tokens": mean_tokens,
         "threads": torch.get_num_threads(),
         "figures": figures,
+        "sweep": sweep,
+        "latencies_ms": latencies,
     }
 
 
@@ -134,8 +145,41 @@ def ratio(figures: dict[str, list[float]], a: str, b: str) -> list[float]:
     return [x / y for x, y in zip(figures[a], figures[b], strict=True)]
 
 
+def write_plots(result: dict[str, Any], out_dir: Path) -> None:
+    """Tokens/s against concurrency beside both ceilings, and the CDF of the 32 clients' latencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f, sweep = result["figures"], {int(k): v for k, v in result["sweep"].items()}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sorted(sweep), [sweep[c] for c in sorted(sweep)], "o-", label="the service, 1-text predicts")
+    for key, label, style in (
+        ("sorted", "in-process, sorted batches of 16", "--"),
+        ("arrival", "in-process, arrival order", ":"),
+    ):
+        ax.axhline(statistics.median(f[key]), linestyle=style, linewidth=1, color="gray", label=label)
+    ax.set(xscale="log", xlabel="clients", ylabel="real tokens/s", title="Mixed lengths: tokens/s against concurrency")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOTS[0], dpi=100)
+    plt.close(fig)
+    latencies = sorted(result["latencies_ms"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(latencies, [(i + 1) / len(latencies) for i in range(len(latencies))])
+    ax.set(xlabel="latency, ms", ylabel="share of requests", title=f"Mixed lengths: latency CDF, {CLIENTS} clients")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOTS[1], dpi=100)
+    plt.close(fig)
+
+
 def mixed_section(result: dict[str, Any]) -> list[str]:
     f = result["figures"]
+    sweep = {int(k): v for k, v in result.get("sweep", {}).items()}
     return [
         HEADING,
         "",
@@ -162,6 +206,12 @@ def mixed_section(result: dict[str, Any]) -> list[str]:
         f"| through the shim and Triton | {summary(f['lone'], 1)} ms |",
         f"| **ratio** | **{summary(ratio(f, 'lone', 'lone_base'), 2)}** |",
         "",
+        "Tokens/s against concurrency (one run each, 1-text predicts): "
+        + ", ".join(f"{c} clients {sweep[c]:.0f}" for c in sorted(sweep))
+        + ".",
+        "",
+        *[f"![{Path(name).stem}](img/{name})" for name in PLOTS],
+        "",
     ]
 
 
@@ -173,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, help="a benchmarks page whose section to replace")
     args = parser.parse_args(argv)
     result = measure(args.work, args.rounds, args.seconds)
+    if args.into:
+        write_plots(result, args.into.parent / "img")
     publish(mixed_section(result), HEADING, args.into, RESULTS, result)
     return 0
 
