@@ -90,17 +90,22 @@ def test_query_needs_a_non_empty_list(api, body, message):
 # ------------------------------------------------ filters beyond the contract: status, limit, offset
 
 
-def _while_the_listing_holds_still(api, observe):
-    """`observe(full_ids)` run between two equal full listings: another test's outputs, made or removed just
-    before, reach the listing's index within a second and must not change it halfway through."""
+def _while_the_listing_holds_still(api, observe, ids_seen):
+    """`observe(full_ids)` run between two equal full listings, and seeing the same set of ids as they do
+    (`ids_seen(observed)`): another test's outputs, made or removed just before, reach each Triton instance's
+    index within a second, and two instances may answer one listing each while only one has caught up."""
 
     def attempt():
         before = [m["model_id"] for m in api.get("/inference/models").json()["models"]]
         seen = observe(before)
         after = [m["model_id"] for m in api.get("/inference/models").json()["models"]]
-        return (before, seen) if before == after else None
+        return (before, seen) if before == after and sorted(ids_seen(seen)) == sorted(before) else None
 
     return wait_for(attempt, 30, "the listing holding still")
+
+
+def _ids(*listings) -> list[str]:
+    return [m["model_id"] for listing in listings for m in listing["models"]]
 
 
 def test_the_status_filter_keeps_one_kind_and_counts_only_its_matches(api):
@@ -109,7 +114,7 @@ def test_the_status_filter_keeps_one_kind_and_counts_only_its_matches(api):
     def observe(_):
         return [api.get("/inference/models", params={"status": s}).json() for s in ("loaded", "unloaded")]
 
-    everything, (loaded, unloaded) = _while_the_listing_holds_still(api, observe)
+    everything, (loaded, unloaded) = _while_the_listing_holds_still(api, observe, lambda seen: _ids(*seen))
     assert [m["model_id"] for m in loaded["models"]] == ["alpha"]
     assert loaded["total"] == 1 and loaded["loaded_count"] == 1
     assert {m["status"] for m in unloaded["models"]} == {"unloaded"} and unloaded["loaded_count"] == 0
@@ -129,7 +134,12 @@ def test_pages_cover_the_listing_in_order_and_count_every_match(api):
         tail = api.get("/inference/models", params={"offset": "1"}).json()
         return pages, empty, tail
 
-    everything, (pages, empty, tail) = _while_the_listing_holds_still(api, observe)
+    def ids_seen(seen) -> list[str]:  # every page, the empty page's total and the tail from one snapshot
+        pages, empty, tail = seen
+        ids = _ids(*pages)
+        return ids if empty["total"] == len(ids) and _ids(tail) == ids[1:] else []
+
+    everything, (pages, empty, tail) = _while_the_listing_holds_still(api, observe, ids_seen)
     assert len(everything) >= 3 and everything[0] == "gamma"  # loaded first
     assert all(page["total"] == len(everything) and page["loaded_count"] == 1 for page in pages)
     assert [m["model_id"] for page in pages for m in page["models"]] == everything
