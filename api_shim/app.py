@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import uuid
 from pathlib import Path
 
@@ -17,12 +18,14 @@ from lora_core.errors import (
     BackendUnavailable,
     InternalError,
     InvalidRequest,
+    Overloaded,
     PayloadTooLarge,
     Unauthorized,
 )
 
 from lora_core.node_registry import NodeRegistry
 
+from .admission import Admission
 from .cluster_status import ClusterStatus
 from .gateway import TritonGateway
 from .routes import inference
@@ -73,6 +76,7 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         control_url=settings.triton_control_url,
         predict_retries=settings.predict_retries,
     )
+    app.extensions["admission"] = Admission(settings.admission_max_wait_s or math.inf)  # one per worker process
     if settings.etcd_endpoints:  # several nodes: status covers every one registered
         app.extensions["cluster_status"] = cluster_status(settings)
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
@@ -116,6 +120,8 @@ def _error_response(exc: Exception) -> tuple[Response, int]:
     response = jsonify(error.to_dict())
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(error, Overloaded):
+        response.headers["Retry-After"] = str(error.retry_after_s)
     return response, error.http_status
 
 

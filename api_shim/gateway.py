@@ -24,7 +24,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
-from lora_core.errors import AdapterError, BackendUnavailable, InternalError, Unauthorized, from_wire
+from lora_core.errors import AdapterError, BackendUnavailable, InternalError, Overloaded, Unauthorized, from_wire
 
 from .backend_watch import BackendWatch
 
@@ -36,6 +36,11 @@ INSPECTION_TIMEOUT_S = 5.0
 TRANSPORT_ERRORS = (OSError, HTTPException, gevent.Timeout)
 # What a proxy in front of Triton answers, with a body of its own, when it reaches no node.
 PROXY_UNAVAILABLE = ("502", "503", "504")
+# What Triton's queue policy answers (config.pbtxt's dynamic_batching): the queue is full, or a request
+# waited past its timeout. Behind HAProxy, a node's refusal is first tried on another node.
+QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+# Control operations go at Triton's priority level 1: they pass every queued predict (level 2).
+CONTROL_PRIORITY = 1
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,9 @@ class TritonGateway:
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object), binary_data=True)
         output = triton_http.InferRequestedOutput("CONTROL_RESULT", binary_data=True)
         try:
-            result = self._call(lambda: self._control_client.infer(self.model, [tensor], outputs=[output]))
+            result = self._call(
+                lambda: self._control_client.infer(self.model, [tensor], outputs=[output], priority=CONTROL_PRIORITY)
+            )
         except Unauthorized:  # the client did nothing wrong: the shim and Triton disagree on the secret
             raise InternalError(
                 "Triton refused the shim's control token: CONTROL_TOKEN differs between the shim and Triton"
@@ -212,6 +219,8 @@ class TritonGateway:
         error = from_wire(message)
         if error is not None:
             return error
+        if any(refusal in message for refusal in QUEUE_REFUSALS):
+            return Overloaded(f"Triton's queue for {self.model} is full; retry shortly")
         if exc.status() in PROXY_UNAVAILABLE and "decoding the response" in message:
             # Not Triton's JSON: the balancer in front (HAProxy) has no node up, or none answered in time.
             answered = exc.status()

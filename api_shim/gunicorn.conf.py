@@ -18,10 +18,11 @@ backlog = _int("GUNICORN_BACKLOG", 2048)
 # --- Workers ----------------------------------------------------------------------------------
 # Threaded workers: a request mostly waits on Triton, so threads overlap that waiting cheaply.
 # The shim holds no state, so any worker and thread may answer any request.
-# gthread, closing its listener when a graceful shutdown starts (see api_shim/draining_worker.py).
-worker_class = "api_shim.draining_worker.DrainingThreadWorker"
+# gthread, closing its listener when a graceful shutdown starts and timing the wait for a thread
+# (api_shim/worker.py).
+worker_class = "api_shim.worker.ShimWorker"
 workers = _int("GUNICORN_WORKERS", 2)
-threads = _int("GUNICORN_THREADS", 8)
+threads = _int("GUNICORN_THREADS", 64)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle; set it to bound slow leaks
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)
 

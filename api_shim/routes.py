@@ -9,6 +9,7 @@ from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
 from .status import service_status
+from .worker import thread_wait_s
 from .validation import (
     bool_field,
     int_field,
@@ -76,7 +77,9 @@ def predict():
         (texts[start : start + batch_size], [model_id] * len(texts[start : start + batch_size]))
         for start in range(0, len(texts), batch_size)
     ]
-    predictions = [p for chunk in _gateway().predict(chunks) for p in chunk]
+    # Admitted after validation (cheap), before Triton: a refusal costs the client milliseconds, not a queue.
+    with current_app.extensions["admission"].admit(len(texts), thread_wait_s()):
+        predictions = [p for chunk in _gateway().predict(chunks) for p in chunk]
     return jsonify(predict_body(model_id, predictions, top_n))
 
 

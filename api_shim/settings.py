@@ -45,6 +45,12 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
     predict_retries: int = setting(
         "PREDICT_RETRIES", "2", "Times a predict is sent again after Triton was unreachable or not ready (idempotent)."
     )
+    admission_max_wait_s: float = setting(
+        "ADMISSION_MAX_WAIT_S",
+        "1",
+        "A predict that would wait longer than this (seconds) behind the work in flight is refused at once with "
+        "429 overloaded and Retry-After; 0 admits everything (api_shim/admission.py).",
+    )
     node_status_timeout_s: float = setting(
         "NODE_STATUS_TIMEOUT_S", "1", "Longest wait for one node's answer in status; a node slower is `unreachable`."
     )
@@ -64,6 +70,8 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
         if self.predict_retries < 0:
             raise ValueError(f"PREDICT_RETRIES must be >= 0, got {self.predict_retries}")
+        if not self.admission_max_wait_s >= 0:
+            raise ValueError(f"ADMISSION_MAX_WAIT_S must be >= 0, got {self.admission_max_wait_s}")
         if not self.node_status_timeout_s > 0:
             raise ValueError(f"NODE_STATUS_TIMEOUT_S must be > 0, got {self.node_status_timeout_s}")
         self.check_etcd()

@@ -3,7 +3,8 @@
 Clients are threads with one keep-alive connection each (http.client: little CPU per request, so the
 generator takes as little as possible from the server it shares the machine with). Client `c` sends its
 k-th request to adapter `(c + k) % len(model_ids)`, so concurrent requests mix adapters. Only requests
-completed within the measured window (after the warm-up) count, for throughput and for latency.
+completed within the measured window (after the warm-up) count, for throughput and for latency. A client
+refused with 429 waits as its Retry-After says, as a well-behaved client does, before it sends again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class LoadResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    ok_p99_ms: float  # the answered (200) requests only
+    refused_p99_ms: float  # the refused (429) requests only; 0 when none
     statuses: Counter = field(default_factory=Counter)  # HTTP status -> count, measured window only
     malformed: int = 0  # 200 answers whose body does not have one result per text
     latencies_ms: list[float] = field(default_factory=list)  # every counted request's, with keep_latencies
@@ -123,13 +126,16 @@ def run_load(
                     response = connection.getresponse()
                     payload = response.read()
                     status = response.status
+                    retry_after = response.getheader("Retry-After") if status == 429 else None
                 except (OSError, http.client.HTTPException):
                     connection.close()
                     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-                    status, payload = 0, b""
+                    status, payload, retry_after = 0, b"", None
                 done = time.perf_counter()
                 well_formed = status != 200 or protocol.has_rows(payload, texts_per_request)
                 mine.append((sent, done, status, well_formed))
+                if retry_after is not None:
+                    time.sleep(max(0.0, min(float(retry_after), stop_at - done)))
         except BaseException as exc:  # surfaces in the caller instead of dying silently in a thread
             errors.append(exc)
         finally:
@@ -146,6 +152,7 @@ def run_load(
     window = stop_at - measure_from
     latencies = [(done - sent) * 1000 for sent, done, _, _ in counted]
     ok = [r for r in counted if r[2] == 200]
+    refused = [(done - sent) * 1000 for sent, done, status, _ in counted if status == 429]
     return LoadResult(
         clients=clients,
         texts_per_request=texts_per_request,
@@ -154,6 +161,8 @@ def run_load(
         requests_per_s=len(counted) / window,
         p50_ms=statistics.median(latencies) if latencies else 0.0,
         p99_ms=percentile(latencies, 99),
+        ok_p99_ms=percentile([(done - sent) * 1000 for sent, done, _, _ in ok], 99),
+        refused_p99_ms=percentile(refused, 99),
         statuses=Counter(r[2] for r in counted),
         malformed=sum(1 for r in counted if not r[3]),
         latencies_ms=latencies if keep_latencies else [],

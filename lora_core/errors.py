@@ -65,6 +65,16 @@ class CapacityExceeded(AdapterError):
     code, http_status, triton_code = "capacity_exceeded", 507, "UNAVAILABLE"
 
 
+class Overloaded(AdapterError):
+    """More work is queued than the service accepts; the client should retry after `retry_after_s` seconds."""
+
+    code, http_status, triton_code = "overloaded", 429, "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
 class BackendUnavailable(AdapterError):
     code, http_status, triton_code = "backend_unavailable", 503, "UNAVAILABLE"
 

@@ -68,6 +68,13 @@ def instance_count(value: str, kind: str) -> int:
     return int(value)
 
 
+def queue_size(value: str) -> int:
+    """`--max-queue-size`: a count of requests, 0 for unbounded."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"TRITON_MAX_QUEUE_SIZE must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
@@ -105,8 +112,11 @@ def prepare_runtime(runtime: Path) -> Path:
     return runtime
 
 
-def prepare_repository(source: Path, run_dir: Path, instances: int, kind: str) -> Path:
-    """Copy the model repository with the instance_group block set for this run.
+def prepare_repository(
+    source: Path, run_dir: Path, instances: int, kind: str, max_queue_size: int | None = None
+) -> Path:
+    """Copy the model repository with the instance_group block set for this run, and the predicts' queue
+    bound when `max_queue_size` is given.
 
     KIND_GPU without a `gpus` list places `instances` instances on every visible GPU.
     """
@@ -119,6 +129,11 @@ def prepare_repository(source: Path, run_dir: Path, instances: int, kind: str) -
     text, replaced = re.subn(r"^instance_group\s*\[.*?\]", group, config.read_text(), flags=re.M | re.S)
     if replaced != 1:
         sys.exit(f"{config}: expected exactly one instance_group block")
+    if max_queue_size is not None:
+        policy = f"default_queue_policy {{ max_queue_size: {max_queue_size} }}"
+        text, replaced = re.subn(r"default_queue_policy\s*\{[^}]*\}", policy, text)
+        if replaced != 1:
+            sys.exit(f"{config}: expected exactly one default_queue_policy block")
     config.write_text(text)
     return repository
 
@@ -184,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)",
     )
+    parser.add_argument(
+        "--max-queue-size",
+        type=queue_size,
+        default=os.environ.get("TRITON_MAX_QUEUE_SIZE") or None,
+        help="predicts queued in Triton before it refuses more (0: unbounded; default: config.pbtxt's 256)",
+    )
     args, extra = parser.parse_known_args(argv)
 
     try:
@@ -198,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     runtime = args.tritonserver_root or prepare_runtime(args.runtime_dir)
-    repository = prepare_repository(args.model_repository, args.run_dir, instances, args.kind)
+    repository = prepare_repository(args.model_repository, args.run_dir, instances, args.kind, args.max_queue_size)
     restricted = restricted_api_flags(token or secrets.token_hex(32))  # no token: a secret nobody holds
     command = [
         str(runtime / "bin" / "tritonserver"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
@@ -151,14 +152,29 @@ def test_image_pins_agree_with_requirements(image):
     assert docker and all(local.get(name) == version for name, version in docker.items()), (docker, local)
 
 
-def test_the_launcher_writes_one_gpu_instance_group(tmp_path):
+def run_triton_module():
     spec = importlib.util.spec_from_file_location("run_triton", REPO / "scripts/run_triton.py")
     run_triton = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_triton)
-    repository = run_triton.prepare_repository(REPO / "model_repository", tmp_path, instances=1, kind="gpu")
+    return run_triton
+
+
+def test_the_launcher_writes_one_gpu_instance_group(tmp_path):
+    repository = run_triton_module().prepare_repository(REPO / "model_repository", tmp_path, instances=1, kind="gpu")
     config = (repository / "lora_classifier" / "config.pbtxt").read_text()
     assert "instance_group [ { count: 1, kind: KIND_GPU } ]" in config
     assert "KIND_CPU" not in config
+    assert "default_queue_policy { max_queue_size: 256 }" in config  # the default, untouched
+
+
+def test_the_launcher_sets_the_predicts_queue_bound_and_leaves_controls_unbounded(tmp_path):
+    run_triton = run_triton_module()
+    repository = run_triton.prepare_repository(REPO / "model_repository", tmp_path, 1, "cpu", max_queue_size=7)
+    config = (repository / "lora_classifier" / "config.pbtxt").read_text()
+    assert "default_queue_policy { max_queue_size: 7 }" in config
+    assert "priority_queue_policy { key: 1, value: { max_queue_size: 0 } }" in config
+    with pytest.raises(argparse.ArgumentTypeError):
+        run_triton.queue_size("-1")
 
 
 # The CUDA each NGC Triton release is built on (its release notes): the image's torch must match its major.

@@ -1,0 +1,102 @@
+"""Admission: a predict is refused at once (429 overloaded) when the work already admitted would keep it
+waiting longer than ADMISSION_MAX_WAIT_S, instead of queueing without bound in Triton.
+
+The limit is a waiting time, not a count, so that one default holds on a CPU and on a GPU 100x faster. Each
+gunicorn worker estimates its own expected wait: the texts it has in flight times the seconds per text it
+measured over its busy time (texts completed / seconds with something in flight). Workers share Triton in
+proportion to what they send, so each worker's own estimate is the service's. A request that already waited
+for a worker thread (gunicorn's queue, api_shim/worker.py) counts that wait against the limit too.
+
+The seconds per text are the best of the last few windows of busy time, not the latest: a service serving
+few requests at once batches less and looks slower than it is, and an estimate taken there would admit
+fewer requests still, down to a trickle. The best recent window is what the service does when it is full,
+which is when the estimate matters.
+
+Nothing in flight admits anything: a request larger than the limit alone is served, never refused forever.
+Until the first window closes there is no estimate, and a worker admits at most COLD_START_TEXTS.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from lora_core.errors import Overloaded
+
+# The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
+WINDOW_S = 1.0
+WINDOWS = 8
+# With no estimate yet, a worker admits this many texts in flight (one full Triton batch).
+COLD_START_TEXTS = 64
+
+
+class Admission:
+    def __init__(self, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0  # texts admitted and not yet answered
+        self._last_event = clock()
+        self._busy_s = 0.0  # the open window: busy seconds and texts completed in them
+        self._texts = 0
+        self._windows: deque[float] = deque(maxlen=WINDOWS)  # seconds per text of each closed window
+
+    @contextmanager
+    def admit(self, texts: int, waited_s: float = 0.0) -> Iterator[None]:
+        """Admit a predict of `texts` (which waited `waited_s` for a thread) for the duration of the block, or
+        raise Overloaded. A predict that fails still leaves; only completed ones teach the estimate."""
+        self._enter(texts, waited_s)
+        completed = 0
+        try:
+            yield
+            completed = texts
+        finally:
+            self._leave(texts, completed)
+
+    def expected_wait_s(self) -> float | None:
+        """Seconds a new request would wait behind the work in flight; None before any estimate."""
+        with self._lock:
+            return self._expected_wait_locked()
+
+    # ------------------------------------------------------------------------------------ internals
+
+    def _enter(self, texts: int, waited_s: float) -> None:
+        with self._lock:
+            if self._in_flight > 0 and self.max_wait_s < math.inf:  # inf: admission is off
+                expected = self._expected_wait_locked()
+                if expected is None:
+                    if self._in_flight + texts > COLD_START_TEXTS:
+                        raise Overloaded("the service is still measuring its speed; retry shortly")
+                elif expected + waited_s > self.max_wait_s:
+                    raise Overloaded(
+                        f"the service is overloaded: a new request would wait about {expected + waited_s:.1f} s, "
+                        f"more than the {self.max_wait_s:g} s it accepts",
+                        retry_after_s=math.ceil(expected),
+                    )
+            self._advance()
+            self._in_flight += texts
+
+    def _leave(self, texts: int, completed: int) -> None:
+        with self._lock:
+            self._advance()
+            self._in_flight -= texts
+            self._texts += completed
+            if self._busy_s >= WINDOW_S and self._texts:
+                self._windows.append(self._busy_s / self._texts)
+                self._busy_s, self._texts = 0.0, 0
+
+    def _advance(self) -> None:
+        """Count the time since the last event as busy when something was in flight."""
+        now = self._clock()
+        if self._in_flight > 0:
+            self._busy_s += now - self._last_event
+        self._last_event = now
+
+    def _expected_wait_locked(self) -> float | None:
+        if not self._windows:
+            return None
+        return self._in_flight * min(self._windows)

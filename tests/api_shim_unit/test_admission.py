@@ -1,0 +1,119 @@
+"""Admission (api_shim/admission.py) on a fake clock: refusal by expected wait, never with nothing in flight."""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+
+import pytest
+
+from api_shim.admission import COLD_START_TEXTS, WINDOW_S, WINDOWS, Admission
+from lora_core.errors import Overloaded
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serve(admission: Admission, clock: Clock, texts: int, seconds: float, together: int = 1) -> None:
+    """`together` requests of `texts` each, served at once in `seconds`."""
+    with ExitStack() as held:
+        for _ in range(together):
+            held.enter_context(admission.admit(texts))
+        clock.now += seconds
+
+
+def test_with_nothing_in_flight_any_request_is_admitted_however_slow_the_service() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=1, seconds=10.0)  # 10 s per text
+    with admission.admit(1000):
+        pass
+
+
+def test_before_any_estimate_a_worker_admits_one_batch_of_texts_in_flight() -> None:
+    admission = Admission(1.0, Clock())
+    with ExitStack() as held:
+        held.enter_context(admission.admit(COLD_START_TEXTS - 16))
+        held.enter_context(admission.admit(16))
+        with pytest.raises(Overloaded):
+            held.enter_context(admission.admit(1))
+
+
+def test_a_request_is_refused_once_the_work_in_flight_would_keep_it_past_the_limit() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=10, seconds=1.0)  # 0.1 s per text
+    with ExitStack() as held:
+        held.enter_context(admission.admit(9))
+        assert admission.expected_wait_s() == pytest.approx(0.9)
+        held.enter_context(admission.admit(2))  # waits 0.9 s: admitted
+        assert admission.expected_wait_s() == pytest.approx(1.1)
+        with pytest.raises(Overloaded) as refused:
+            held.enter_context(admission.admit(1))
+    assert refused.value.http_status == 429
+    assert refused.value.retry_after_s == 2  # the expected wait, rounded up to whole seconds
+    assert admission.expected_wait_s() == 0.0  # every request left
+
+
+def test_the_wait_for_a_thread_counts_against_the_limit() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=10, seconds=1.0)
+    with admission.admit(5):  # 0.5 s ahead of the next
+        with admission.admit(1, waited_s=0.4):
+            pass
+        with pytest.raises(Overloaded):
+            with admission.admit(1, waited_s=0.6):
+                pass
+
+
+def test_a_failed_request_leaves_and_the_best_window_still_counts() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=10, seconds=1.0)
+    with pytest.raises(RuntimeError):
+        with admission.admit(50):
+            clock.now += 30.0
+            raise RuntimeError("Triton failed")
+    with admission.admit(5):
+        assert admission.expected_wait_s() == pytest.approx(0.5)  # still 0.1 s per text
+
+
+def test_a_service_seen_half_idle_is_not_taken_for_a_slow_one() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=16, seconds=1.0, together=4)  # full: 64 texts a second
+    serve(admission, clock, texts=16, seconds=1.0)  # then one at a time: 16 a second
+    with admission.admit(32):
+        assert admission.expected_wait_s() == pytest.approx(0.5)  # at the full speed
+
+
+def test_the_estimate_forgets_windows_older_than_the_last_few() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    serve(admission, clock, texts=100, seconds=1.0)  # 0.01 s per text, once
+    for _ in range(WINDOWS):
+        serve(admission, clock, texts=10, seconds=1.0)  # then 0.1 s per text, for every window kept
+    with admission.admit(5):
+        assert admission.expected_wait_s() == pytest.approx(0.5)
+
+
+def test_completions_inside_one_window_add_up() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
+    for _ in range(4):
+        serve(admission, clock, texts=16, seconds=WINDOW_S / 4)
+    with admission.admit(64):
+        assert admission.expected_wait_s() == pytest.approx(WINDOW_S)
+
+
+def test_with_the_limit_off_nothing_is_refused() -> None:
+    admission = Admission(math.inf, Clock())
+    with ExitStack() as held:
+        for _ in range(100):
+            held.enter_context(admission.admit(COLD_START_TEXTS))
