@@ -48,6 +48,13 @@ def control_token(state_dir: Path) -> str:
     return token
 
 
+def count(env: dict[str, str], name: str, default: str) -> int:
+    raw = env.get(name) or default
+    if not raw.isdigit() or int(raw) < 1:
+        sys.exit(f"serve: {name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def seconds(env: dict[str, str], name: str, default: str) -> float:
     raw = env.get(name) or default
     try:
@@ -91,6 +98,7 @@ def supervision_settings(env: dict[str, str]) -> SupervisionSettings:
         hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
         start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
         drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
+        give_up_after=count(env, "TRITON_GIVE_UP_AFTER", "5"),
     )
 
 

@@ -257,6 +257,7 @@ class SupervisionSettings:
     start_timeout_s: float = 600.0  # TRITON_START_TIMEOUT_S
     drain_s: float = 30.0  # DRAIN_TIMEOUT_S
     triton_exit_s: float = 15.0  # tritonserver's --exit-timeout-secs plus a margin
+    give_up_after: int = GIVE_UP_AFTER  # TRITON_GIVE_UP_AFTER: failed starts in a row
 
 
 class Supervisor:
@@ -275,6 +276,8 @@ class Supervisor:
         self.on_ready = on_ready
         self.shim_ready_url = shim_ready_url
         self.restarts = 0
+        for child in self._children():
+            child.policy = RestartPolicy(give_up_after=settings.give_up_after)
         self._announced = False
         self._stop = threading.Event()
 
@@ -343,7 +346,7 @@ class Supervisor:
         delay = child.policy.after_exit(now - child.started_at, healthy_for)
         if delay is None:
             log(
-                f"{cause}\nserve: {child.name} failed {GIVE_UP_AFTER} times in a row, each within "
+                f"{cause}\nserve: {child.name} failed {child.policy.give_up_after} times in a row, each within "
                 f"{HEALTHY_AFTER_S:.0f} s of its start: it cannot start; stopping"
             )
             self._write_state("error", cause)
