@@ -13,7 +13,8 @@ fewer requests still, down to a trickle. The best recent window is what the serv
 which is when the estimate matters.
 
 Nothing in flight admits anything: a request larger than the limit alone is served, never refused forever.
-Until the first window closes there is no estimate, and a worker admits at most COLD_START_TEXTS.
+Until its first window of busy time closes, a worker has no estimate and admits everything: a service that
+just started is not refused to its first clients, and Triton's own queue bound still holds.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from lora_core.errors import Overloaded
 # The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
 WINDOW_S = 1.0
 WINDOWS = 8
-# With no estimate yet, a worker admits this many texts in flight (one full Triton batch).
-COLD_START_TEXTS = 64
 
 
 class Admission:
@@ -66,17 +65,13 @@ class Admission:
 
     def _enter(self, texts: int, waited_s: float) -> None:
         with self._lock:
-            if self._in_flight > 0 and self.max_wait_s < math.inf:  # inf: admission is off
-                expected = self._expected_wait_locked()
-                if expected is None:
-                    if self._in_flight + texts > COLD_START_TEXTS:
-                        raise Overloaded("the service is still measuring its speed; retry shortly")
-                elif expected + waited_s > self.max_wait_s:
-                    raise Overloaded(
-                        f"the service is overloaded: a new request would wait about {expected + waited_s:.1f} s, "
-                        f"more than the {self.max_wait_s:g} s it accepts",
-                        retry_after_s=math.ceil(expected),
-                    )
+            expected = self._expected_wait_locked() if self._in_flight > 0 else None
+            if expected is not None and expected + waited_s > self.max_wait_s:
+                raise Overloaded(
+                    f"the service is overloaded: a new request would wait about {expected + waited_s:.1f} s, "
+                    f"more than the {self.max_wait_s:g} s it accepts",
+                    retry_after_s=math.ceil(expected),
+                )
             self._advance()
             self._in_flight += texts
 

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from api_shim.admission import COLD_START_TEXTS, WINDOW_S, WINDOWS, Admission
+from api_shim.admission import WINDOW_S, WINDOWS, Admission
 from lora_core.errors import Overloaded
 
 
@@ -35,13 +35,16 @@ def test_with_nothing_in_flight_any_request_is_admitted_however_slow_the_service
         pass
 
 
-def test_before_any_estimate_a_worker_admits_one_batch_of_texts_in_flight() -> None:
-    admission = Admission(1.0, Clock())
+def test_before_its_first_window_of_busy_time_a_worker_admits_everything() -> None:
+    clock = Clock()
+    admission = Admission(1.0, clock)
     with ExitStack() as held:
-        held.enter_context(admission.admit(COLD_START_TEXTS - 16))
-        held.enter_context(admission.admit(16))
-        with pytest.raises(Overloaded):
-            held.enter_context(admission.admit(1))
+        for _ in range(100):
+            held.enter_context(admission.admit(64))
+        clock.now += WINDOW_S / 2
+    with admission.admit(64):
+        with admission.admit(64):  # half a window: still no estimate
+            assert admission.expected_wait_s() is None
 
 
 def test_a_request_is_refused_once_the_work_in_flight_would_keep_it_past_the_limit() -> None:
@@ -113,7 +116,9 @@ def test_completions_inside_one_window_add_up() -> None:
 
 
 def test_with_the_limit_off_nothing_is_refused() -> None:
-    admission = Admission(math.inf, Clock())
+    clock = Clock()
+    admission = Admission(math.inf, clock)
+    serve(admission, clock, texts=1, seconds=10.0)
     with ExitStack() as held:
         for _ in range(100):
-            held.enter_context(admission.admit(COLD_START_TEXTS))
+            held.enter_context(admission.admit(64))
