@@ -7,10 +7,11 @@ measured over its busy time (texts completed / seconds with something in flight)
 proportion to what they send, so each worker's own estimate is the service's. A request that already waited
 for a worker thread (gunicorn's queue, api_shim/worker.py) counts that wait against the limit too.
 
-The seconds per text are the best of the last few windows of busy time, not the latest: a service serving
-few requests at once batches less and looks slower than it is, and an estimate taken there would admit
-fewer requests still, down to a trickle. The best recent window is what the service does when it is full,
-which is when the estimate matters.
+The seconds per text come from the last WINDOWS windows of busy time, so the estimate follows the service
+within a few seconds when it slows down (a flood's own clients take CPU from it on a shared machine) or
+speeds up. A worker that measured its speed while lightly used, batching little, thinks it slower than it
+is; it then admits what it believes is a full second of work, more than enough to fill Triton's batches,
+and its next window measures the real speed.
 
 Nothing in flight admits anything: a request larger than the limit alone is served, never refused forever.
 Until its first window of busy time closes, a worker has no estimate and admits everything: a service that
@@ -30,7 +31,7 @@ from lora_core.errors import Overloaded
 
 # The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
 WINDOW_S = 1.0
-WINDOWS = 8
+WINDOWS = 2
 
 
 class Admission:
@@ -42,7 +43,7 @@ class Admission:
         self._last_event = clock()
         self._busy_s = 0.0  # the open window: busy seconds and texts completed in them
         self._texts = 0
-        self._windows: deque[float] = deque(maxlen=WINDOWS)  # seconds per text of each closed window
+        self._windows: deque[tuple[float, int]] = deque(maxlen=WINDOWS)  # (busy seconds, texts), closed ones
 
     @contextmanager
     def admit(self, texts: int, waited_s: float = 0.0) -> Iterator[None]:
@@ -81,7 +82,7 @@ class Admission:
             self._in_flight -= texts
             self._texts += completed
             if self._busy_s >= WINDOW_S and self._texts:
-                self._windows.append(self._busy_s / self._texts)
+                self._windows.append((self._busy_s, self._texts))
                 self._busy_s, self._texts = 0.0, 0
 
     def _advance(self) -> None:
@@ -94,4 +95,5 @@ class Admission:
     def _expected_wait_locked(self) -> float | None:
         if not self._windows:
             return None
-        return self._in_flight * min(self._windows)
+        busy_s = sum(busy for busy, _ in self._windows)
+        return self._in_flight * busy_s / sum(texts for _, texts in self._windows)

@@ -87,19 +87,19 @@ def test_a_failed_request_leaves_and_the_best_window_still_counts() -> None:
         assert admission.expected_wait_s() == pytest.approx(0.5)  # still 0.1 s per text
 
 
-def test_a_service_seen_half_idle_is_not_taken_for_a_slow_one() -> None:
+def test_the_estimate_covers_the_last_windows_weighted_by_their_busy_time() -> None:
     clock = Clock()
     admission = Admission(1.0, clock)
-    serve(admission, clock, texts=16, seconds=1.0, together=4)  # full: 64 texts a second
-    serve(admission, clock, texts=16, seconds=1.0)  # then one at a time: 16 a second
-    with admission.admit(32):
-        assert admission.expected_wait_s() == pytest.approx(0.5)  # at the full speed
+    serve(admission, clock, texts=16, seconds=1.0, together=4)  # 64 texts in a second
+    serve(admission, clock, texts=16, seconds=1.0)  # then 16 in the next
+    with admission.admit(40):
+        assert admission.expected_wait_s() == pytest.approx(40 * 2.0 / 80)
 
 
-def test_the_estimate_forgets_windows_older_than_the_last_few() -> None:
+def test_the_estimate_follows_a_service_that_slows_down_within_a_few_windows() -> None:
     clock = Clock()
     admission = Admission(1.0, clock)
-    serve(admission, clock, texts=100, seconds=1.0)  # 0.01 s per text, once
+    serve(admission, clock, texts=100, seconds=1.0)  # 0.01 s per text
     for _ in range(WINDOWS):
         serve(admission, clock, texts=10, seconds=1.0)  # then 0.1 s per text, for every window kept
     with admission.admit(5):
