@@ -2,8 +2,10 @@
 waiting longer than ADMISSION_MAX_WAIT_S, instead of queueing without bound in Triton.
 
 The limit is a waiting time, not a count, so that one default holds on a CPU and on a GPU 100x faster. Each
-gunicorn worker estimates its own expected wait: the texts it has in flight times the seconds per text it
-measured over its busy time (texts completed / seconds with something in flight). Workers share Triton in
+gunicorn worker estimates its own expected wait: the work it has in flight times the seconds per unit of work
+it measured over its busy time (work completed / seconds with something in flight). A text's work is its
+length in characters plus a constant: the encoder's cost grows with tokens, and real traffic mixes 5-token
+texts with 250-token ones, so counting texts would misjudge a queue of long ones. Workers share Triton in
 proportion to what they send, so each worker's own estimate is the service's. A request that already waited
 for a worker thread (gunicorn's queue, api_shim/worker.py) counts that wait against the limit too.
 
@@ -24,10 +26,20 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from lora_core.errors import Overloaded
+
+# A text's work: its characters, up to what any base model reads (512 tokens), plus a per-text cost.
+MAX_TEXT_WORK = 4096
+TEXT_WORK = 32
+
+
+def predict_work(texts: Sequence[str]) -> int:
+    """The work of classifying `texts`, in the unit admission counts."""
+    return sum(min(len(text), MAX_TEXT_WORK) + TEXT_WORK for text in texts)
+
 
 # The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
 WINDOW_S = 1.0
@@ -39,23 +51,23 @@ class Admission:
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._in_flight = 0  # texts admitted and not yet answered
+        self._in_flight = 0  # work admitted and not yet answered
         self._last_event = clock()
-        self._busy_s = 0.0  # the open window: busy seconds and texts completed in them
-        self._texts = 0
-        self._windows: deque[tuple[float, int]] = deque(maxlen=WINDOWS)  # (busy seconds, texts), closed ones
+        self._busy_s = 0.0  # the open window: busy seconds and the work completed in them
+        self._work = 0
+        self._windows: deque[tuple[float, int]] = deque(maxlen=WINDOWS)  # (busy seconds, work), closed ones
 
     @contextmanager
-    def admit(self, texts: int, waited_s: float = 0.0) -> Iterator[None]:
-        """Admit a predict of `texts` (which waited `waited_s` for a thread) for the duration of the block, or
+    def admit(self, work: int, waited_s: float = 0.0) -> Iterator[None]:
+        """Admit a predict of `work` (predict_work; it waited `waited_s` for a thread) for the duration of the block, or
         raise Overloaded. A predict that fails still leaves; only completed ones teach the estimate."""
-        self._enter(texts, waited_s)
+        self._enter(work, waited_s)
         completed = 0
         try:
             yield
-            completed = texts
+            completed = work
         finally:
-            self._leave(texts, completed)
+            self._leave(work, completed)
 
     def expected_wait_s(self) -> float | None:
         """Seconds a new request would wait behind the work in flight; None before any estimate."""
@@ -64,7 +76,7 @@ class Admission:
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _enter(self, texts: int, waited_s: float) -> None:
+    def _enter(self, work: int, waited_s: float) -> None:
         with self._lock:
             expected = self._expected_wait_locked() if self._in_flight > 0 else None
             if expected is not None and expected + waited_s > self.max_wait_s:
@@ -74,16 +86,21 @@ class Admission:
                     retry_after_s=math.ceil(expected),
                 )
             self._advance()
-            self._in_flight += texts
+            self._in_flight += work
 
-    def _leave(self, texts: int, completed: int) -> None:
+    def _leave(self, work: int, completed: int) -> None:
         with self._lock:
             self._advance()
-            self._in_flight -= texts
-            self._texts += completed
-            if self._busy_s >= WINDOW_S and self._texts:
-                self._windows.append((self._busy_s, self._texts))
-                self._busy_s, self._texts = 0.0, 0
+            self._in_flight -= work
+            if not completed:
+                # A failure says nothing of the speed: a hung or restarting Triton would leave its whole
+                # outage in the window as busy time, and the service would refuse for a while once back.
+                self._busy_s, self._work = 0.0, 0
+                return
+            self._work += completed
+            if self._busy_s >= WINDOW_S:
+                self._windows.append((self._busy_s, self._work))
+                self._busy_s, self._work = 0.0, 0
 
     def _advance(self) -> None:
         """Count the time since the last event as busy when something was in flight."""
@@ -96,4 +113,4 @@ class Admission:
         if not self._windows:
             return None
         busy_s = sum(busy for busy, _ in self._windows)
-        return self._in_flight * busy_s / sum(texts for _, texts in self._windows)
+        return self._in_flight * busy_s / sum(work for _, work in self._windows)

@@ -99,7 +99,18 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
     lengths = [len(x) for x in token_ids(engine, texts)]
     mean_tokens = sum(lengths) / len(lengths)
     figures: dict[str, list[float]] = {
-        k: [] for k in ("arrival", "sorted", "service", "service_p50", "service_p99", "errors", "lone", "lone_base")
+        k: []
+        for k in (
+            "arrival",
+            "sorted",
+            "service",
+            "service_p50",
+            "service_p99",
+            "errors",
+            "refused",
+            "lone",
+            "lone_base",
+        )
     }
     latencies: list[float] = []  # every 1-text predict of the service runs, for the CDF
     sweep: dict[int, float] = {}  # clients -> tokens/s
@@ -115,7 +126,10 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
             figures["service"].append(served.texts_per_s * mean_tokens)
             figures["service_p50"].append(served.p50_ms)
             figures["service_p99"].append(served.p99_ms)
-            figures["errors"].append(sum(n for s, n in served.statuses.items() if s != 200) + served.malformed)
+            figures["errors"].append(
+                sum(n for s, n in served.statuses.items() if s not in (200, 429)) + served.malformed
+            )
+            figures["refused"].append(served.statuses.get(429, 0) / max(1, sum(served.statuses.values())))
             figures["lone_base"].append(lone_in_process_ms(engine, lone_texts))
             lone = run_load(stack.predict_url, ADAPTERS[:1], lone_texts, 1, 1, seconds=seconds / 2)
             figures["lone"].append(lone.p50_ms)
@@ -198,7 +212,8 @@ def mixed_section(result: dict[str, Any]) -> list[str]:
         f"| the service: {CLIENTS} clients x 1-text predicts, 8 adapters | {summary(f['service'])} | |",
         "",
         f"The service's p50 {summary(f['service_p50'])} ms, p99 {summary(f['service_p99'])} ms; "
-        f"failed or malformed answers: {int(sum(f['errors']))}.",
+        f"refused for overload (429, ADMISSION_MAX_WAIT_S): {summary([100 * r for r in f.get('refused', [0])], 2)} % "
+        f"of requests; failed or malformed answers: {int(sum(f['errors']))}.",
         "",
         "| a lone request: one client, one short text at a time | p50 |",
         "|---|---|",

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from api_shim.admission import WINDOW_S, WINDOWS, Admission
+from api_shim.admission import MAX_TEXT_WORK, TEXT_WORK, WINDOW_S, WINDOWS, Admission, predict_work
 from lora_core.errors import Overloaded
 
 
@@ -75,16 +75,17 @@ def test_the_wait_for_a_thread_counts_against_the_limit() -> None:
                 pass
 
 
-def test_a_failed_request_leaves_and_the_best_window_still_counts() -> None:
+def test_an_outage_does_not_count_as_slowness_once_the_service_is_back() -> None:
     clock = Clock()
     admission = Admission(1.0, clock)
     serve(admission, clock, texts=10, seconds=1.0)
     with pytest.raises(RuntimeError):
         with admission.admit(50):
-            clock.now += 30.0
+            clock.now += 30.0  # Triton hung, then failed
             raise RuntimeError("Triton failed")
+    serve(admission, clock, texts=10, seconds=1.0)  # back at 0.1 s per text
     with admission.admit(5):
-        assert admission.expected_wait_s() == pytest.approx(0.5)  # still 0.1 s per text
+        assert admission.expected_wait_s() == pytest.approx(0.5)
 
 
 def test_the_estimate_covers_the_last_windows_weighted_by_their_busy_time() -> None:
@@ -122,3 +123,9 @@ def test_with_the_limit_off_nothing_is_refused() -> None:
     with ExitStack() as held:
         for _ in range(100):
             held.enter_context(admission.admit(64))
+
+
+def test_a_texts_work_grows_with_its_length_up_to_what_a_base_model_reads() -> None:
+    assert predict_work(["abcd"]) == 4 + TEXT_WORK
+    assert predict_work(["x" * 100, ""]) == 100 + 2 * TEXT_WORK
+    assert predict_work(["x" * 10**6]) == MAX_TEXT_WORK + TEXT_WORK
