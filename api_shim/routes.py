@@ -7,7 +7,6 @@ from flask import Blueprint, current_app, jsonify, request
 from lora_core.commands import LISTING_STATUSES, MAX_MODEL_DIR_CHARS
 from lora_core.errors import InvalidRequest
 
-from .admission import predict_work
 from .responses import listing_body, predict_body
 from .status import service_status
 from .worker import thread_wait_s
@@ -79,7 +78,7 @@ def predict():
         for start in range(0, len(texts), batch_size)
     ]
     # Admitted after validation (cheap), before Triton: a refusal costs the client milliseconds, not a queue.
-    with current_app.extensions["admission"].admit(predict_work(texts), thread_wait_s()):
+    with current_app.extensions["admission"].admit(len(texts), thread_wait_s()):
         predictions = [p for chunk in _gateway().predict(chunks) for p in chunk]
     return jsonify(predict_body(model_id, predictions, top_n))
 

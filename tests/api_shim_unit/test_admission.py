@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from api_shim.admission import MAX_TEXT_WORK, TEXT_WORK, WINDOW_S, WINDOWS, Admission, predict_work
+from api_shim.admission import WINDOW_S, WINDOWS, Admission
 from lora_core.errors import Overloaded
 
 
@@ -123,9 +123,3 @@ def test_with_the_limit_off_nothing_is_refused() -> None:
     with ExitStack() as held:
         for _ in range(100):
             held.enter_context(admission.admit(64))
-
-
-def test_a_texts_work_grows_with_its_length_up_to_what_a_base_model_reads() -> None:
-    assert predict_work(["abcd"]) == 4 + TEXT_WORK
-    assert predict_work(["x" * 100, ""]) == 100 + 2 * TEXT_WORK
-    assert predict_work(["x" * 10**6]) == MAX_TEXT_WORK + TEXT_WORK
