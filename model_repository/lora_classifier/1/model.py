@@ -37,7 +37,6 @@ import triton_python_backend_utils as pb_utils
 
 from lora_core.commands import model_id_or_as_given
 from lora_core.control_token import authorize_control
-from adapter_manager.core_share import CoreShare
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
 from adapter_manager.etcd_state import desired_state_store
@@ -78,7 +77,7 @@ class TritonPythonModel:
         _exit_with_tritonserver()
         _log_filesystem_encoding()
         self._setup_settings()
-        self._setup_threads(args)
+        self._setup_threads()
         self._setup_service(args)
         self._setup_metrics()
         start_memory_trimmer(self.settings.memory_trim_seconds)
@@ -102,22 +101,16 @@ class TritonPythonModel:
                 self.instance,
             )
 
-    def _setup_threads(self, args) -> None:
+    def _setup_threads(self) -> None:
         threads = self.settings.torch_threads
-        self._core_share = None
         if threads == 0:  # share the cores among this model's CPU instances
             cpu_instances = sum(
                 int(group.get("count", 1))
                 for group in self.model_config.get("instance_group", [])
                 if group.get("kind", "KIND_CPU") == "KIND_CPU"
             )
-            cores = os.cpu_count() or 1
-            threads = max(1, cores // max(1, cpu_instances))
-            if args["model_instance_kind"] == "CPU" and threads < cores:
-                # A batch alone on the node takes every core (a lone request as fast as in-process).
-                self._core_share = CoreShare(os.getppid(), threads, cores)
+            threads = max(1, (os.cpu_count() or 1) // max(1, cpu_instances))
         torch.set_num_threads(threads)
-        self._threads = threads
 
     def _setup_service(self, args) -> None:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
@@ -164,18 +157,6 @@ class TritonPythonModel:
     # -------------------------------------------------------------------------------------- execute
 
     def execute(self, requests):
-        if self._core_share is None:
-            return self._execute(requests)
-        threads = self._core_share.enter()
-        try:
-            if threads != self._threads:
-                torch.set_num_threads(threads)
-                self._threads = threads
-            return self._execute(requests)
-        finally:
-            self._core_share.leave()
-
-    def _execute(self, requests):
         # The desired state is checked by each control operation, and beside each batch's forward
         # (AdapterService.classify_current), never failing a batch.
         responses = [None] * len(requests)
@@ -259,8 +240,6 @@ class TritonPythonModel:
         if getattr(self, "service", None) is not None:
             self.service.close()
         self.service = None
-        if getattr(self, "_core_share", None) is not None:
-            self._core_share.close()
 
 
 # Kills the stub (pid $1, started at clock tick $3) once its parent tritonserver ($2) is gone. Seen with
