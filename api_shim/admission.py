@@ -3,18 +3,21 @@ waiting longer than ADMISSION_MAX_WAIT_S, instead of queueing without bound in T
 
 The limit is a waiting time, not a count, so that one default holds on a CPU and on a GPU 100x faster. Each
 gunicorn worker estimates its own expected wait: the texts it has in flight times the seconds per text it
-measured over its busy time (texts completed / seconds with something in flight). Texts, not characters: on
-mixed lengths (bench/mixed.py), weighing each text by its characters refused 7% of 32 clients' requests
-against 0.2% counting texts, since a long text's cost stops growing where the model truncates it and the
-shim does not know where. Workers share Triton in proportion to what they send, so each worker's own
+measured over its busy time (texts completed / seconds with something in flight). Texts, not characters:
+weighing texts by their characters refused no fewer on mixed lengths (bench/mixed.py), and a long text's
+cost stops growing where the model truncates it, which the shim does not know. Workers share Triton in
+proportion to what they send, so each worker's own
 estimate is the service's. A request that already waited for a worker thread (gunicorn's queue,
 api_shim/worker.py) counts that wait against the limit too.
 
-The seconds per text come from the last WINDOWS windows of busy time, so the estimate follows the service
-within a few seconds when it slows down (a flood's own clients take CPU from it on a shared machine) or
-speeds up. A worker that measured its speed while lightly used, batching little, thinks it slower than it
-is; it then admits what it believes is a full second of work, more than enough to fill Triton's batches,
-and its next window measures the real speed.
+The seconds per text come from the last WINDOWS windows of busy time (their busy-weighted mean), so the
+estimate follows the service within a few seconds when it slows down (a flood's own clients take CPU from it
+on a shared machine) or speeds up, and one window of long texts does not swing it. Measured on mixed lengths
+and a 256-client flood (bench/levers.md): the last 2 windows refused 6.6% of 32 mixed-length clients'
+requests; the last 8 refused none, with the flood's accepted p99 at 1.6-1.9 s; the best of the last 8 let a
+flood's first requests wait 4 s. A worker that measured its speed while lightly used, batching little,
+thinks it slower than it is; it then admits what it believes is a full second of work, more than enough to
+fill Triton's batches, and its next windows measure the real speed.
 
 Nothing in flight admits anything: a request larger than the limit alone is served, never refused forever.
 Until its first window of busy time closes, a worker has no estimate and admits everything: a service that
@@ -34,7 +37,7 @@ from lora_core.errors import Overloaded
 
 # The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
 WINDOW_S = 1.0
-WINDOWS = 2
+WINDOWS = 8
 
 
 class Admission:
