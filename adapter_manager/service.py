@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class AdapterService:
         self.outputs = TrainingOutputIndex(engine.models_root)
         self.started_at = time.time()
         self.problems: dict[str, str] = {}  # model_id -> why this instance could not make it resident
+        # Error code -> loads that failed here, asked for or from the desired state (model.py's metric).
+        self.load_failures: Counter[str] = Counter()
         self._versions: dict[str, int] = {}  # model_id -> manifest version resident here
         self._synced: object = _NEVER_SYNCED
         self._last_state: ManifestState | None = None
@@ -171,6 +174,7 @@ class AdapterService:
             # Reported and skipped, never a crash; a stale version is not served in its place.
             self._drop(entry.model_id)
             self.problems[entry.model_id] = exc.message
+            self.load_failures[exc.code] += 1
             log.error("%s: manifest entry %s could not be loaded: %s", self.instance, entry.model_id, exc.message)
             return
         self._versions[entry.model_id] = entry.version
@@ -188,7 +192,11 @@ class AdapterService:
         command = parse_command(document, self.engine.max_length_limit)
         self.sync()
         if isinstance(command, LoadCommand):
-            return self.load(command)
+            try:
+                return self.load(command)
+            except AdapterError as exc:
+                self.load_failures[exc.code] += 1
+                raise
         if isinstance(command, UnloadCommand):
             return self.unload(command)
         if isinstance(command, ListCommand):

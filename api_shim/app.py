@@ -25,6 +25,7 @@ from lora_core.errors import (
 
 from lora_core.node_registry import NodeRegistry
 
+from . import observability, pages
 from .admission import Admission
 from .cluster_status import ClusterStatus
 from .gateway import TritonGateway
@@ -80,8 +81,10 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     if settings.etcd_endpoints:  # several nodes: status covers every one registered
         app.extensions["cluster_status"] = cluster_status(settings)
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+    observability.install(app)  # first: requests refused for their key are counted too
     app.register_blueprint(inference)
     app.register_blueprint(meta)
+    pages.install(app)
     if settings.api_key:
         app.before_request(_require_api_key)
     app.register_error_handler(Exception, _error_response)
@@ -97,8 +100,8 @@ def cluster_status(settings: ShimSettings) -> ClusterStatus:
 
 
 def _require_api_key() -> None:
-    if request.path.startswith("/api/v1/health/"):
-        return  # probes carry no credentials
+    if request.path in pages.NO_KEY_PATHS:
+        return  # probes, scrapers and the pages carry no credentials and get no model data
     expected = current_app.extensions["shim_settings"].api_key
     supplied = request.headers.get("X-API-Key", "")
     authorization = request.headers.get("Authorization", "")

@@ -3,7 +3,7 @@ is asked directly, all at once, each with a short timeout.
 
 A node that does not answer in time is `unreachable`; it never fails or slows the whole answer. Workers are
 named `<node_id>/<name>` with the contract's names (`cuda0-0`, `cpu-0`) and carry `node_id`;
-`pending_requests` is the sum over the nodes; `service_status` is `running` while at least one node is ready.
+`pending_requests` and `models_traffic` are sums over the nodes; `service_status` is `running` while at least one node is ready.
 `loaded_models_count` is the desired state's, as a ready node reports it.
 """
 
@@ -18,7 +18,7 @@ from lora_core.errors import AdapterError
 from lora_core.node_registry import NodeRecord, NodeRegistry
 
 from .gateway import TritonGateway
-from .status import empty_status, service_status
+from .status import empty_status, merge_traffic, service_status
 
 log = logging.getLogger(__name__)
 NODE_STATES = {"running": "ready", "starting": "starting", "error": "unreachable"}
@@ -47,6 +47,7 @@ class ClusterStatus:
         done, _ = wait(futures, timeout=self.timeout_s * 2 + 0.5)  # model state, then the rest
         pool.shutdown(wait=False, cancel_futures=True)  # a straggler ends on its own timeout
         loaded_counts = []
+        traffic = []
         for future, node in futures.items():
             one: dict[str, Any] = (
                 future.result() if future in done else {"service_status": "error", "message": "no answer in time"}
@@ -60,9 +61,11 @@ class ClusterStatus:
                 named = f"{node.node_id}/{worker['worker_id']}"
                 answer["workers"].append({**worker, "worker_id": named, "node_id": node.node_id})
             answer["pending_requests"] += one.get("pending_requests", 0)
+            traffic.append(one.get("models_traffic", []))
             if state == "ready":
                 loaded_counts.append(one.get("loaded_models_count", 0))
         answer["total_workers"] = len(answer["workers"])
+        answer["models_traffic"] = merge_traffic(traffic)
         answer["loaded_models_count"] = max(loaded_counts, default=0)
         states = {n["status"] for n in answer["nodes"]}
         answer["service_status"] = "running" if "ready" in states else "starting" if "starting" in states else "error"

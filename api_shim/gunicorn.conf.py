@@ -4,6 +4,9 @@ gunicorn -c api_shim/gunicorn.conf.py api_shim.wsgi:app
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
@@ -51,3 +54,31 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+# --- Metrics ----------------------------------------------------------------------------------
+# prometheus_client's multiprocess mode (api_shim/observability.py): the workers write their samples under
+# PROMETHEUS_MULTIPROC_DIR and a scrape sums them. Set up in the master before any worker starts: each shim
+# gets a fresh directory of its own unless one is named; a named one is emptied, since samples left by an
+# earlier run would be counted again.
+_OWNED_DIR_MARKER = "LORA_SHIM_OWNS_METRICS_DIR"
+
+
+def on_starting(server) -> None:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lora-shim-metrics-")
+        os.environ[_OWNED_DIR_MARKER] = "1"
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess  # imported once the directory is set
+
+    multiprocess.mark_process_dead(worker.pid)  # its in-flight gauge no longer counts
+
+
+def on_exit(server) -> None:
+    if os.environ.get(_OWNED_DIR_MARKER) == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -72,6 +72,33 @@ def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[in
     return entries
 
 
+TRAFFIC_METRICS = {"requests": "lora_requests_total", "texts": "lora_texts_total", "failures": "lora_failures_total"}
+
+
+def models_traffic(metrics: MetricsSnapshot) -> list[dict[str, Any]]:
+    """Requests, texts and failed requests per model_id since each instance started, summed over the instances
+    (the model's own counters in Triton's metrics); by model_id."""
+    totals: dict[str, dict[str, Any]] = {}
+    for field, name in TRAFFIC_METRICS.items():
+        for sample in metrics.samples:
+            model_id = sample.labels.get("model_id")
+            if sample.name == name and model_id is not None:
+                entry = totals.setdefault(model_id, {"model_id": model_id, **dict.fromkeys(TRAFFIC_METRICS, 0)})
+                entry[field] += int(sample.value)
+    return [totals[model_id] for model_id in sorted(totals)]
+
+
+def merge_traffic(per_node: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The traffic of several nodes, summed by model_id."""
+    totals: dict[str, dict[str, Any]] = {}
+    for traffic in per_node:
+        for one in traffic:
+            entry = totals.setdefault(one["model_id"], {"model_id": one["model_id"], **dict.fromkeys(TRAFFIC_METRICS, 0)})
+            for field in TRAFFIC_METRICS:
+                entry[field] += one[field]
+    return [totals[model_id] for model_id in sorted(totals)]
+
+
 def supervisor_state(path: str) -> dict[str, Any] | None:
     """What the supervisor last wrote about Triton (scripts/supervisor.py), if it runs one."""
     if not path:
@@ -100,6 +127,7 @@ def empty_status() -> dict[str, Any]:
         "total_workers": 0,
         "loaded_models_count": 0,
         "pending_requests": 0,
+        "models_traffic": [],
     }
 
 
@@ -126,5 +154,6 @@ def service_status(
     answer["total_workers"] = len(answer["workers"])
     answer["loaded_models_count"] = instance["loaded_models"]
     answer["pending_requests"] = int(metrics.value("nv_inference_pending_request_count", model=gateway.model) or 0)
+    answer["models_traffic"] = models_traffic(metrics)
     answer["service_status"] = "running"
     return answer

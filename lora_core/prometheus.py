@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from lora_core.errors import BackendUnavailable
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,22 +21,22 @@ class Sample:
 
 
 class MetricsSnapshot:
-    """Parsed samples of one scrape."""
+    """Parsed samples of one scrape.
+
+    prometheus_client's parser names every counter sample `<family>_total`, while Triton exposes some without
+    the suffix (`nv_inference_count`): a counter's samples are found under both names.
+    """
 
     def __init__(self, text: str) -> None:
         self.samples: list[Sample] = []
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            match = _SAMPLE.match(line)
-            if match is None:
-                continue
-            try:
-                value = float(match.group(3))
-            except ValueError:
-                continue
-            labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(match.group(2) or "")}
-            self.samples.append(Sample(match.group(1), labels, value))
+        try:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    self.samples.append(Sample(sample.name, dict(sample.labels), sample.value))
+                    if family.type == "counter" and sample.name == f"{family.name}_total":
+                        self.samples.append(Sample(family.name, dict(sample.labels), sample.value))
+        except ValueError as exc:  # the families completed before the bad line are kept
+            log.warning("a metrics scrape has a malformed line; the rest of it is ignored: %s", exc)
 
     def value(self, name: str, **labels: str) -> float | None:
         """The first sample of `name` whose labels include `labels`, or None."""

@@ -83,7 +83,7 @@ class TritonPythonModel:
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self._outputs_refresher = IndexRefresher(self.service.outputs, self.settings.models_index_seconds).start()
         self.service.sync_before_ready()  # everything the desired state lists is loaded before the first request
-        self._publish_applied_generation()
+        self._publish_state_metrics()
         log.info(
             "%s ready on %s with %d adapters (numpy %s)",
             self.instance,
@@ -131,7 +131,11 @@ class TritonPythonModel:
             "load_seconds": pb_utils.MetricFamily(
                 "lora_load_seconds", "Duration of the last load per model_id and instance", gauge
             ),
+            "load_failures": pb_utils.MetricFamily(
+                "lora_load_failures_total", "Loads that failed per instance and error code (the alert's)", counter
+            ),
         }
+        self._load_failures_published: Counter = Counter()
         self._metrics = {}
         # The node agent reports the least of these as the node's applied revision (lora_core.node_agent).
         # A family must outlive its metrics: Triton refuses a metric whose family was collected.
@@ -141,16 +145,28 @@ class TritonPythonModel:
         self._applied = self._families["applied"].Metric(labels={"instance": self.instance})
         self._applied_published = -1
 
+    def _publish_state_metrics(self) -> None:
+        self._publish_applied_generation()
+        self._publish_load_failures()
+
     def _publish_applied_generation(self) -> None:
         generation = self.service.applied_generation
         if generation != self._applied_published:  # a round trip to tritonserver: only on a change
             self._applied.set(generation)
             self._applied_published = generation
 
-    def _metric(self, family: str, model_id: str):
-        key = (family, model_id)
+    def _publish_load_failures(self) -> None:
+        """Loads that failed here (asked for, or from the desired state) since the last call, by error code."""
+        for code, count in self.service.load_failures.items():
+            new = count - self._load_failures_published[code]
+            if new > 0:
+                self._metric("load_failures", code, label="code").increment(new)
+                self._load_failures_published[code] = count
+
+    def _metric(self, family: str, value: str, label: str = "model_id"):
+        key = (family, value)
         if key not in self._metrics:
-            labels = {"model_id": model_id, "instance": self.instance}
+            labels = {label: value, "instance": self.instance}
             self._metrics[key] = self._families[family].Metric(labels=labels)
         return self._metrics[key]
 
@@ -174,9 +190,9 @@ class TritonPythonModel:
             for (i, _), answer in zip(data, self._classify([r for _, r in data])):
                 responses[i] = answer
         try:
-            self._publish_applied_generation()
+            self._publish_state_metrics()
         except Exception:  # a metric is never worth failing a batch; the next batch publishes it
-            log.exception("%s: publishing the applied generation failed", self.instance)
+            log.exception("%s: publishing the state metrics failed", self.instance)
         return responses
 
     def _classify(self, requests):

@@ -1,0 +1,104 @@
+"""The shim's own Prometheus metrics, served at `GET /metrics`: requests by route and status, their latency,
+those in flight, and whether the shim sees the backend ready.
+
+gunicorn runs several worker processes, so prometheus_client runs in multiprocess mode there: each worker
+writes its samples to files under PROMETHEUS_MULTIPROC_DIR (api_shim/gunicorn.conf.py sets it up and marks
+dead workers), and a scrape, answered by any worker, sums them all. Without that variable (one process, as in
+unit tests) the process's own registry answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from lora_core.errors import AdapterError
+
+UNMATCHED = "unmatched"  # every path that matches no route: fuzzed paths must not create new series
+
+REQUESTS = Counter("lora_api_requests", "HTTP requests answered, by route and status", ["endpoint", "status"])
+REQUEST_SECONDS = Histogram(
+    "lora_api_request_seconds",
+    "Seconds from the request reaching a thread to its response, by route",
+    ["endpoint"],
+    # From a status probe (milliseconds) to a large predict on a CPU (tens of seconds).
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+IN_FLIGHT = Gauge(
+    "lora_api_requests_in_flight", "Requests being answered now, over every worker", multiprocess_mode="livesum"
+)
+
+metrics_page = Blueprint("metrics", __name__)
+
+
+def install(app: Flask) -> None:
+    """Counts every request of `app`. Call it before any other before_request hook (the API key check), so
+    that refused requests are counted too."""
+    app.before_request(_started)
+    app.after_request(_answered)
+    app.teardown_request(_finished)
+    app.register_blueprint(metrics_page)
+
+
+def endpoint_label() -> str:
+    """The route rule (`/api/v1/inference/predict`), never the raw path."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else UNMATCHED
+
+
+def _started() -> None:
+    g.metrics_started = time.perf_counter()
+    IN_FLIGHT.inc()
+
+
+def _answered(response: Response) -> Response:
+    started = g.get("metrics_started")
+    if started is not None:
+        endpoint = endpoint_label()
+        REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+def _finished(_exc: BaseException | None) -> None:
+    if g.pop("metrics_started", None) is not None:
+        IN_FLIGHT.dec()
+
+
+class BackendReady(Collector):
+    """`lora_api_backend_ready`: 1 when the shim reaches Triton and its model is ready, asked at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            ready = current_app.extensions["triton_gateway"].model_ready()
+        except AdapterError:
+            ready = False
+        yield GaugeMetricFamily(
+            "lora_api_backend_ready", "1 when the shim reaches Triton and the model is ready", value=float(ready)
+        )
+
+
+@metrics_page.get("/metrics")
+def metrics() -> Response:
+    counted = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        counted = CollectorRegistry()  # a fresh one per scrape, summing every worker's files
+        multiprocess.MultiProcessCollector(counted)
+    live = CollectorRegistry()
+    live.register(BackendReady())
+    return Response(generate_latest(counted) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
