@@ -17,9 +17,10 @@ venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 # Debian packages: libb64 for perf_analyzer (its one system library not shipped in a wheel),
 # docker-compose, whose `config` validates docker-compose.yml without a Docker engine, etcd-server (3.4)
 # for the desired state of several nodes, haproxy (2.6) in front of them, chromium (the console's browser
-# test, driven headless through its DevTools protocol) and prometheus (promtool checks and tests the alert
-# rules). Checked again whenever this list changes.
-SYSTEM_PACKAGES := libb64-0d docker-compose etcd-server haproxy chromium prometheus
+# test, driven headless through its DevTools protocol, with fonts-wqy-zenhei for the Chinese labels in its
+# screenshot) and prometheus (promtool checks and tests the alert rules). Checked again whenever this
+# list changes.
+SYSTEM_PACKAGES := libb64-0d docker-compose etcd-server haproxy chromium fonts-wqy-zenhei prometheus
 $(VENV)/.system-deps: Makefile | $(VENV)/bin/python
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

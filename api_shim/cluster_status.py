@@ -3,7 +3,8 @@ is asked directly, all at once, each with a short timeout.
 
 A node that does not answer in time is `unreachable`; it never fails or slows the whole answer. Workers are
 named `<node_id>/<name>` with the contract's names (`cuda0-0`, `cpu-0`) and carry `node_id`;
-`pending_requests` and `models_traffic` are sums over the nodes; `service_status` is `running` while at least one node is ready.
+`pending_requests` and `models_traffic` are sums over the nodes; `service_status` is `running` while at least
+one node is ready.
 `loaded_models_count` is the desired state's, as a ready node reports it.
 """
 

@@ -78,24 +78,24 @@ TRAFFIC_METRICS = {"requests": "lora_requests_total", "texts": "lora_texts_total
 def models_traffic(metrics: MetricsSnapshot) -> list[dict[str, Any]]:
     """Requests, texts and failed requests per model_id since each instance started, summed over the instances
     (the model's own counters in Triton's metrics); by model_id."""
-    totals: dict[str, dict[str, Any]] = {}
-    for field, name in TRAFFIC_METRICS.items():
-        for sample in metrics.samples:
-            model_id = sample.labels.get("model_id")
-            if sample.name == name and model_id is not None:
-                entry = totals.setdefault(model_id, {"model_id": model_id, **dict.fromkeys(TRAFFIC_METRICS, 0)})
-                entry[field] += int(sample.value)
-    return [totals[model_id] for model_id in sorted(totals)]
+    counted = [
+        {"model_id": sample.labels["model_id"], field: int(sample.value)}
+        for field, name in TRAFFIC_METRICS.items()
+        for sample in metrics.samples
+        if sample.name == name and "model_id" in sample.labels
+    ]
+    return merge_traffic([counted])
 
 
-def merge_traffic(per_node: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The traffic of several nodes, summed by model_id."""
+def merge_traffic(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Counts summed by model_id (over instances, or over nodes); a count a part lacks is 0."""
     totals: dict[str, dict[str, Any]] = {}
-    for traffic in per_node:
-        for one in traffic:
-            entry = totals.setdefault(one["model_id"], {"model_id": one["model_id"], **dict.fromkeys(TRAFFIC_METRICS, 0)})
+    for part in parts:
+        for counts in part:
+            model_id = counts["model_id"]
+            entry = totals.setdefault(model_id, {"model_id": model_id, **dict.fromkeys(TRAFFIC_METRICS, 0)})
             for field in TRAFFIC_METRICS:
-                entry[field] += one[field]
+                entry[field] += counts.get(field, 0)
     return [totals[model_id] for model_id in sorted(totals)]
 
 

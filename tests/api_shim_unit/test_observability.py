@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api_shim.app import create_app
 from api_shim.pages import NO_KEY_PATHS
 from api_shim.settings import ShimSettings
+from api_shim.status import merge_traffic, models_traffic
 from lora_core.prometheus import MetricsSnapshot
 from testkit.process_harness import free_port
 
@@ -84,8 +85,8 @@ def test_swagger_ui_is_served_locally_and_calls_no_other_host(client):
 
 
 def test_counters_are_found_with_or_without_total():
-    text = "# TYPE nv_inference_count counter\nnv_inference_count{model=\"m\"} 5\n"
-    text += "# TYPE lora_requests_total counter\nlora_requests_total{model_id=\"a\"} 3\n"
+    text = '# TYPE nv_inference_count counter\nnv_inference_count{model="m"} 5\n'
+    text += '# TYPE lora_requests_total counter\nlora_requests_total{model_id="a"} 3\n'
     snapshot = MetricsSnapshot(text)
     assert snapshot.value("nv_inference_count", model="m") == 5
     assert snapshot.value("lora_requests_total", model_id="a") == 3
@@ -95,3 +96,18 @@ def test_a_malformed_scrape_keeps_the_families_read_before_it():
     text = "# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\nnot a sample line\n"
     snapshot = MetricsSnapshot(text)
     assert snapshot.value("a") == 1
+
+
+def test_traffic_is_summed_over_instances_and_nodes():
+    text = (
+        "# TYPE lora_requests_total counter\n"
+        'lora_requests_total{model_id="a",instance="i0"} 2\nlora_requests_total{model_id="a",instance="i1"} 3\n'
+        "# TYPE lora_texts_total counter\n"
+        'lora_texts_total{model_id="a",instance="i0"} 7\nlora_texts_total{model_id="b",instance="i1"} 1\n'
+    )
+    one_node = models_traffic(MetricsSnapshot(text))
+    assert one_node == [
+        {"model_id": "a", "requests": 5, "texts": 7, "failures": 0},
+        {"model_id": "b", "requests": 0, "texts": 1, "failures": 0},
+    ]
+    assert merge_traffic([one_node, one_node[:1]])[0] == {"model_id": "a", "requests": 10, "texts": 14, "failures": 0}
