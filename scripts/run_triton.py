@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         "--allow-cpu-metrics=true",
         f"--allow-gpu-metrics={'true' if args.kind == 'gpu' else 'false'}",
         "--metrics-interval-ms=1000",
+        # Queue and compute time quantiles (nv_inference_queue_summary_us{quantile=...}) for the alerts in
+        # deploy/monitoring/alerts.yml; the counters alone give averages only.
+        "--metrics-config=summary_latencies=true",
         "--exit-timeout-secs=10",
         f"--log-verbose={args.log_verbose}",
         *extra,

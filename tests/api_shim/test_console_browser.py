@@ -180,3 +180,37 @@ def test_console_end_to_end(keyed, hostile_model, browser, triton_models_root, r
         browser.wait_for(f"{row(model_id)} === null", LOAD_S, f"{model_id} no longer listed as loaded")
     assert browser.evaluate("document.getElementById('predict-model').value") == ""
     assert browser.dialogs == [] and browser.exceptions == []
+
+
+def test_swagger_ui_renders_offline_and_tries_the_api_with_the_key(keyed):
+    """Swagger UI at /api/v1/docs/: its assets come from the shim (this machine reaches nothing else), every
+    operation of openapi.yaml is shown, and "Try it out" calls this very service with the key."""
+    origin = keyed.base.removesuffix("/api/v1")
+    with Browser() as browser:
+        browser.navigate(f"{origin}/api/v1/docs/")
+        paths = browser.wait_for(
+            "(() => { const p = Array.from(document.querySelectorAll('.opblock-summary-path'), e => e.dataset.path);"
+            " return p.length >= 10 && p; })()",
+            30,
+            "the operations rendered",
+        )
+        assert "/api/v1/inference/predict" in paths and "/api/v1/inference/status" in paths
+        browser.evaluate("window.ui.preauthorizeApiKey('apiKey', " + json.dumps(KEY) + ")")  # the Authorize dialog
+        browser.evaluate("document.querySelector('#operations-default-status .opblock-summary-control').click()")
+        # "Try it out" is on from the start (tryItOutEnabled): the operation opens with its Execute button.
+        browser.wait_for("document.querySelector('#operations-default-status .execute') !== null", 10)
+        browser.evaluate("document.querySelector('#operations-default-status .execute').click()")
+        answered = browser.wait_for(
+            "(() => { const c = document.querySelector('#operations-default-status .live-responses-table"
+            " tbody .response-col_status'); return c && c.textContent.trim(); })()",
+            30,
+            "the live response shown",
+        )
+        assert answered.startswith("200")
+        body = browser.evaluate(
+            "document.querySelector('#operations-default-status .live-responses-table .microlight').textContent"
+        )
+        assert json.loads(body)["service_status"] == "running"
+        assert browser.evaluate("localStorage.length + sessionStorage.length") == 0  # persistAuthorization off
+        failed = [e for e in browser.log_entries if e.get("source") == "network" or "Failed" in e.get("text", "")]
+        assert failed == [] and browser.exceptions == []
