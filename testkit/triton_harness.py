@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from lora_core.errors import AdapterError, from_wire
+from lora_core.prometheus import MetricsSnapshot
 from testkit.conditions import wait_for
 from testkit.process_harness import ManagedProcess, free_port
 
@@ -100,12 +100,8 @@ class TritonServer:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include `labels` (0 when absent)."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-            if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-                total += float(match.group(2))
-        return total
+        samples = MetricsSnapshot(self.metrics()).samples
+        return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     def statistics(self) -> dict[str, int]:
         headers = {RESTRICTED_API_HEADER: self.control_token}  # a restricted API
