@@ -368,6 +368,7 @@ def test_capacity_names_both_numbers(engine, base_dir, models_root, tmp_path):
     service.control({"op": "load", "model_dir": "b"})
     with pytest.raises(CapacityExceeded, match="2 adapters are loaded and the maximum is 2"):
         service.control({"op": "load", "model_dir": "c"})
+    assert service.load_failures == {"capacity_exceeded": 1}  # lora_load_failures_total{code} in model.py
     service.control({"op": "load", "model_dir": "b", "reload": True})  # a reload needs no extra slot
     assert sorted(a.model_id for a in engine.resident()) == ["a", "b"]  # the refused one left nothing behind
     assert sorted(service.manifest.read().entries) == ["a", "b"]

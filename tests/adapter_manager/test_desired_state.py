@@ -77,3 +77,4 @@ def test_an_entry_whose_max_length_does_not_fit_this_base_is_a_problem_not_a_cra
     service.sync()
     assert not engine.is_loaded("wide")
     assert "max_length must be between 2 and 512, got 4096" in service.problems["wide"]
+    assert service.load_failures == {"invalid_request": 1}  # a desired-state load that failed is counted too

@@ -743,6 +743,7 @@ def test_a_failed_reload_keeps_the_old_version_on_every_instance(services, guard
     assert (
         a.control({"op": "load", "model_dir": "job"})["changed"] is False
     )  # an idempotent load still answers from what is resident
+    assert a.load_failures == b.load_failures == {error.code: 1}  # counted for the alert, by code
 
     assert a.manifest.read().entries == manifest_before  # nothing recorded: no instance reloads anything
     for service in services:
