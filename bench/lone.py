@@ -19,15 +19,15 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
-from bench.stack import REPO, Stack, bench_base, prepare_adapters  # sets up the HF environment
+from bench.stack import REPO, Stack, in_process_engine  # sets up the HF environment
 
 import psutil
 import requests
 import torch
 
-from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
 from lora_core.control_token import RESTRICTED_API_HEADER
 from testkit.measure import summary
@@ -62,13 +62,8 @@ def per_request_ms(before: dict[str, tuple[int, int]], after: dict[str, tuple[in
 
 
 def measure(work: Path, rounds: int, requests_: int) -> dict[str, list[float]]:
-    base = bench_base(work)
-    root = work / "models"
-    prepare_adapters(root, base, ADAPTERS)
+    base, root, engine = in_process_engine(work, ADAPTERS, max_length=MAX_LENGTH)
     texts = short_texts(64, seed=2)
-    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
-    for model_id in ADAPTERS:
-        engine.load(model_id, MAX_LENGTH)
     cores = psutil.cpu_count() or 1
     figures: dict[str, list[float]] = {
         k: [] for k in ("engine_1", "engine_all", "triton_queue", "triton_infer", "triton_http", "shim", "shim_noop")
@@ -82,21 +77,21 @@ def measure(work: Path, rounds: int, requests_: int) -> dict[str, list[float]]:
         def engine_call(i: int) -> object:
             return engine.classify([texts[i % len(texts)]], [ADAPTERS[0]])
 
-        def shim_call(i: int) -> object:
+        def shim_call(i: int) -> None:
             body = {"model_id": ADAPTERS[0], "texts": [texts[i % len(texts)]]}
-            return session.post(stack.predict_url, json=body, timeout=60).raise_for_status()
+            session.post(stack.predict_url, json=body, timeout=60).raise_for_status()
 
-        def triton_call(i: int) -> object:
-            body = {
+        def triton_call(i: int) -> None:
+            body: dict[str, Any] = {
                 "inputs": [
                     {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [texts[i % len(texts)]]},
                     {"name": "MODEL_ID", "shape": [1, 1], "datatype": "BYTES", "data": [ADAPTERS[0]]},
                 ]
             }
-            return session.post(infer_url, json=body, timeout=60).raise_for_status()
+            session.post(infer_url, json=body, timeout=60).raise_for_status()
 
-        def noop_call(_: int) -> object:
-            return session.get(live_url, timeout=60).raise_for_status()
+        def noop_call(_: int) -> None:
+            session.get(live_url, timeout=60).raise_for_status()
 
         for round_ in range(rounds):
             torch.set_num_threads(1)

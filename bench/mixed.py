@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stack import REPO, Stack, bench_base, prepare_adapters  # sets up the HF environment
+from bench.stack import REPO, Stack, in_process_engine  # sets up the HF environment
 
 import torch
 
@@ -89,13 +89,9 @@ def lone_in_process_ms(engine: AdapterEngine, texts: list[str]) -> float:
 
 
 def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    base = bench_base(work)
-    root = work / "models"
-    prepare_adapters(root, base, ADAPTERS)
+    base, root, engine = in_process_engine(work, ADAPTERS, load=ADAPTERS[:1], max_length=MAX_LENGTH)
     texts = mixed_texts(512, seed=1)
     lone_texts = short_texts(64, seed=2)
-    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
-    engine.load(ADAPTERS[0], MAX_LENGTH)
     lengths = [len(x) for x in token_ids(engine, texts)]
     mean_tokens = sum(lengths) / len(lengths)
     figures: dict[str, list[float]] = {

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stack import REPO, Stack, bench_base, prepare_adapters  # sets up the HF environment
+from bench.stack import REPO, Stack, in_process_engine  # sets up the HF environment
 
 import requests
 
@@ -98,13 +98,8 @@ def flood(stack: Stack, texts: list[str], seconds: float) -> tuple[LoadResult, C
 
 
 def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    base = bench_base(work)
-    root = work / "models"
-    prepare_adapters(root, base, ADAPTERS)
+    base, root, engine = in_process_engine(work, ADAPTERS)
     texts = short_texts(512, seed=3)
-    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
-    for model_id in ADAPTERS:
-        engine.load(model_id)
     result: dict[str, Any] = {"in_process": [], "flood": [], "steady": [], "control_ms": [], "control_failures": 0}
     with Stack(work / "stack", base, root, instances="auto") as stack:
         stack.load(ADAPTERS)

@@ -28,6 +28,7 @@ os.environ.update({k: os.environ.get(k, v) for k, v in OMP_POLICY.items()})
 
 import requests
 
+from adapter_manager import AdapterEngine
 from testkit.factories import OutputSpec, make_tiny_base, make_training_output
 from testkit.api_shim_env import shim_env
 from testkit.process_harness import ManagedProcess, free_port
@@ -56,6 +57,20 @@ def prepare_adapters(root: Path, base: Path, model_ids: Sequence[str], rank: int
         if not (root / model_id).exists():
             spec = OutputSpec(rank=rank, alpha=16, num_labels=4, seed=i)
             make_training_output(root, model_id, base, spec)
+
+
+def in_process_engine(
+    work: Path, model_ids: Sequence[str], load: Sequence[str] | None = None, max_length: int | None = None
+) -> tuple[Path, Path, AdapterEngine]:
+    """The benchmark's base and training outputs under `work` (adapters `model_ids`), and the in-process
+    baseline: an AdapterEngine on the CPU in float32 with `load` (default: every one of them) loaded."""
+    base = bench_base(work)
+    root = work / "models"
+    prepare_adapters(root, base, model_ids)
+    engine = AdapterEngine(base, root, device="cpu", dtype="float32")
+    for model_id in model_ids if load is None else load:
+        engine.load(model_id, max_length)
+    return base, root, engine
 
 
 class Stack:
