@@ -18,8 +18,13 @@ class ShimServer:
         self.server = ManagedProcess(workdir / f"gunicorn-{self.port}.log")
 
     @property
+    def origin(self) -> str:
+        """Where the pages and /metrics are: the scheme, host and port."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
+        return f"{self.origin}/api/v1"
 
     def start(self, timeout: float = 60) -> None:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")

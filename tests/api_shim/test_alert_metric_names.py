@@ -124,7 +124,7 @@ def scraped(triton, shim, api, etcd_metrics) -> dict[str, dict[str, list[dict[st
     assert api.post("/inference/predict", json={"model_id": "alpha", "texts": ["kaka lili"]}).status_code == 200
     refused = api.post("/inference/models/load", json={"model_dir": "broken"})
     assert (refused.status_code, refused.json()["error"]) == (422, "invalid_model"), refused.text
-    root = shim.base.removesuffix("/api/v1")
+    root = shim.origin
 
     def scrape() -> dict[str, dict[str, list[dict[str, str]]]] | None:
         found = {

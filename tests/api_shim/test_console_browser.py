@@ -185,7 +185,7 @@ def test_console_end_to_end(keyed, hostile_model, browser, triton_models_root, r
 def test_swagger_ui_renders_offline_and_tries_the_api_with_the_key(keyed):
     """Swagger UI at /api/v1/docs/: its assets come from the shim (this machine reaches nothing else), every
     operation of openapi.yaml is shown, and "Try it out" calls this very service with the key."""
-    origin = keyed.base.removesuffix("/api/v1")
+    origin = keyed.origin
     with Browser() as browser:
         browser.navigate(f"{origin}/api/v1/docs/")
         paths = browser.wait_for(

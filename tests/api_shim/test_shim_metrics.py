@@ -29,13 +29,9 @@ def counted(tmp_path_factory, triton):
     server.stop()
 
 
-def origin(server: ShimServer) -> str:
-    return server.base.removesuffix("/api/v1")
-
-
 def answered(server: ShimServer, endpoint: str, status: str = "200") -> float:
     """The count one scrape reports, answered by whichever worker takes it (a fresh connection each time)."""
-    text = requests.get(f"{origin(server)}/metrics", timeout=30, headers={"Connection": "close"}).text
+    text = requests.get(f"{server.origin}/metrics", timeout=30, headers={"Connection": "close"}).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "lora_api_requests_total" and sample.labels == {"endpoint": endpoint, "status": status}:
@@ -50,7 +46,7 @@ def workers(server: ShimServer) -> list[int]:
 
 def hit(server: ShimServer, times: int) -> None:
     def one(_: int) -> int:
-        return requests.get(f"{origin(server)}{LIVE}", timeout=30, headers={"Connection": "close"}).status_code
+        return requests.get(f"{server.origin}{LIVE}", timeout=30, headers={"Connection": "close"}).status_code
 
     with ThreadPoolExecutor(16) as pool:
         assert set(pool.map(one, range(times))) == {200}
@@ -79,5 +75,5 @@ def test_a_dead_workers_counts_are_kept(counted):
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(workers(server)) == 2 and victim not in workers(server), 30, "gunicorn replaced the worker")
     assert answered(server, LIVE) == total
-    text = requests.get(f"{origin(server)}/metrics", timeout=30).text
+    text = requests.get(f"{server.origin}/metrics", timeout=30).text
     assert "lora_api_requests_in_flight 1.0" in text  # the scrape itself, over both workers
