@@ -69,6 +69,7 @@ bench: venv demo-base $(VENV)/.bench-deps
 	$(PY) -m bench.report $(BENCH_ARGS)
 	$(PY) -m bench.listing --into docs/benchmarks.md
 	$(PY) -m bench.mixed --into docs/benchmarks.md
+	$(PY) -m bench.lone --into docs/benchmarks.md
 	$(PY) -m bench.etcd_check --into docs/benchmarks.md
 	$(PY) -m bench.cluster --into docs/benchmarks.md
 	$(PY) -m bench.overload --into docs/benchmarks.md

@@ -172,3 +172,57 @@ def run_load(
 def _texts_for(texts: Sequence[str], count: int, client: int, k: int) -> list[str]:
     first = (client * 7 + k * count) % len(texts)
     return [texts[(first + i) % len(texts)] for i in range(count)]
+
+
+@dataclass
+class LonePair:
+    """A lone request's latencies, in-process and served, from blocks taken in turn (ms)."""
+
+    in_process_ms: list[float]
+    served_ms: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """Served p50 over in-process p50."""
+        return statistics.median(self.served_ms) / statistics.median(self.in_process_ms)
+
+
+def lone_pair(
+    in_process: Callable[[str], object],
+    predict_url: str,
+    model_id: str,
+    texts: Sequence[str],
+    blocks: int = 10,
+    per_block: int = 20,
+    timeout: float = 60.0,
+) -> LonePair:
+    """One client sending one text at a time, served (`predict_url`, the shim's protocol) and in-process
+    (`in_process(text)`), in alternating blocks of `per_block` calls each: on a shared machine whose speed drifts
+    by tens of percent over seconds, both sides then see the same machine, where windows taken one after the
+    other do not. Each block starts with one uncounted call, so neither side pays for the other's cold start."""
+    parts = urlsplit(predict_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    bodies = [SHIM.body(model_id, [text]) for text in texts]
+
+    def served(i: int) -> None:
+        connection.request("POST", parts.path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read()
+        if response.status != 200 or not SHIM.has_rows(payload, 1):
+            raise RuntimeError(f"a lone predict answered {response.status}: {payload[:200]!r}")
+
+    def local(i: int) -> None:
+        in_process(texts[i % len(texts)])
+
+    pair = LonePair([], [])
+    try:
+        for block in range(blocks):
+            for call, into in ((local, pair.in_process_ms), (served, pair.served_ms)):
+                call(block)
+                for i in range(per_block):
+                    started = time.perf_counter()
+                    call(block * per_block + i)
+                    into.append((time.perf_counter() - started) * 1000)
+    finally:
+        connection.close()
+    return pair

@@ -10,7 +10,7 @@ with max_length 256. Each round measures, in this order:
   of 16: in arrival order, and sorted by length over the whole set;
 - the service: 32 closed-loop clients each sending 1-text predicts over the 8 adapters (bench/loadgen.py);
 - a lone request: one client sending one short text at a time, against AdapterEngine.classify of one short
-  text in-process (batch 1).
+  text in-process (batch 1), the two in alternating blocks of 20 calls (bench.loadgen.lone_pair).
 
 Tokens/s count real tokens (no padding). Ratios are computed within a round, so machine noise hits both sides.
 """
@@ -31,7 +31,7 @@ import torch
 from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
-from bench.loadgen import run_load
+from bench.loadgen import lone_pair, run_load
 from testkit.measure import summary
 from testkit.texts import mixed_texts, short_texts
 
@@ -40,7 +40,6 @@ RESULTS = REPO / "var" / "bench" / "mixed.json"
 MAX_LENGTH = 256
 CEILING_BATCH = 16
 CLIENTS = 32
-LONE_REQUESTS = 200
 SWEEP = (1, 4, 16, 32, 64)  # clients, for tokens/s against concurrency
 PLOTS = ("mixed_throughput_vs_concurrency.png", "mixed_latency_cdf.png")
 
@@ -76,16 +75,6 @@ def ceilings(engine: AdapterEngine, texts: list[str], seconds: float) -> dict[st
             passes += 1
         answer[name] = passes * tokens / (time.perf_counter() - started)
     return answer
-
-
-def lone_in_process_ms(engine: AdapterEngine, texts: list[str]) -> float:
-    """p50 of AdapterEngine.classify on one short text, one adapter."""
-    durations = []
-    for i in range(LONE_REQUESTS):
-        started = time.perf_counter()
-        engine.classify([texts[i % len(texts)]], [ADAPTERS[0]])
-        durations.append(time.perf_counter() - started)
-    return statistics.median(durations) * 1000
 
 
 def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
@@ -126,13 +115,15 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
                 sum(n for s, n in served.statuses.items() if s not in (200, 429)) + served.malformed
             )
             figures["refused"].append(served.statuses.get(429, 0) / max(1, sum(served.statuses.values())))
-            figures["lone_base"].append(lone_in_process_ms(engine, lone_texts))
-            lone = run_load(stack.predict_url, ADAPTERS[:1], lone_texts, 1, 1, seconds=seconds / 2)
-            figures["lone"].append(lone.p50_ms)
+            lone = lone_pair(
+                lambda text: engine.classify([text], [ADAPTERS[0]]), stack.predict_url, ADAPTERS[0], lone_texts
+            )
+            figures["lone_base"].append(statistics.median(lone.in_process_ms))
+            figures["lone"].append(statistics.median(lone.served_ms))
             print(
                 f"round {round_ + 1}: ceilings {ceiling['arrival']:.0f} / {ceiling['sorted']:.0f} tokens/s, "
                 f"service {figures['service'][-1]:.0f} tokens/s (p99 {served.p99_ms:.0f} ms), "
-                f"lone {lone.p50_ms:.1f} ms vs {figures['lone_base'][-1]:.1f} ms in-process",
+                f"lone {figures['lone'][-1]:.1f} ms vs {figures['lone_base'][-1]:.1f} ms in-process",
                 flush=True,
             )
         for clients in SWEEP:
@@ -211,7 +202,7 @@ def mixed_section(result: dict[str, Any]) -> list[str]:
         f"refused for overload (429, ADMISSION_MAX_WAIT_S): {summary([100 * r for r in f.get('refused', [0])], 2)} % "
         f"of requests; failed or malformed answers: {int(sum(f['errors']))}.",
         "",
-        "| a lone request: one client, one short text at a time | p50 |",
+        "| a lone request: one client, one short text at a time (the two in alternating blocks of 20 calls) | p50 |",
         "|---|---|",
         f"| in-process, `AdapterEngine.classify`, batch 1 | {summary(f['lone_base'], 1)} ms |",
         f"| through the shim and Triton | {summary(f['lone'], 1)} ms |",
