@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-from bench import cluster, e2e, engine_throughput, etcd_check, listing, mixed, overload
+from bench import cluster, e2e, engine_throughput, etcd_check, listing, lone, mixed, overload
 from bench.gpu import render as gpu_render
 from bench.perf_analyzer import run as perf_run
 from bench.stack import REPO, bench_base, prepare_adapters
@@ -333,11 +333,11 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
     ]
     gpu = gpu_render.load_results()  # the last GPU run's figures (this machine has no GPU)
     lines += ["", LEVERS] + (gpu_render.gpu_section(gpu) if gpu else [])
-    # bench/listing.py, mixed.py, etcd_check.py, cluster.py and overload.py write their own sections (`make bench` runs
-    # them after this page is written): kept as they are.
+    # bench/listing.py, mixed.py, lone.py, etcd_check.py, cluster.py and overload.py write their own sections (`make
+    # bench` runs them after this page is written): kept as they are.
     previous = out.read_text(encoding="utf-8") if out.exists() else ""
-    for heading in (listing.HEADING, mixed.HEADING, etcd_check.HEADING, cluster.HEADING, overload.HEADING):
-        lines += gpu_render.section_of(previous, heading)
+    for module in (listing, mixed, lone, etcd_check, cluster, overload):
+        lines += gpu_render.section_of(previous, module.HEADING)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += [
         "",
