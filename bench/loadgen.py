@@ -181,11 +181,6 @@ class LonePair:
     in_process_ms: list[float]
     served_ms: list[float]
 
-    @property
-    def ratio(self) -> float:
-        """Served p50 over in-process p50."""
-        return statistics.median(self.served_ms) / statistics.median(self.in_process_ms)
-
 
 def lone_pair(
     in_process: Callable[[str], object],
