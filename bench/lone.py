@@ -40,6 +40,7 @@ from api_shim.gateway import TritonGateway
 from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
 from bench.loadgen import TRITON, lone_pair, run_load
+from bench.mixed import ratio
 from lora_core.control_token import RESTRICTED_API_HEADER
 from testkit.measure import summary
 from testkit.texts import short_texts
@@ -145,10 +146,6 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
             figures["paired_shim"].append(statistics.median(pair.served_ms))
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in figures.items()), flush=True)
     return {"when": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "cores": cores, "figures": figures}
-
-
-def ratio(figures: dict[str, list[float]], a: str, b: str) -> list[float]:
-    return [x / y for x, y in zip(figures[a], figures[b], strict=True)]
 
 
 def lone_section(result: dict[str, Any]) -> list[str]:
