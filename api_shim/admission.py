@@ -1,110 +1,185 @@
-"""Admission: a predict is refused at once (429 overloaded) when the work already admitted would keep it
-waiting longer than ADMISSION_MAX_WAIT_S, instead of queueing without bound in Triton.
+"""Admission: a predict is refused at once (429 overloaded, Retry-After) only when it would wait longer than
+ADMISSION_MAX_WAIT_S before its batch starts; otherwise it goes to Triton.
 
-The limit is a waiting time, not a count, so that one default holds on a CPU and on a GPU 100x faster. Each
-gunicorn worker estimates its own expected wait: the texts it has in flight times the seconds per text it
-measured over its busy time (texts completed / seconds with something in flight). Texts, not characters:
-weighing texts by their characters refused no fewer on mixed lengths (bench/mixed.py), and a long text's
-cost stops growing where the model truncates it, which the shim does not know. Workers share Triton in
-proportion to what they send, so each worker's own
-estimate is the service's. A request that already waited for a worker thread (gunicorn's queue,
-api_shim/worker.py) counts that wait against the limit too.
+A request's wait is its wait for a gunicorn thread plus its wait in Triton, from being sent to its batch's
+start. Both are measured for every predict answered: the thread wait by the worker (api_shim/worker.py), the
+Triton wait as the round trip less the time its batch spent executing, which the model returns
+(EXECUTE_US). Clock-free, so it holds behind a balancer too. Every gunicorn worker records into, and decides
+from, one shared account of the node (api_shim/node_load.py): the texts admitted and not yet answered, and
+the recent waits.
 
-The seconds per text come from the last WINDOWS windows of busy time (their busy-weighted mean), so the
-estimate follows the service within a few seconds when it slows down (a flood's own clients take CPU from it
-on a shared machine) or speeds up, and one window of long texts does not swing it. Measured on mixed lengths
-and a 256-client flood (bench/levers.md): the last 2 windows refused 6.6% of 32 mixed-length clients'
-requests; the last 8 refused none, with the flood's accepted p99 at 1.6-1.9 s; the best of the last 8 let a
-flood's first requests wait 4 s. A worker that measured its speed while lightly used, batching little,
-thinks it slower than it is; it then admits what it believes is a full second of work, more than enough to
-fill Triton's batches, and its next windows measure the real speed.
+The decision, for a predict of `work` texts arriving with `in_flight` texts already admitted:
 
-Nothing in flight admits anything: a request larger than the limit alone is served, never refused forever.
-Until its first window of busy time closes, a worker has no estimate and admits everything: a service that
-just started is not refused to its first clients, and Triton's own queue bound still holds.
+- **What runs at once never waits for a queue.** Triton runs `capacity` texts at once (its instances x
+  max_batch_size, from the model's configuration). While `in_flight + work` fits, the predict is admitted:
+  at worst it waits for the batch ahead of it, which refusing others cannot shorten. So a crowd whose work
+  fits in one batch per instance is never refused, whatever happened before.
+- **Beyond that, the queue ahead is measured, not modelled.** `queued = in_flight + work - capacity` texts
+  must drain before it starts. Each answered predict that had texts queued ahead of it tells how many seconds
+  of Triton wait a queued text cost, at the load it met (the drain). The estimate is `queued` times that cost,
+  from the predicts of the last DRAIN_WINDOW_S. It is learned only where it is applied (with a queue), so a
+  quiet start does not teach a slow speed: that was the flaw of the speed model this replaces, which applied
+  a per-text speed learned from lone requests to batched traffic.
+- **The standing queue, as CoDel measures it.** The least Triton wait of the predicts answered over the last
+  INTERVAL_S (RFC 8289's interval; the latest one when none was answered in it, for STALE_S) is a wait that
+  every recent request had: while a queue is there, that measured wait counts even when the estimate is lower.
+- **Start-up.** Before any drain is measured, a queued text is taken to cost ADMISSION_MAX_WAIT_S / capacity:
+  up to one batch per instance may queue behind the batches running. A service flooded in its first second
+  then holds about two batches per instance, so no window admits everything, and a request admitted waits at
+  most about one batch.
+
+The request's own thread wait is added: measured exactly in the route; in the worker's accept loop, where a
+refusal is answered without taking a thread (api_shim/worker.py), the oldest connection still waiting for a
+thread stands for it.
+
+How fresh each signal is: in-flight texts and thread waits are current. A Triton wait is known when its
+predict is answered, one batch after its batch started (milliseconds on a GPU, up to a second on a CPU). The
+drain averages the last DRAIN_WINDOW_S. Triton's own queue metrics are cumulative counters and its HTTP
+answers carry no timing, so neither is used. Nothing in flight admits anything: a request larger than the
+limit alone is served, never refused forever.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from lora_core.errors import Overloaded
 
-# The estimate's windows: each covers this much busy time, and the last WINDOWS of them count.
-WINDOW_S = 1.0
-WINDOWS = 8
+from .node_load import NodeLoad, Wait
+
+INTERVAL_S = 0.1  # CoDel's interval: the least wait over it is the standing queue
+STALE_S = 1.0  # a last measured wait older than this says nothing of the queue now
+DRAIN_WINDOW_S = 5.0  # the drain: predicts answered over these last seconds with texts queued ahead of them
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What admission found for one predict."""
+
+    admitted: bool
+    in_flight: int  # texts admitted before it, node-wide
+    queued: int  # texts that cannot start at once if it is admitted (0: it fits in the batches running)
+    estimate_s: float  # its expected wait before its batch starts, its thread wait included
+    measured_s: float  # the standing queue's measured Triton wait (0 when no queue)
+
+    def refusal(self, max_wait_s: float) -> Overloaded:
+        return Overloaded(
+            f"the service is overloaded: a predict would wait about {self.estimate_s:.2f} s before it starts "
+            f"({self.queued} texts queued ahead; the requests answered last waited {self.measured_s:.2f} s), more "
+            f"than the {max_wait_s:g} s it accepts; nothing was done, send it again after Retry-After seconds",
+            retry_after_s=max(1, math.ceil(self.estimate_s - max_wait_s)),
+            wait_s=self.estimate_s,
+        )
+
+
+class Ticket:
+    """An admitted predict: the route tells it how long its Triton calls took and how long their batches ran."""
+
+    def __init__(self, ahead: int, thread_wait_s: float) -> None:
+        self.ahead = ahead
+        self.thread_wait_s = thread_wait_s
+        self.triton_wait_s: float | None = None
+
+    def answered(self, round_trip_s: float, execute_s: float) -> None:
+        self.triton_wait_s = max(0.0, round_trip_s - execute_s)
 
 
 class Admission:
-    def __init__(self, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        load: NodeLoad,
+        max_wait_s: float,
+        capacity: Callable[[], int | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`capacity` asks Triton how many texts it runs at once (None while it cannot tell); asked once for the
+        node, then kept in the shared account."""
+        self.load = load
         self.max_wait_s = max_wait_s
+        self._ask_capacity = capacity
         self._clock = clock
-        self._lock = threading.Lock()
-        self._in_flight = 0  # work admitted and not yet answered
-        self._last_event = clock()
-        self._busy_s = 0.0  # the open window: busy seconds and the work completed in them
-        self._work = 0
-        self._windows: deque[tuple[float, int]] = deque(maxlen=WINDOWS)  # (busy seconds, work), closed ones
+        load.claim()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_wait_s > 0
 
     @contextmanager
-    def admit(self, work: int, waited_s: float = 0.0) -> Iterator[None]:
-        """Admit a predict of `work` texts (it waited `waited_s` for a thread) for the duration of the block, or
-        raise Overloaded. A predict that fails still leaves; only completed ones teach the estimate."""
-        self._enter(work, waited_s)
-        completed = 0
+    def admit(self, work: int, thread_wait_s: float = 0.0) -> Iterator[Ticket]:
+        """Admit a predict of `work` texts that waited `thread_wait_s` for its thread, for the duration of the
+        block, or raise Overloaded. Only a predict answered records its wait."""
+        capacity = self.capacity()
+        with self.load.locked() as shared:
+            verdict = self._verdict(shared, capacity, work, thread_wait_s)
+            if not verdict.admitted:
+                raise verdict.refusal(self.max_wait_s)
+            self.load.add_texts(shared, work)
+        ticket = Ticket(verdict.queued, thread_wait_s)
         try:
-            yield
-            completed = work
+            yield ticket
         finally:
-            self._leave(work, completed)
+            with self.load.locked() as shared:
+                self.load.add_texts(shared, -work)
+                if ticket.triton_wait_s is not None:
+                    wait = Wait(self._clock(), thread_wait_s, ticket.triton_wait_s, float(ticket.ahead))
+                    self.load.record(shared, wait)
 
-    def expected_wait_s(self) -> float | None:
-        """Seconds a new request would wait behind the work in flight; None before any estimate."""
-        with self._lock:
-            return self._expected_wait_locked()
+    def verdict(self, work: int, thread_wait_s: float) -> Verdict:
+        """What `admit` would decide now, without admitting (the accept loop's quick refusal)."""
+        capacity = self.load._shared.capacity  # no question to Triton from the accept loop
+        with self.load.locked() as shared:
+            return self._verdict(shared, capacity or None, work, thread_wait_s)
+
+    def measured_wait_s(self) -> float:
+        """The node's measured wait now: the least wait (thread and Triton) of the predicts answered over the
+        last INTERVAL_S, or the latest one for STALE_S; 0 when none. What `lora_api_admission_wait_seconds`
+        reports."""
+        now = self._clock()
+        with self.load.locked() as shared:
+            waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)
+        return min((w.total_s for w in waits), default=0.0)
+
+    def capacity(self) -> int | None:
+        """Texts that Triton runs at once, asked once per node; None while Triton cannot tell."""
+        known = self.load._shared.capacity
+        if known:
+            return known
+        asked = self._ask_capacity()
+        if asked:
+            with self.load.locked() as shared:
+                shared.capacity = asked
+        return asked
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _enter(self, work: int, waited_s: float) -> None:
-        with self._lock:
-            expected = self._expected_wait_locked() if self._in_flight > 0 else None
-            if expected is not None and expected + waited_s > self.max_wait_s:
-                raise Overloaded(
-                    f"the service is overloaded: a new request would wait about {expected + waited_s:.1f} s, "
-                    f"more than the {self.max_wait_s:g} s it accepts",
-                    retry_after_s=math.ceil(expected),
-                )
-            self._advance()
-            self._in_flight += work
+    def _verdict(self, shared, capacity: int | None, work: int, thread_wait_s: float) -> Verdict:
+        in_flight = self.load.texts_in_flight(shared)
+        if not self.enabled or in_flight == 0:
+            return Verdict(True, in_flight, 0, thread_wait_s, 0.0)
+        # Capacity unknown: Triton cannot tell now, and the predict will find out why; only its thread wait counts.
+        queued = max(0, in_flight + work - capacity) if capacity else 0
+        measured = triton_wait = 0.0
+        if queued and capacity:
+            now = self._clock()
+            measured = self._standing_triton_wait(shared, now)
+            triton_wait = max(queued * self._seconds_per_queued_text(shared, capacity, now), measured)
+        estimate = thread_wait_s + triton_wait
+        return Verdict(estimate <= self.max_wait_s, in_flight, queued, estimate, measured)
 
-    def _leave(self, work: int, completed: int) -> None:
-        with self._lock:
-            self._advance()
-            self._in_flight -= work
-            if not completed:
-                # A failure says nothing of the speed: a hung or restarting Triton would leave its whole
-                # outage in the window as busy time, and the service would refuse for a while once back.
-                self._busy_s, self._work = 0.0, 0
-                return
-            self._work += completed
-            if self._busy_s >= WINDOW_S:
-                self._windows.append((self._busy_s, self._work))
-                self._busy_s, self._work = 0.0, 0
+    def _seconds_per_queued_text(self, shared, capacity: int, now: float) -> float:
+        drains = self.load.recent_drains(shared, now - DRAIN_WINDOW_S)
+        if not drains:
+            return self.max_wait_s / capacity  # start-up: one batch per instance may queue
+        return sum(w.triton_s for w in drains) / sum(w.ahead for w in drains)
 
-    def _advance(self) -> None:
-        """Count the time since the last event as busy when something was in flight."""
-        now = self._clock()
-        if self._in_flight > 0:
-            self._busy_s += now - self._last_event
-        self._last_event = now
+    def _standing_triton_wait(self, shared, now: float) -> float:
+        waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)
+        return min((w.triton_s for w in waits), default=0.0)
 
-    def _expected_wait_locked(self) -> float | None:
-        if not self._windows:
-            return None
-        busy_s = sum(busy for busy, _ in self._windows)
-        return self._in_flight * busy_s / sum(work for _, work in self._windows)
+    def _latest(self, shared, now: float) -> list[Wait]:
+        latest = self.load.latest_wait(shared)
+        return [latest] if latest is not None and latest.at >= now - STALE_S else []

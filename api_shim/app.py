@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
+import time
 import uuid
 from pathlib import Path
 
@@ -25,12 +25,14 @@ from lora_core.errors import (
 
 from lora_core.node_registry import NodeRegistry
 
-from . import observability, pages
+from . import node_load, observability, pages
 from .admission import Admission
 from .cluster_status import ClusterStatus
 from .gateway import TritonGateway
+from .node_load import NodeLoad
 from .routes import inference
 from .settings import ShimSettings
+from .worker import arrived_at
 
 log = logging.getLogger("api_shim")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -77,7 +79,12 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         control_url=settings.triton_control_url,
         predict_retries=settings.predict_retries,
     )
-    app.extensions["admission"] = Admission(settings.admission_max_wait_s or math.inf)  # one per worker process
+    # One account of the node's load for every worker: the one gunicorn's master made before forking, or, in a
+    # process no master prepared (a test client), one of its own.
+    load = node_load.prepared() or NodeLoad.create()
+    app.extensions["admission"] = Admission(
+        load, settings.admission_max_wait_s, app.extensions["triton_gateway"].texts_at_once
+    )
     if settings.etcd_endpoints:  # several nodes: status covers every one registered
         app.extensions["cluster_status"] = cluster_status(settings)
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
@@ -125,6 +132,9 @@ def _error_response(exc: Exception) -> tuple[Response, int]:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
     if isinstance(error, Overloaded):
         response.headers["Retry-After"] = str(error.retry_after_s)
+        arrived = arrived_at()
+        if arrived is not None:
+            observability.REFUSAL_SECONDS.observe(time.monotonic() - arrived)
     return response, error.http_status
 
 

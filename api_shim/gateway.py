@@ -51,6 +51,15 @@ class Prediction:
     probabilities: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """A predict's results, chunk by chunk, and the longest time one of its batches spent executing (the model's
+    EXECUTE_US): the rest of the round trip is waiting (api_shim/admission.py)."""
+
+    chunks: list[list[Prediction]]
+    execute_s: float
+
+
 class TritonGateway:
     def __init__(
         self,
@@ -114,7 +123,7 @@ class TritonGateway:
 
     # ------------------------------------------------------------------------------ data plane
 
-    def predict(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Prediction]]:
+    def predict(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Predicted:
         """Send each (texts, model_ids) chunk as one request, all in flight together; results in order. A predict
         is idempotent: when Triton (or every node behind the balancer) was unreachable or not ready, it is sent
         again, up to `predict_retries` times."""
@@ -127,12 +136,15 @@ class TritonGateway:
         assert first is not None
         raise first
 
-    def _predict_once(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Prediction]]:
+    def _predict_once(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Predicted:
         if len(chunks) == 1:  # the common case: a plain call, without the client's greenlet pool
             inputs, outputs = self._predict_request(*chunks[0])
-            return [self._predictions(self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs)))]
-        pending = [self._call(lambda c=chunk: self._submit(*c)) for chunk in chunks]
-        return [self._predictions(self._call(request.get_result)) for request in pending]
+            results = [self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs))]
+        else:
+            pending = [self._call(lambda c=chunk: self._submit(*c)) for chunk in chunks]
+            results = [self._call(request.get_result) for request in pending]
+        execute_us = max(int(result.as_numpy("EXECUTE_US")[0, 0]) for result in results)
+        return Predicted([self._predictions(result) for result in results], execute_us / 1e6)
 
     def _submit(self, texts: Sequence[str], model_ids: Sequence[str]):
         inputs, outputs = self._predict_request(texts, model_ids)
@@ -146,7 +158,8 @@ class TritonGateway:
             tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=object), binary_data=True)
             inputs.append(tensor)
         outputs = [
-            triton_http.InferRequestedOutput(n, binary_data=True) for n in ("PROBABILITIES", "LABELS", "NUM_LABELS")
+            triton_http.InferRequestedOutput(n, binary_data=True)
+            for n in ("PROBABILITIES", "LABELS", "NUM_LABELS", "EXECUTE_US")
         ]
         return inputs, outputs
 
@@ -195,6 +208,19 @@ class TritonGateway:
 
     def model_config(self) -> dict[str, Any]:
         return self._call(lambda: self._inspector.get_model_config(self.model, headers=self._restricted))
+
+    def texts_at_once(self) -> int | None:
+        """How many texts Triton runs at once: max_batch_size times the model's instances (a KIND_GPU group
+        has its count on each of its GPUs); None while Triton cannot tell. Behind a balancer, one node's."""
+        try:
+            config = self.model_config()
+        except AdapterError:
+            return None
+        instances = sum(
+            int(group.get("count", 1)) * max(1, len(group.get("gpus") or []))
+            for group in config.get("instance_group", [])
+        )
+        return max(1, int(config.get("max_batch_size") or 1)) * max(1, instances)
 
     # -------------------------------------------------------------------------------- failures
 

@@ -64,6 +64,10 @@ _OWNED_DIR_MARKER = "LORA_SHIM_OWNS_METRICS_DIR"
 
 
 def on_starting(server) -> None:
+    # The node's load, shared by every worker (api_shim/node_load.py): made here, before any fork.
+    from api_shim import node_load
+
+    node_load.prepare()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lora-shim-metrics-")
         os.environ[_OWNED_DIR_MARKER] = "1"
@@ -76,7 +80,12 @@ def on_starting(server) -> None:
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess  # imported once the directory is set
 
+    from api_shim import node_load
+
     multiprocess.mark_process_dead(worker.pid)  # its in-flight gauge no longer counts
+    load = node_load.prepared()
+    if load is not None:
+        load.release(worker.pid)  # nor its in-flight texts
 
 
 def on_exit(server) -> None:

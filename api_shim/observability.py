@@ -42,6 +42,12 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge(
     "lora_api_requests_in_flight", "Requests being answered now, over every worker", multiprocess_mode="livesum"
 )
+PREDICT_ENDPOINT = "/api/v1/inference/predict"
+REFUSAL_SECONDS = Histogram(
+    "lora_api_refusal_seconds",
+    "Seconds from a predict refused for overload reaching the worker to its 429 being written",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 metrics_page = Blueprint("metrics", __name__)
 
@@ -75,6 +81,12 @@ def _answered(response: Response) -> Response:
     return response
 
 
+def count_refusal(seconds: float) -> None:
+    """A predict refused for overload by the worker's accept loop, without reaching Flask (api_shim/worker.py)."""
+    REQUESTS.labels(PREDICT_ENDPOINT, "429").inc()
+    REFUSAL_SECONDS.observe(seconds)
+
+
 def _finished(_exc: BaseException | None) -> None:
     if g.pop("metrics_started", None) is not None:
         IN_FLIGHT.dec()
@@ -93,6 +105,19 @@ class BackendReady(Collector):
         )
 
 
+class AdmissionWait(Collector):
+    """`lora_api_admission_wait_seconds`: the node's measured wait before a batch starts (api_shim/admission.py),
+    read from the workers' shared account at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "lora_api_admission_wait_seconds",
+            "The least wait (for a thread, then in Triton until the batch starts) of the predicts answered in the "
+            "last 100 ms, or the latest one for a second; 0 when none",
+            value=current_app.extensions["admission"].measured_wait_s(),
+        )
+
+
 @metrics_page.get("/metrics")
 def metrics() -> Response:
     counted = REGISTRY
@@ -101,4 +126,5 @@ def metrics() -> Response:
         multiprocess.MultiProcessCollector(counted)
     live = CollectorRegistry()
     live.register(BackendReady())
+    live.register(AdmissionWait())
     return Response(generate_latest(counted) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, jsonify, request
 
 from lora_core.commands import LISTING_STATUSES, MAX_MODEL_DIR_CHARS
@@ -78,9 +80,11 @@ def predict():
         for start in range(0, len(texts), batch_size)
     ]
     # Admitted after validation (cheap), before Triton: a refusal costs the client milliseconds, not a queue.
-    with current_app.extensions["admission"].admit(len(texts), thread_wait_s()):
-        predictions = [p for chunk in _gateway().predict(chunks) for p in chunk]
-    return jsonify(predict_body(model_id, predictions, top_n))
+    with current_app.extensions["admission"].admit(len(texts), thread_wait_s()) as ticket:
+        sent = time.perf_counter()
+        predicted = _gateway().predict(chunks)
+        ticket.answered(time.perf_counter() - sent, predicted.execute_s)
+    return jsonify(predict_body(model_id, [p for chunk in predicted.chunks for p in chunk], top_n))
 
 
 @inference.get("/models")

@@ -46,12 +46,15 @@ class Protocol:
     """How a predict of `texts` on one adapter is written, and how a 200 answer is checked for one row per text."""
 
     path: str
-    body: Callable[[str, list[str]], bytes]
+    body: Callable[[str, list[str], int | None], bytes]  # model id, texts, batch_size (the shim's; None: default)
     has_rows: Callable[[bytes, int], bool]
 
 
-def _shim_body(model_id: str, texts: list[str]) -> bytes:
-    return json.dumps({"model_id": model_id, "texts": texts, "top_n": 1}).encode()
+def _shim_body(model_id: str, texts: list[str], batch_size: int | None = None) -> bytes:
+    body: dict = {"model_id": model_id, "texts": texts, "top_n": 1}
+    if batch_size is not None:
+        body["batch_size"] = batch_size
+    return json.dumps(body).encode()
 
 
 def _shim_has_rows(payload: bytes, count: int) -> bool:
@@ -62,7 +65,7 @@ def _shim_has_rows(payload: bytes, count: int) -> bool:
         return False
 
 
-def _triton_body(model_id: str, texts: list[str]) -> bytes:
+def _triton_body(model_id: str, texts: list[str], batch_size: int | None = None) -> bytes:
     shape = [len(texts), 1]
     return json.dumps(
         {
@@ -100,13 +103,17 @@ def run_load(
     timeout: float = 120.0,
     protocol: Protocol = SHIM,
     keep_latencies: bool = False,
+    batch_size: int | None = None,
+    texts_of: Callable[[int, int], list[str]] | None = None,
 ) -> LoadResult:
     """Drive `predict_url` for warmup + seconds with `clients` closed-loop clients; see the module doc.
-    With `protocol=TRITON`, `predict_url` is Triton's base URL."""
+    With `protocol=TRITON`, `predict_url` is Triton's base URL. `texts_of(client, k)`, when given, is the
+    texts of a client's k-th request (`texts_per_request` of them) instead of a slice of `texts`."""
     parts = urlsplit(predict_url)
     path = parts.path if protocol is SHIM else protocol.path
+    texts_of = texts_of or (lambda c, k: _texts_for(texts, texts_per_request, c, k))
     bodies = [
-        [protocol.body(model_id, _texts_for(texts, texts_per_request, c, k)) for k, model_id in enumerate(model_ids)]
+        [protocol.body(model_id, texts_of(c, k), batch_size) for k, model_id in enumerate(model_ids)]
         for c in range(clients)
     ]
     start = time.perf_counter()
@@ -197,7 +204,7 @@ def lone_pair(
     other do not. Each block starts with one uncounted call, so neither side pays for the other's cold start."""
     parts = urlsplit(predict_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    bodies = [SHIM.body(model_id, [text]) for text in texts]
+    bodies = [SHIM.body(model_id, [text], None) for text in texts]
 
     def served(i: int) -> None:
         connection.request("POST", parts.path, bodies[i % len(bodies)], {"Content-Type": "application/json"})

@@ -32,7 +32,7 @@ class AdapterError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | float]:
         """The contract's error body."""
         return {"error": self.code, "message": self.message}
 
@@ -70,9 +70,16 @@ class Overloaded(AdapterError):
 
     code, http_status, triton_code = "overloaded", 429, "UNAVAILABLE"
 
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+    def __init__(self, message: str, retry_after_s: int = 1, wait_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = max(1, retry_after_s)
+        self.wait_s = wait_s  # the wait that the shim's admission expected, when it refused
+
+    def to_dict(self) -> dict[str, str | float]:
+        body: dict[str, str | float] = {**super().to_dict()}
+        if self.wait_s is not None:
+            body["wait_s"] = round(self.wait_s, 3)
+        return body
 
 
 class BackendUnavailable(AdapterError):

@@ -4,9 +4,10 @@
 This module starts its own tritonserver (1 CPU instance, TRITON_MAX_QUEUE_SIZE=1) and pauses it with
 SIGSTOP, so that what is in flight is certain rather than a matter of timing:
 
-- the shim's admission (ADMISSION_MAX_WAIT_S): with tritonserver paused and a predict known to be in flight
-  (its bytes wait in tritonserver's socket), the next predict is refused at once; control sent meanwhile is
-  not refused;
+- the shim's admission (ADMISSION_MAX_WAIT_S): with tritonserver paused, both of the shim's threads holding a
+  predict (their bytes wait in tritonserver's socket) and a third predict waiting for a thread, every further
+  predict is refused at once by the worker's accept loop, on kept-alive and new connections alike; control
+  sent meanwhile is not refused;
 - Triton's own queue bound: with the model's backend stub paused, one 64-text predict executes, one waits in
   the queue, and every further one comes back from Triton refused, which the shim answers 429, never 500;
   a control operation, at Triton's priority level 1, still gets in.
@@ -14,6 +15,8 @@ SIGSTOP, so that what is in flight is certain rather than a matter of timing:
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import time
@@ -60,9 +63,15 @@ def start_shim(tmp_path_factory, triton: TritonServer, **settings: str) -> ShimS
     return server
 
 
+ADMISSION_MAX_WAIT_S = 0.3
+
+
 @pytest.fixture(scope="module")
 def admitting_shim(tmp_path_factory, overload_triton):
-    server = start_shim(tmp_path_factory, overload_triton, ADMISSION_MAX_WAIT_S="0.001")
+    """Two threads: fewer than the test's clients, as under any real overload."""
+    server = start_shim(
+        tmp_path_factory, overload_triton, ADMISSION_MAX_WAIT_S=str(ADMISSION_MAX_WAIT_S), GUNICORN_THREADS="2"
+    )
     yield server
     server.stop()
 
@@ -118,40 +127,68 @@ def assert_refused(response: requests.Response) -> None:
     assert_conforms("POST", PREDICT, response)
 
 
-def bytes_waiting_at(port: int) -> int:
-    """Bytes received and not yet read on the sockets of this local TCP port (/proc/net/tcp's rx_queue): a
-    paused tritonserver's, once a request has reached it."""
-    waiting = 0
+def connections_with_bytes_waiting_at(port: int) -> int:
+    """Sockets of this local TCP port holding bytes received and not yet read (/proc/net/tcp's rx_queue): a
+    paused tritonserver's, once requests have reached it."""
+    count = 0
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            waiting += int(fields[4].split(":")[1], 16)
-    return waiting
+        if int(fields[1].split(":")[1], 16) == port and int(fields[4].split(":")[1], 16):
+            count += 1
+    return count
 
 
-def test_the_shim_refuses_a_predict_that_would_wait_and_never_a_control_operation(
+def raw_predict(connection: http.client.HTTPConnection, texts: list[str]) -> tuple[int, dict, dict]:
+    body = json.dumps(predict_body(texts))
+    connection.request("POST", "/api/v1" + PREDICT, body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read()), dict(response.getheaders())
+
+
+def test_with_every_thread_held_a_predict_that_would_wait_is_refused_at_once_by_the_accept_loop(
     loaded, admitting_shim, overload_triton
 ):
+    """Two threads, both holding a request that a paused tritonserver does not answer (a predict and a control
+    operation), and a third predict waiting for a thread: every further predict would wait longer than ADMISSION_MAX_WAIT_S, and only the
+    worker's accept loop can answer it. Control operations are never refused."""
     triton, port = tritonserver(overload_triton), overload_triton.http_port
+    kept = http.client.HTTPConnection("127.0.0.1", admitting_shim.port, timeout=REFUSAL_S)
+    assert raw_predict(kept, TEXTS[:1])[0] == 200  # a kept-alive connection, as clients keep them
     with ThreadPoolExecutor(4) as pool:
-        # A worker without an estimate admits everything. Held for more than a window of busy time (1 s), one
-        # predict teaches the worker its speed once it is served.
         with paused(triton):
-            taught = pool.submit(post, admitting_shim, PREDICT, predict_body(TEXTS))
-            wait_for(lambda: bytes_waiting_at(port), REFUSAL_S, "the predict reaching the paused tritonserver")
-            time.sleep(1.2)  # a duration to hold it for, not a guess at a condition
-        assert taught.result().status_code == 200
+            # One thread holds a predict, the other a control operation (Triton's queue here holds one predict).
+            held = [
+                pool.submit(post, admitting_shim, PREDICT, predict_body(TEXTS[:1])),
+                pool.submit(requests.get, f"{admitting_shim.base}{LISTING}", timeout=120),
+            ]
+            wait_for(lambda: connections_with_bytes_waiting_at(port) >= 2, REFUSAL_S, "both reaching Triton")
+            queued = pool.submit(post, admitting_shim, PREDICT, predict_body(TEXTS[:1]))  # no thread for it
+            time.sleep(ADMISSION_MAX_WAIT_S + 0.2)  # a duration to wait for a thread, not a guess at a condition
 
-        # Now any predict behind one in flight would wait longer than ADMISSION_MAX_WAIT_S (1 ms).
-        with paused(triton):
-            held = pool.submit(post, admitting_shim, PREDICT, predict_body(TEXTS[:1]))
-            wait_for(lambda: bytes_waiting_at(port), REFUSAL_S, "the predict reaching the paused tritonserver")
-            refusal = pool.submit(post, admitting_shim, PREDICT, predict_body(TEXTS[:1])).result(timeout=REFUSAL_S)
-            assert_refused(refusal)
-            assert "would wait" in refusal.json()["message"]
+            refusals = [raw_predict(kept, TEXTS[:1]), raw_predict(kept, TEXTS)]  # the same connection, kept open
+            fresh = http.client.HTTPConnection("127.0.0.1", admitting_shim.port, timeout=REFUSAL_S)
+            refusals.append(raw_predict(fresh, TEXTS[:2]))  # a new connection: its request arrives after accept
+            for status, body, headers in refusals:
+                assert status == 429, body
+                assert body["error"] == "overloaded"
+                assert body["wait_s"] > ADMISSION_MAX_WAIT_S
+                assert int(headers["Retry-After"]) >= 1
             control = pool.submit(requests.get, f"{admitting_shim.base}{LISTING}", timeout=120)
-        assert held.result().status_code == 200
-        assert control.result().status_code == 200  # waited for the paused Triton; never refused
+        assert [f.result().status_code for f in held] == [200, 200]
+        assert queued.result().status_code in (200, 429)  # it waited longer than the limit for its thread
+        assert control.result().status_code == 200  # waited for a thread; never refused
+    assert raw_predict(kept, TEXTS[:1])[0] == 200  # room again: the same connection is served
+    metrics = requests.get(f"{admitting_shim.origin}/metrics", timeout=10).text
+    refused = metric_value(metrics, 'lora_api_requests_total{endpoint="/api/v1/inference/predict",status="429"}')
+    assert refused >= 3
+    assert metric_value(metrics, "lora_api_refusal_seconds_count") >= 3
+
+
+def metric_value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} not in the metrics:\n{text}")
 
 
 def test_a_full_triton_queue_is_429_overloaded_and_control_still_gets_through(loaded, open_shim, overload_triton):

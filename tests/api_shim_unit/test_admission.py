@@ -1,14 +1,20 @@
-"""Admission (api_shim/admission.py) on a fake clock: refusal by expected wait, never with nothing in flight."""
+"""Admission (api_shim/admission.py) on a fake clock and a real shared account (api_shim/node_load.py): what runs
+at once is never refused, a queue is judged by the waits measured, and every worker sees one account."""
 
 from __future__ import annotations
 
-import math
-from contextlib import ExitStack
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from api_shim.admission import WINDOW_S, WINDOWS, Admission
+from api_shim.admission import DRAIN_WINDOW_S, INTERVAL_S, STALE_S, Admission, Ticket
+from api_shim.node_load import NodeLoad, Wait
 from lora_core.errors import Overloaded
+
+CAPACITY = 128  # two instances of max_batch_size 64
+BUDGET = 1.0
 
 
 class Clock:
@@ -19,107 +25,214 @@ class Clock:
         return self.now
 
 
-def serve(admission: Admission, clock: Clock, texts: int, seconds: float, together: int = 1) -> None:
-    """`together` requests of `texts` each, served at once in `seconds`."""
-    with ExitStack() as held:
-        for _ in range(together):
-            held.enter_context(admission.admit(texts))
-        clock.now += seconds
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
-def test_with_nothing_in_flight_any_request_is_admitted_however_slow_the_service() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=1, seconds=10.0)  # 10 s per text
-    with admission.admit(1000):
+def admission_with(clock: Clock, budget: float = BUDGET, capacity: int | None = CAPACITY) -> Admission:
+    return Admission(NodeLoad.create(), budget, lambda: capacity, clock)
+
+
+@pytest.fixture
+def admission(clock) -> Admission:
+    return admission_with(clock)
+
+
+@contextmanager
+def held(admission: Admission, *works: int) -> Iterator[list[Ticket]]:
+    """Predicts of these sizes admitted together and held (never answered)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(admission.admit(work)) for work in works]
+
+
+def answered(admission: Admission, clock: Clock, work: int, triton_wait_s: float, queued: int = 0) -> None:
+    """What an answered predict of `work` texts records: it waited `triton_wait_s` in Triton, with `queued` texts
+    (its own among them) beyond what runs at once."""
+    with admission.load.locked() as shared:
+        admission.load.record(shared, Wait(clock(), 0.0, triton_wait_s, float(queued)))
+
+
+def test_an_answered_predict_records_its_wait_in_triton_and_how_much_was_queued(admission, clock) -> None:
+    with held(admission, *[64] * 3):  # 192 in flight
+        with admission.admit(16, thread_wait_s=0.2) as ticket:
+            ticket.answered(round_trip_s=0.7, execute_s=0.1)
+    (wait,) = admission.load.recent_waits(admission.load._shared, clock.now)
+    assert (wait.thread_s, wait.triton_s, wait.ahead) == (0.2, pytest.approx(0.6), 192 + 16 - CAPACITY)
+    assert admission.load.recent_drains(admission.load._shared, clock.now) == [wait]
+    assert admission.measured_wait_s() == pytest.approx(0.8)
+
+
+def test_with_nothing_in_flight_any_predict_is_admitted_however_long_the_recent_waits(admission, clock) -> None:
+    for _ in range(10):
+        answered(admission, clock, 64, triton_wait_s=30.0, queued=64)
+    with admission.admit(10_000):
         pass
 
 
-def test_before_its_first_window_of_busy_time_a_worker_admits_everything() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    with ExitStack() as held:
-        for _ in range(100):
-            held.enter_context(admission.admit(64))
-        clock.now += WINDOW_S / 2
-    with admission.admit(64):
-        with admission.admit(64):  # half a window: still no estimate
-            assert admission.expected_wait_s() is None
-
-
-def test_a_request_is_refused_once_the_work_in_flight_would_keep_it_past_the_limit() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=10, seconds=1.0)  # 0.1 s per text
-    with ExitStack() as held:
-        held.enter_context(admission.admit(9))
-        assert admission.expected_wait_s() == pytest.approx(0.9)
-        held.enter_context(admission.admit(2))  # waits 0.9 s: admitted
-        assert admission.expected_wait_s() == pytest.approx(1.1)
-        with pytest.raises(Overloaded) as refused:
-            held.enter_context(admission.admit(1))
-    assert refused.value.http_status == 429
-    assert refused.value.retry_after_s == 2  # the expected wait, rounded up to whole seconds
-    assert admission.expected_wait_s() == 0.0  # every request left
-
-
-def test_the_wait_for_a_thread_counts_against_the_limit() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=10, seconds=1.0)
-    with admission.admit(5):  # 0.5 s ahead of the next
-        with admission.admit(1, waited_s=0.4):
+def test_what_fits_in_the_batches_running_is_admitted_whatever_was_measured(admission, clock) -> None:
+    for _ in range(10):  # a queue that made every predict wait 5 s, just now
+        answered(admission, clock, 16, triton_wait_s=5.0, queued=16)
+    with held(admission, *[16] * 7):  # 112 texts in flight
+        with admission.admit(16):  # 128: fits
             pass
         with pytest.raises(Overloaded):
-            with admission.admit(1, waited_s=0.6):
-                pass
+            admission.admit(17).__enter__()  # 129: queues behind a measured 5 s
 
 
-def test_an_outage_does_not_count_as_slowness_once_the_service_is_back() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=10, seconds=1.0)
+def test_before_any_drain_is_measured_one_batch_per_instance_may_queue(admission, clock) -> None:
+    with held(admission, *[16] * 15):  # 240 texts: 112 queued
+        with admission.admit(16):  # 256: a batch per instance queued, 1 s
+            pass
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(17).__enter__()
+    assert refused.value.wait_s == pytest.approx(129 * BUDGET / CAPACITY)
+    assert refused.value.retry_after_s == 1
+    assert refused.value.to_dict()["error"] == "overloaded"
+    assert "nothing was done" in refused.value.message
+
+
+def test_lone_predicts_teach_nothing_about_a_queue(admission, clock) -> None:
+    """The flaw of the speed model this replaced: lone requests made it think the service slow."""
+    for _ in range(200):
+        answered(admission, clock, 1, triton_wait_s=0.3)
+        clock.now += 0.05
+    with held(admission, *[16] * 15):
+        with admission.admit(16):  # the start-up bound still holds: nothing was learned
+            pass
+
+
+def test_the_drain_measured_on_queued_predicts_sets_how_deep_the_queue_may_be(admission, clock) -> None:
+    # Predicts that had 128 texts queued ahead waited 0.25 s: about 2 ms a queued text.
+    for _ in range(8):
+        answered(admission, clock, 16, triton_wait_s=0.25, queued=128)
+    with held(admission, *[64] * 8):  # 512 in flight: 384 queued, about 0.75 s
+        with admission.admit(64):  # 448 queued: 0.875 s
+            pass
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(136).__enter__()  # 520 queued: 1.02 s
+    assert refused.value.wait_s == pytest.approx(520 * 0.25 / 128)
+
+
+def test_a_slow_drain_refuses_a_shallower_queue_than_the_start_up_bound(admission, clock) -> None:
+    for _ in range(8):  # 0.9 s of Triton wait for 32 texts queued
+        answered(admission, clock, 16, triton_wait_s=0.9, queued=32)
+    with held(admission, *[16] * 9):  # 144: 16 queued
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(24).__enter__()  # 40 queued: 1.125 s, where the start-up bound said 0.31 s
+    assert refused.value.wait_s == pytest.approx(40 * 0.9 / 32)
+
+
+def test_the_drain_is_forgotten_after_its_window(admission, clock) -> None:
+    for _ in range(8):
+        answered(admission, clock, 16, triton_wait_s=1.0, queued=32)
+    clock.now += DRAIN_WINDOW_S + 0.1
+    with held(admission, *[16] * 15):
+        with admission.admit(16):  # back to the start-up bound: 256 texts
+            pass
+
+
+def test_a_standing_queue_measured_over_the_interval_refuses_even_when_the_drain_says_less(admission, clock) -> None:
+    for _ in range(8):  # a fast drain: 0.25 s for 128 texts queued
+        answered(admission, clock, 16, triton_wait_s=0.25, queued=128)
+    clock.now += INTERVAL_S * 2  # those are out of the interval
+    for _ in range(3):  # but the last predicts all waited 1.5 s in Triton
+        answered(admission, clock, 1, triton_wait_s=1.5)
+    with held(admission, *[16] * 8):
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(1).__enter__()  # 1 text queued: the drain says 2 ms, the queue measured 1.5 s
+    assert refused.value.wait_s == pytest.approx(1.5)
+    assert admission.measured_wait_s() == pytest.approx(1.5)
+
+
+def test_one_slow_predict_in_the_interval_is_not_a_standing_queue(admission, clock) -> None:
+    answered(admission, clock, 1, triton_wait_s=3.0)
+    answered(admission, clock, 1, triton_wait_s=0.1)
+    with held(admission, *[16] * 8):
+        with admission.admit(1):  # the least wait over the interval: 0.1 s
+            pass
+
+
+def test_a_stale_measured_wait_says_nothing_of_now(admission, clock) -> None:
+    answered(admission, clock, 1, triton_wait_s=3.0)
+    clock.now += STALE_S / 2
+    assert admission.measured_wait_s() == pytest.approx(3.0)  # the latest, though out of the interval
+    clock.now += STALE_S
+    assert admission.measured_wait_s() == 0.0
+    with held(admission, *[16] * 8):
+        with admission.admit(1):
+            pass
+
+
+def test_the_wait_for_a_thread_counts(admission, clock) -> None:
+    with held(admission, *[16] * 8):  # 128: anything more queues; at the start-up bound, 1/128 s a text
+        with admission.admit(64, thread_wait_s=0.4):  # 0.5 s + 0.4 s
+            pass
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(64, thread_wait_s=0.6).__enter__()
+    assert refused.value.wait_s == pytest.approx(0.5 + 0.6)
+
+
+def test_the_verdict_for_the_accept_loop_admits_nothing(admission, clock) -> None:
+    with held(admission, *[16] * 16):  # 256
+        assert not admission.verdict(1, 0.0).admitted
+        assert admission.load.texts_in_flight(admission.load._shared) == 256
+    assert admission.verdict(1, 0.0).admitted
+
+
+def test_a_failed_predict_leaves_and_teaches_nothing(admission, clock) -> None:
     with pytest.raises(RuntimeError):
-        with admission.admit(50):
-            clock.now += 30.0  # Triton hung, then failed
-            raise RuntimeError("Triton failed")
-    serve(admission, clock, texts=10, seconds=1.0)  # back at 0.1 s per text
-    with admission.admit(5):
-        assert admission.expected_wait_s() == pytest.approx(0.5)
+        with admission.admit(16):
+            raise RuntimeError("Triton went away")
+    assert admission.load.texts_in_flight(admission.load._shared) == 0
+    assert admission.measured_wait_s() == 0.0
 
 
-def test_the_estimate_covers_the_last_windows_weighted_by_their_busy_time() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=16, seconds=1.0, together=4)  # 64 texts in a second
-    serve(admission, clock, texts=16, seconds=1.0)  # then 16 in the next
-    with admission.admit(40):
-        assert admission.expected_wait_s() == pytest.approx(40 * 2.0 / 80)
+def test_admission_off_admits_everything(clock) -> None:
+    admission = admission_with(clock, budget=0)
+    assert not admission.enabled
+    for _ in range(8):
+        answered(admission, clock, 16, triton_wait_s=30.0, queued=400)
+    with held(admission, *[1024] * 8):
+        with admission.admit(1024):
+            pass
 
 
-def test_the_estimate_follows_a_service_that_slows_down_within_a_few_windows() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    serve(admission, clock, texts=100, seconds=1.0)  # 0.01 s per text
-    for _ in range(WINDOWS):
-        serve(admission, clock, texts=10, seconds=1.0)  # then 0.1 s per text, for every window kept
-    with admission.admit(5):
-        assert admission.expected_wait_s() == pytest.approx(0.5)
+def test_a_capacity_triton_cannot_tell_yet_admits_and_is_asked_again(clock) -> None:
+    answers: list[int | None] = [None, 64]
+    admission = Admission(NodeLoad.create(), BUDGET, lambda: answers.pop(0), clock)
+    with held(admission, 16):  # asked: None
+        pass
+    with held(admission, 64):  # asked again: 64
+        with pytest.raises(Overloaded):
+            admission.admit(65).__enter__()
+    assert admission.capacity() == 64  # kept for the node, not asked a third time
 
 
-def test_completions_inside_one_window_add_up() -> None:
-    clock = Clock()
-    admission = Admission(1.0, clock)
-    for _ in range(4):
-        serve(admission, clock, texts=16, seconds=WINDOW_S / 4)
-    with admission.admit(64):
-        assert admission.expected_wait_s() == pytest.approx(WINDOW_S)
-
-
-def test_with_the_limit_off_nothing_is_refused() -> None:
-    clock = Clock()
-    admission = Admission(math.inf, clock)
-    serve(admission, clock, texts=1, seconds=10.0)
-    with ExitStack() as held:
-        for _ in range(100):
-            held.enter_context(admission.admit(64))
+def test_every_worker_process_sees_one_account_and_a_dead_one_stops_counting(clock) -> None:
+    load = NodeLoad.create()  # as gunicorn's master makes it, before forking
+    parent = Admission(load, BUDGET, lambda: CAPACITY, clock)
+    admitted_read, admitted_write = os.pipe()  # the worker -> the test
+    end_read, end_write = os.pipe()  # the test -> the worker
+    child = os.fork()
+    if child == 0:  # a worker: admits 200 texts, says so, and dies holding them
+        try:
+            worker = Admission(load, BUDGET, lambda: CAPACITY, clock)
+            holding = worker.admit(200)  # kept: a generator collected would leave
+            holding.__enter__()
+            os.write(admitted_write, b"x")
+            os.read(end_read, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(admitted_read, 1) == b"x"
+        with parent.admit(16):  # 216 in flight on the node
+            assert load.texts_in_flight(load._shared) == 216
+            with pytest.raises(Overloaded):
+                parent.admit(48).__enter__()  # 264: more than a batch per instance queued
+    finally:
+        os.write(end_write, b"x")
+        os.waitpid(child, 0)
+    assert load.texts_in_flight(load._shared) == 200
+    load.release(child)  # gunicorn's master, on the worker's exit
+    assert load.texts_in_flight(load._shared) == 0

@@ -175,6 +175,7 @@ class TritonPythonModel:
     def execute(self, requests):
         # The desired state is checked by each control operation, and beside each batch's forward
         # (AdapterService.classify_current), never failing a batch.
+        started = time.perf_counter()
         responses = [None] * len(requests)
         data = []
         for i, request in enumerate(requests):
@@ -187,7 +188,7 @@ class TritonPythonModel:
             except AdapterError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_triton_error(exc))
         if data:
-            for (i, _), answer in zip(data, self._classify([r for _, r in data])):
+            for (i, _), answer in zip(data, self._classify([r for _, r in data], started)):
                 responses[i] = answer
         try:
             self._publish_state_metrics()
@@ -195,7 +196,7 @@ class TritonPythonModel:
             log.exception("%s: publishing the state metrics failed", self.instance)
         return responses
 
-    def _classify(self, requests):
+    def _classify(self, requests, started: float):
         try:
             answers = self.service.classify_current(requests)
         except AdapterError as exc:
@@ -203,6 +204,9 @@ class TritonPythonModel:
         except Exception:
             log.exception("%s: classify failed", self.instance)
             answers = [InternalError("classification failed; see the server log")] * len(requests)
+        # How long this batch has executed, returned with each answer: the shim takes it from the round trip to
+        # know how long the request waited before its batch started (api_shim/admission.py).
+        execute_us = int((time.perf_counter() - started) * 1e6)
         responses = []
         # Each metric update is a round trip to tritonserver, so the batch's counts are summed first and
         # sent once per (metric, model): a batch of 32 one-text requests costs a few updates, not 64.
@@ -217,7 +221,7 @@ class TritonPythonModel:
             for model_id in known:
                 counts["requests", model_id] += 1
                 counts["texts", model_id] += sum(1 for m in request.model_ids if m == model_id)
-            responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(answer)))
+            responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(answer, execute_us)))
         for (family, model_id), count in counts.items():
             self._metric(family, model_id).increment(count)
         return responses
@@ -326,7 +330,7 @@ def _classify_request(request) -> ClassifyRequest:
     return ClassifyRequest(texts=texts, model_ids=model_ids)
 
 
-def _result_tensors(results):
+def _result_tensors(results, execute_us: int):
     width = max(len(r.labels) for r in results)
     probabilities = np.zeros((len(results), width), dtype=np.float32)
     labels = np.full((len(results), width), b"", dtype=object)
@@ -340,4 +344,5 @@ def _result_tensors(results):
         pb_utils.Tensor("PROBABILITIES", probabilities),
         pb_utils.Tensor("LABELS", labels),
         pb_utils.Tensor("NUM_LABELS", counts),
+        pb_utils.Tensor("EXECUTE_US", np.full((len(results), 1), execute_us, dtype=np.int64)),
     ]
