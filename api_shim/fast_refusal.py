@@ -3,8 +3,9 @@
 The request is looked at with MSG_PEEK and taken off the socket only when the whole of it is there and it is
 a plain `POST /api/v1/inference/predict` with a Content-Length; anything else (another route, a chunked or
 `Expect: 100-continue` body, a body not all there within BODY_WAIT_S, more than PEEK_BYTES) is left
-untouched for the thread pool to serve as usual. The 429 is written with one non-blocking send: a few hundred bytes into a connection
-whose last answer was read, so it fits the socket's buffer; a connection where it does not is closed.
+untouched for the thread pool to serve as usual. The 429 is written with one non-blocking send: a few
+hundred bytes into a connection whose last answer was read, so it fits the socket's buffer; a connection
+where it does not is closed.
 
 Neither the API key nor the body is checked first: a 429 means nothing was done, and a client that sends it
 again once the service has room gets the answer its request deserves.

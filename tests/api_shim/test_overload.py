@@ -149,8 +149,9 @@ def test_with_every_thread_held_a_predict_that_would_wait_is_refused_at_once_by_
     loaded, admitting_shim, overload_triton
 ):
     """Two threads, both holding a request that a paused tritonserver does not answer (a predict and a control
-    operation), and a third predict waiting for a thread: every further predict would wait longer than ADMISSION_MAX_WAIT_S, and only the
-    worker's accept loop can answer it. Control operations are never refused."""
+    operation), and a third predict waiting for a thread: every further predict would wait longer than
+    ADMISSION_MAX_WAIT_S, and only the worker's accept loop can answer it. Control operations are never
+    refused."""
     triton, port = tritonserver(overload_triton), overload_triton.http_port
     kept = http.client.HTTPConnection("127.0.0.1", admitting_shim.port, timeout=REFUSAL_S)
     assert raw_predict(kept, TEXTS[:1])[0] == 200  # a kept-alive connection, as clients keep them
