@@ -9,12 +9,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
+import requests
 
+from .process_harness import free_port
 from .triton_harness import REPO
+
+# What Serve.predict sends unless told otherwise.
+TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]
 
 
 def free_block(size: int) -> int:
@@ -103,3 +108,58 @@ class MakeTarget:
                     pass
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+class Serve(MakeTarget):
+    """`make serve` on ports and in directories of its own."""
+
+    def __init__(self, workdir: Path, **settings: str) -> None:
+        self.api_port = free_port()
+        defaults = {
+            "STATE_DIR": str(workdir / "state"),
+            "RUN_DIR": str(workdir / "run"),
+            "API_PORT": str(self.api_port),
+            "TRITON_HTTP_PORT": str(free_port()),
+            "TRITON_GRPC_PORT": str(free_port()),
+            "TRITON_METRICS_PORT": str(free_port()),
+            "GUNICORN_WORKERS": "1",
+            "GUNICORN_ACCESS_LOG": os.devnull,
+            "TRITON_INSTANCES": "2",
+        }
+        super().__init__("serve", workdir, {**defaults, **settings})
+        self.base = f"http://127.0.0.1:{self.api_port}/api/v1"
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        super().wait_ready(timeout)
+
+    def one(self, predicate: Callable[[psutil.Process], bool]) -> psutil.Process:
+        found = [p for p in self.descendants() if safely(predicate, p)]
+        assert len(found) == 1, found
+        return found[0]
+
+    def tritonserver(self) -> psutil.Process:
+        return self.one(lambda p: p.name() == "tritonserver")
+
+    def gunicorn_master(self) -> psutil.Process:
+        # the gunicorn process whose parent is not gunicorn (its workers' is)
+        return self.one(
+            lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline())
+        )
+
+    # the API ------------------------------------------------------------------------------------
+
+    def post(self, path: str, body: dict, timeout: float = 60) -> requests.Response:
+        return requests.post(f"{self.base}{path}", json=body, timeout=timeout)
+
+    def status(self) -> dict:
+        return requests.get(f"{self.base}/inference/status", timeout=10).json()
+
+    def predict(self, model_id: str, texts: Sequence[str] = TEXTS) -> requests.Response:
+        return self.post("/inference/predict", {"model_id": model_id, "texts": list(texts)})
+
+
+def safely(predicate: Callable[[psutil.Process], bool], process: psutil.Process) -> bool:
+    try:
+        return predicate(process)
+    except psutil.Error:
+        return False

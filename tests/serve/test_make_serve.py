@@ -31,71 +31,14 @@ import requests
 
 from testkit.tolerance import assert_same_predictions
 from testkit.traffic import Traffic, summary
-from testkit.process_harness import free_port
-from testkit.make_harness import MakeTarget
+from testkit.make_harness import TEXTS, Serve, safely
 
 MODELS = ["alpha", "team/beta"]
-TEXTS = ["baba dede kiki", "类别 好坏", "lolo mumu nana fafa"]
 BACK_WITHIN_S = 60
 
 
-class Serve(MakeTarget):
-    """`make serve` on ports and in directories of its own."""
-
-    def __init__(self, workdir: Path, **settings: str) -> None:
-        self.api_port = free_port()
-        defaults = {
-            "STATE_DIR": str(workdir / "state"),
-            "RUN_DIR": str(workdir / "run"),
-            "API_PORT": str(self.api_port),
-            "TRITON_HTTP_PORT": str(free_port()),
-            "TRITON_GRPC_PORT": str(free_port()),
-            "TRITON_METRICS_PORT": str(free_port()),
-            "GUNICORN_WORKERS": "1",
-            "GUNICORN_ACCESS_LOG": os.devnull,
-            "TRITON_INSTANCES": "2",
-        }
-        super().__init__("serve", workdir, {**defaults, **settings})
-        self.base = f"http://127.0.0.1:{self.api_port}/api/v1"
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        super().wait_ready(timeout)
-
-    def one(self, predicate: Callable[[psutil.Process], bool]) -> psutil.Process:
-        found = [p for p in self.descendants() if _safely(predicate, p)]
-        assert len(found) == 1, found
-        return found[0]
-
-    def tritonserver(self) -> psutil.Process:
-        return self.one(lambda p: p.name() == "tritonserver")
-
-    def gunicorn_master(self) -> psutil.Process:
-        # the gunicorn process whose parent is not gunicorn (its workers' is)
-        return self.one(
-            lambda p: "gunicorn" in " ".join(p.cmdline()) and "gunicorn" not in " ".join(p.parent().cmdline())
-        )
-
-    # the API ------------------------------------------------------------------------------------
-
-    def post(self, path: str, body: dict, timeout: float = 60) -> requests.Response:
-        return requests.post(f"{self.base}{path}", json=body, timeout=timeout)
-
-    def status(self) -> dict:
-        return requests.get(f"{self.base}/inference/status", timeout=10).json()
-
-    def predict(self, model_id: str) -> requests.Response:
-        return self.post("/inference/predict", {"model_id": model_id, "texts": TEXTS})
-
-
-def _safely(predicate: Callable[[psutil.Process], bool], process: psutil.Process) -> bool:
-    try:
-        return predicate(process)
-    except psutil.Error:
-        return False
-
-
 def _gone(processes: list[psutil.Process]) -> bool:
-    return not [p for p in processes if _safely(lambda q: q.is_running() and q.status() != psutil.STATUS_ZOMBIE, p)]
+    return not [p for p in processes if safely(lambda q: q.is_running() and q.status() != psutil.STATUS_ZOMBIE, p)]
 
 
 @pytest.fixture(scope="module")
