@@ -197,8 +197,19 @@ def test_swagger_ui_renders_offline_and_tries_the_api_with_the_key(keyed):
         assert "/api/v1/inference/predict" in paths and "/api/v1/inference/status" in paths
         browser.evaluate("window.ui.preauthorizeApiKey('apiKey', " + json.dumps(KEY) + ")")  # the Authorize dialog
         browser.evaluate("document.querySelector('#operations-default-status .opblock-summary-control').click()")
-        # "Try it out" is on from the start (tryItOutEnabled): the operation opens with its Execute button.
-        browser.wait_for("document.querySelector('#operations-default-status .execute') !== null", 10)
+        # "Try it out" is on from the start (tryItOutEnabled): the operation opens with its Execute button at once,
+        # but Swagger UI renders it from an empty operation until it has resolved the operation's part of the
+        # document (debounced, asynchronous); an Execute before that builds no request ("OperationNotFoundError:
+        # Operation get_api_v1_inference_status not found" in the console) and spins forever. The documented
+        # responses are rendered from the resolved operation, the one Execute sends: wait for them, as a person
+        # sees them, before clicking.
+        browser.wait_for(
+            "document.querySelector('#operations-default-status .execute') !== null && document.querySelector("
+            "'#operations-default-status .responses-table:not(.live-responses-table) tr.response[data-code=\"200\"]')"
+            " !== null",
+            10,
+            "the status operation resolved, with its Execute button",
+        )
         browser.evaluate("document.querySelector('#operations-default-status .execute').click()")
         answered = browser.wait_for(
             "(() => { const c = document.querySelector('#operations-default-status .live-responses-table"
