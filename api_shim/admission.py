@@ -15,18 +15,19 @@ The decision, for a predict of `work` texts arriving with `in_flight` texts alre
   at worst it waits for the batch ahead of it, which refusing others cannot shorten. So a crowd whose work
   fits in one batch per instance is never refused, whatever happened before.
 - **Beyond that, the queue ahead is measured, not modelled.** `queued = in_flight + work - capacity` texts
-  must drain before it starts. Each answered predict that had texts queued ahead of it tells how many seconds
-  of Triton wait a queued text cost, at the load it met (the drain). The estimate is `queued` times that cost,
-  from the predicts of the last DRAIN_WINDOW_S. It is learned only where it is applied (with a queue), so a
-  quiet start does not teach a slow speed: that was the flaw of the speed model this replaces, which applied
-  a per-text speed learned from lone requests to batched traffic.
+  must drain before it starts, after the batches running end. Over the last DRAIN_WINDOW_S, the predicts
+  answered with nothing queued ahead tell how long the batches running kept a predict waiting; those with
+  texts queued ahead tell how much longer each queued text made them wait, at the load they met (the drain).
+  The estimate is the first plus `queued` times the second. The drain is learned only where it is applied
+  (with a queue), so a quiet start does not teach a slow speed: that was the flaw of the speed model this
+  replaces, which applied a per-text speed learned from lone requests to batched traffic.
 - **The standing queue, as CoDel measures it.** The least Triton wait of the predicts answered over the last
   INTERVAL_S (RFC 8289's interval; the latest one when none was answered in it, for STALE_S) is a wait that
   every recent request had: while a queue is there, that measured wait counts even when the estimate is lower.
 - **Start-up.** Before any drain is measured, a queued text is taken to cost ADMISSION_MAX_WAIT_S / capacity:
-  up to one batch per instance may queue behind the batches running. A service flooded in its first second
-  then holds about two batches per instance, so no window admits everything, and a request admitted waits at
-  most about one batch.
+  up to one batch per instance may queue behind the batches running (less, as they keep predicts waiting). A
+  service flooded in its first second then holds at most about two batches per instance, so no window admits
+  everything, and a request admitted waits about one batch at most.
 
 The request's own thread wait is added: measured exactly in the route; in the worker's accept loop, where a
 refusal is answered without taking a thread (api_shim/worker.py), the oldest connection still waiting for a
@@ -129,10 +130,12 @@ class Admission:
                     self.load.record(shared, wait)
 
     def verdict(self, work: int, thread_wait_s: float) -> Verdict:
-        """What `admit` would decide now, without admitting (the accept loop's quick refusal)."""
-        capacity = self.load._shared.capacity  # no question to Triton from the accept loop
-        with self.load.locked() as shared:
-            return self._verdict(shared, capacity or None, work, thread_wait_s)
+        """What `admit` would decide now, without admitting: the accept loop's quick refusal. Read without the
+        lock: taking it is two system calls, each of which gives up the GIL to the worker's busy threads, and a
+        refusal must not wait on them. A sample caught half-written moves one estimate a little; what is
+        admitted is decided again, under the lock, by `admit`."""
+        shared = self.load._shared
+        return self._verdict(shared, shared.capacity or None, work, thread_wait_s)
 
     def measured_wait_s(self) -> float:
         """The node's measured wait now: the least wait (thread and Triton) of the predicts answered over the
@@ -166,15 +169,21 @@ class Admission:
         if queued and capacity:
             now = self._clock()
             measured = self._standing_triton_wait(shared, now)
-            triton_wait = max(queued * self._seconds_per_queued_text(shared, capacity, now), measured)
+            triton_wait = max(self._queue_wait(shared, capacity, queued, now), measured)
         estimate = thread_wait_s + triton_wait
         return Verdict(estimate <= self.max_wait_s, in_flight, queued, estimate, measured)
 
-    def _seconds_per_queued_text(self, shared, capacity: int, now: float) -> float:
-        drains = self.load.recent_drains(shared, now - DRAIN_WINDOW_S)
+    def _queue_wait(self, shared, capacity: int, queued: int, now: float) -> float:
+        """The Triton wait of a predict with `queued` texts ahead beyond what runs at once: what a predict with
+        none ahead waited (for the batches running to end), plus `queued` times what each queued text added."""
+        since = now - DRAIN_WINDOW_S
+        unqueued = [w.triton_s for w in self.load.recent_waits(shared, since) if not w.ahead]
+        running = sum(unqueued) / len(unqueued) if unqueued else 0.0
+        drains = self.load.recent_drains(shared, since)
         if not drains:
-            return self.max_wait_s / capacity  # start-up: one batch per instance may queue
-        return sum(w.triton_s for w in drains) / sum(w.ahead for w in drains)
+            return running + queued * self.max_wait_s / capacity  # start-up: one batch per instance may queue
+        added = sum(max(0.0, w.triton_s - running) for w in drains) / sum(w.ahead for w in drains)
+        return running + queued * added
 
     def _standing_triton_wait(self, shared, now: float) -> float:
         waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)

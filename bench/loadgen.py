@@ -4,13 +4,16 @@ Clients are threads with one keep-alive connection each (http.client: little CPU
 generator takes as little as possible from the server it shares the machine with). Client `c` sends its
 k-th request to adapter `(c + k) % len(model_ids)`, so concurrent requests mix adapters. Only requests
 completed within the measured window (after the warm-up) count, for throughput and for latency. A client
-refused with 429 waits as its Retry-After says, as a well-behaved client does, before it sends again.
+refused with 429 backs off as the README tells clients to (`retry_delay_s`): Retry-After, doubled at each
+refusal in a row, each wait drawn between half and all of it, so that refused clients do not come back
+together.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
 import statistics
 import threading
 import time
@@ -124,25 +127,42 @@ def run_load(
     def client(index: int) -> None:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         mine, k = records[index], index
+        rng, refusals, used = random.Random(index), 0, False
         try:
             while (sent := time.perf_counter()) < stop_at:
                 body = bodies[index][k % len(model_ids)]
                 k += 1
                 try:
-                    connection.request("POST", path, body, {"Content-Type": "application/json"})
-                    response = connection.getresponse()
+                    try:
+                        connection.request("POST", path, body, {"Content-Type": "application/json"})
+                        response = connection.getresponse()
+                    except (ConnectionError, http.client.RemoteDisconnected):
+                        if not used:
+                            raise
+                        # The server closed the kept-alive connection while this client backed off (gunicorn
+                        # keeps an idle one GUNICORN_KEEPALIVE seconds): sent again on a new one, as HTTP
+                        # clients do (urllib3's retry of a stale pooled connection).
+                        connection.close()
+                        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+                        connection.request("POST", path, body, {"Content-Type": "application/json"})
+                        response = connection.getresponse()
                     payload = response.read()
                     status = response.status
                     retry_after = response.getheader("Retry-After") if status == 429 else None
+                    used = True
                 except (OSError, http.client.HTTPException):
                     connection.close()
                     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-                    status, payload, retry_after = 0, b"", None
+                    status, payload, retry_after, used = 0, b"", None, False
                 done = time.perf_counter()
                 well_formed = status != 200 or protocol.has_rows(payload, texts_per_request)
                 mine.append((sent, done, status, well_formed))
                 if retry_after is not None:
-                    time.sleep(max(0.0, min(float(retry_after), stop_at - done)))
+                    refusals += 1
+                    delay = retry_delay_s(float(retry_after), refusals, rng)
+                    time.sleep(max(0.0, min(delay, stop_at - done)))
+                else:
+                    refusals = 0
         except BaseException as exc:  # surfaces in the caller instead of dying silently in a thread
             errors.append(exc)
         finally:
@@ -174,6 +194,17 @@ def run_load(
         malformed=sum(1 for r in counted if not r[3]),
         latencies_ms=latencies if keep_latencies else [],
     )
+
+
+# The longest a refused client waits before it sends again.
+RETRY_CAP_S = 30.0
+
+
+def retry_delay_s(retry_after_s: float, refusals_in_a_row: int, rng: random.Random) -> float:
+    """Jittered exponential backoff from Retry-After: the n-th refusal in a row waits between half and all of
+    Retry-After x 2^(n-1), at most RETRY_CAP_S."""
+    ceiling = min(RETRY_CAP_S, retry_after_s * 2 ** (refusals_in_a_row - 1))
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 def _texts_for(texts: Sequence[str], count: int, client: int, k: int) -> list[str]:

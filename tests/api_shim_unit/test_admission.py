@@ -93,13 +93,25 @@ def test_before_any_drain_is_measured_one_batch_per_instance_may_queue(admission
 
 
 def test_lone_predicts_teach_nothing_about_a_queue(admission, clock) -> None:
-    """The flaw of the speed model this replaced: lone requests made it think the service slow."""
+    """The flaw of the speed model this replaced: lone requests, slow to compute, made it think the service slow.
+    They waited for nothing, and that is all they tell."""
     for _ in range(200):
-        answered(admission, clock, 1, triton_wait_s=0.3)
-        clock.now += 0.05
+        answered(admission, clock, 1, triton_wait_s=0.0)
+        clock.now += 0.02
     with held(admission, *[16] * 15):
         with admission.admit(16):  # the start-up bound still holds: nothing was learned
             pass
+
+
+def test_what_predicts_with_no_queue_waited_for_the_running_batches_comes_first(admission, clock) -> None:
+    for _ in range(4):  # nothing queued ahead, yet 0.5 s before their batch: the batches running take that long
+        answered(admission, clock, 16, triton_wait_s=0.5)
+    with held(admission, *[16] * 8):  # 128: what runs at once
+        with admission.admit(16):  # 16 queued: 0.5 s + 16/128 s
+            pass
+        with pytest.raises(Overloaded) as refused:
+            admission.admit(80).__enter__()  # 80 queued: 0.5 s + 80/128 s
+    assert refused.value.wait_s == pytest.approx(0.5 + 80 / 128)
 
 
 def test_the_drain_measured_on_queued_predicts_sets_how_deep_the_queue_may_be(admission, clock) -> None:
@@ -147,9 +159,10 @@ def test_a_standing_queue_measured_over_the_interval_refuses_even_when_the_drain
 
 def test_one_slow_predict_in_the_interval_is_not_a_standing_queue(admission, clock) -> None:
     answered(admission, clock, 1, triton_wait_s=3.0)
-    answered(admission, clock, 1, triton_wait_s=0.1)
+    for _ in range(4):
+        answered(admission, clock, 1, triton_wait_s=0.1)
     with held(admission, *[16] * 8):
-        with admission.admit(1):  # the least wait over the interval: 0.1 s
+        with admission.admit(1):  # the least wait over the interval: 0.1 s; the running batches': 0.68 s
             pass
 
 
@@ -159,6 +172,7 @@ def test_a_stale_measured_wait_says_nothing_of_now(admission, clock) -> None:
     assert admission.measured_wait_s() == pytest.approx(3.0)  # the latest, though out of the interval
     clock.now += STALE_S
     assert admission.measured_wait_s() == 0.0
+    clock.now += DRAIN_WINDOW_S  # and what the running batches cost is forgotten too
     with held(admission, *[16] * 8):
         with admission.admit(1):
             pass
