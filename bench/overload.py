@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.overload [--rounds 3] [--seconds 15] [--into docs/benchmarks.md]
 
 `make serve`'s defaults (ADMISSION_MAX_WAIT_S=1, 2 gunicorn workers of 64 threads, 2 Triton instances), MiniLM,
-8 adapters, short texts; closed-loop clients (bench/loadgen.py) that wait as Retry-After says once refused.
+8 adapters, short texts; closed-loop clients (bench/loadgen.py) that back off from Retry-After once refused.
 Each round starts two fresh stacks:
 
 - **cold**: the adapters loaded, then at once 256 clients x 16 texts, with no predict before, counted from
@@ -22,6 +22,7 @@ worker to its 429 being written; the p99 is the upper bound of the histogram's b
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -151,7 +152,15 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
                 result["after_flood"].append(every_crowd(warm, texts, crowd_s))
             result["off"].append(flood(off, texts, seconds, warmup=3))
             report_round(result, round_)
-    result.update({"when": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "seconds": seconds})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    result.update(
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M"),
+            "commit": commit.stdout.strip() or "unknown",
+            "rounds": rounds,
+            "seconds": seconds,
+        }
+    )
     return result
 
 
@@ -180,10 +189,12 @@ def overload_section(result: dict[str, Any]) -> list[str]:
     lines = [
         HEADING,
         "",
-        f"Measured {result['when']} on this machine (2 cores, the load generator on them too), "
+        f"Measured {result['when']} at commit {result['commit']} on this machine (2 cores, the load generator on "
+        "them too), "
         f"`.venv/bin/python -m bench.overload --into docs/benchmarks.md`: median [min-max] over {result['rounds']} "
         f"rounds. `make serve`'s defaults (ADMISSION_MAX_WAIT_S=1, 2 workers x 64 threads, 2 instances), MiniLM, "
-        "8 adapters, short texts; refused clients wait as Retry-After says. Each round starts a fresh stack for "
+        "8 adapters, short texts; refused clients back off as the README tells them (Retry-After, doubled at each "
+        "refusal in a row, jittered). Each round starts a fresh stack for "
         f"the cold flood (256 x 16 right after the loads, counted from its first request, {result['seconds']:.0f} "
         "s) and one for the rest: a quiet start (4 clients of lone texts, 3 s), the crowds, the warm flood, and "
         "the crowds again once Triton's queue has drained.",
