@@ -252,6 +252,16 @@ class AdapterEngine:
                 results[row] = result
         return results  # type: ignore[return-value]  # the runs cover every row
 
+    def warm_up(self, rows: int, tokens: int = 16) -> float:
+        """One bare forward of `rows` rows of about `tokens` tokens, so that the first batch a client sends does not
+        pay the first call's costs (allocations, kernel choices); its seconds."""
+        started = time.perf_counter()
+        encoded = self.tokenizer(["the"] * rows, padding="max_length", truncation=True, max_length=tokens)
+        batch = self._padded(encoded["input_ids"])
+        with self._forward_lock, torch.inference_mode():
+            self.model(**batch)
+        return time.perf_counter() - started
+
     def _snapshot(self, model_ids: Sequence[str]) -> dict[str, ResidentAdapter]:
         with self._state_lock:
             missing = sorted({m for m in model_ids if m not in self._adapters})

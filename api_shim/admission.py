@@ -15,19 +15,21 @@ The decision, for a predict of `work` texts arriving with `in_flight` texts alre
   at worst it waits for the batch ahead of it, which refusing others cannot shorten. So a crowd whose work
   fits in one batch per instance is never refused, whatever happened before.
 - **Beyond that, the queue ahead is measured, not modelled.** `queued = in_flight + work - capacity` texts
-  must drain before it starts, after the batches running end. Over the last DRAIN_WINDOW_S, the predicts
-  answered with nothing queued ahead tell how long the batches running kept a predict waiting; those with
-  texts queued ahead tell how much longer each queued text made them wait, at the load they met (the drain).
-  The estimate is the first plus `queued` times the second. The drain is learned only where it is applied
-  (with a queue), so a quiet start does not teach a slow speed: that was the flaw of the speed model this
-  replaces, which applied a per-text speed learned from lone requests to batched traffic.
+  must drain before it starts, after what is left of the batches running (half of them, on average). Each
+  predict answered with texts queued ahead of it tells what a text cost it in Triton wait, at the load it met
+  (the drain); the estimate is `(queued + capacity / 2)` texts at the cost of the last DRAIN_WINDOW_S. The
+  drain is learned only where it is applied (with a queue), so a quiet start does not teach a slow speed: that
+  was the flaw of the speed model this replaces, which applied a per-text speed learned from lone requests to
+  batched traffic. (Measured on this CPU under a flood: predicts with nothing queued ahead still waited up to
+  1.1 s for the running batches, which a drain of queued texts alone would leave out.)
 - **The standing queue, as CoDel measures it.** The least Triton wait of the predicts answered over the last
   INTERVAL_S (RFC 8289's interval; the latest one when none was answered in it, for STALE_S) is a wait that
   every recent request had: while a queue is there, that measured wait counts even when the estimate is lower.
-- **Start-up.** Before any drain is measured, a queued text is taken to cost ADMISSION_MAX_WAIT_S / capacity:
-  up to one batch per instance may queue behind the batches running (less, as they keep predicts waiting). A
-  service flooded in its first second then holds at most about two batches per instance, so no window admits
-  everything, and a request admitted waits about one batch at most.
+- **Start-up.** Before any drain is measured, a text is taken to cost ADMISSION_MAX_WAIT_S / (1.5 capacity):
+  up to one batch per instance may queue behind the running ones. A service flooded in its first second then
+  holds at most two batches per instance, so no window admits everything, and a request admitted waits about
+  one batch at most. (Each instance runs a full batch at initialize, so the first batch a client meets is not
+  a cold one.)
 
 The request's own thread wait is added: measured exactly in the route; in the worker's accept loop, where a
 refusal is answered without taking a thread (api_shim/worker.py), the oldest connection still waiting for a
@@ -77,6 +79,16 @@ class Verdict:
         )
 
 
+class Reservation:
+    """Texts counted in flight by the accept loop for a predict it let through to the thread pool. Its route takes
+    it over (`admit`); a request that never gets there (a 400, a dropped connection) gives it back (`release`)."""
+
+    def __init__(self, work: int, queued: int) -> None:
+        self.work = work
+        self.queued = queued
+        self.settled = False
+
+
 class Ticket:
     """An admitted predict: the route tells it how long its Triton calls took and how long their batches ran."""
 
@@ -110,16 +122,24 @@ class Admission:
         return self.max_wait_s > 0
 
     @contextmanager
-    def admit(self, work: int, thread_wait_s: float = 0.0) -> Iterator[Ticket]:
+    def admit(self, work: int, thread_wait_s: float = 0.0, reservation: Reservation | None = None) -> Iterator[Ticket]:
         """Admit a predict of `work` texts that waited `thread_wait_s` for its thread, for the duration of the
-        block, or raise Overloaded. Only a predict answered records its wait."""
-        capacity = self.capacity()
-        with self.load.locked() as shared:
-            verdict = self._verdict(shared, capacity, work, thread_wait_s)
-            if not verdict.admitted:
-                raise verdict.refusal(self.max_wait_s)
-            self.load.add_texts(shared, work)
-        ticket = Ticket(verdict.queued, thread_wait_s)
+        block, or raise Overloaded. A predict the accept loop let through (`reservation`) is admitted already: it
+        is not judged twice. Only a predict answered records its wait."""
+        if reservation is not None and not reservation.settled:
+            reservation.settled = True
+            queued = reservation.queued
+            with self.load.locked() as shared:
+                self.load.add_texts(shared, work - reservation.work)  # the same count, unless its body was odd
+        else:
+            capacity = self.capacity()
+            with self.load.locked() as shared:
+                verdict = self._verdict(shared, capacity, work, thread_wait_s)
+                if not verdict.admitted:
+                    raise verdict.refusal(self.max_wait_s)
+                self.load.add_texts(shared, work)
+            queued = verdict.queued
+        ticket = Ticket(queued, thread_wait_s)
         try:
             yield ticket
         finally:
@@ -129,13 +149,31 @@ class Admission:
                     wait = Wait(self._clock(), thread_wait_s, ticket.triton_wait_s, float(ticket.ahead))
                     self.load.record(shared, wait)
 
-    def verdict(self, work: int, thread_wait_s: float) -> Verdict:
-        """What `admit` would decide now, without admitting: the accept loop's quick refusal. Read without the
-        lock: taking it is two system calls, each of which gives up the GIL to the worker's busy threads, and a
-        refusal must not wait on them. A sample caught half-written moves one estimate a little; what is
-        admitted is decided again, under the lock, by `admit`."""
+    def reserve(self, work: int, thread_wait_s: float) -> tuple[Verdict, Reservation | None]:
+        """The accept loop's admission of a whole predict of `work` texts, before any thread takes it: the verdict,
+        and the texts counted in flight when admitted (None while Triton's capacity is not known yet: its route
+        then judges it)."""
         shared = self.load._shared
-        return self._verdict(shared, shared.capacity or None, work, thread_wait_s)
+        capacity = shared.capacity or None  # no question to Triton from the accept loop
+        # Judged first without the lock: taking it is two system calls, each of which gives up the GIL to the
+        # worker's busy threads, and a refusal must not wait on them. A sample caught half-written moves one
+        # estimate a little; what is admitted is judged again under the lock.
+        verdict = self._verdict(shared, capacity, work, thread_wait_s)
+        if not verdict.admitted or capacity is None:
+            return verdict, None
+        with self.load.locked() as shared:
+            verdict = self._verdict(shared, capacity, work, thread_wait_s)
+            if not verdict.admitted:
+                return verdict, None
+            self.load.add_texts(shared, work)
+        return verdict, Reservation(work, verdict.queued)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back what the accept loop counted for a predict whose route never took it over."""
+        if not reservation.settled:
+            reservation.settled = True
+            with self.load.locked() as shared:
+                self.load.add_texts(shared, -reservation.work)
 
     def measured_wait_s(self) -> float:
         """The node's measured wait now: the least wait (thread and Triton) of the predicts answered over the
@@ -174,16 +212,17 @@ class Admission:
         return Verdict(estimate <= self.max_wait_s, in_flight, queued, estimate, measured)
 
     def _queue_wait(self, shared, capacity: int, queued: int, now: float) -> float:
-        """The Triton wait of a predict with `queued` texts ahead beyond what runs at once: what a predict with
-        none ahead waited (for the batches running to end), plus `queued` times what each queued text added."""
-        since = now - DRAIN_WINDOW_S
-        unqueued = [w.triton_s for w in self.load.recent_waits(shared, since) if not w.ahead]
-        running = sum(unqueued) / len(unqueued) if unqueued else 0.0
-        drains = self.load.recent_drains(shared, since)
-        if not drains:
-            return running + queued * self.max_wait_s / capacity  # start-up: one batch per instance may queue
-        added = sum(max(0.0, w.triton_s - running) for w in drains) / sum(w.ahead for w in drains)
-        return running + queued * added
+        """The Triton wait of a predict with `queued` texts ahead beyond what runs at once. It waits for those,
+        and for what is left of the batches running: half of them on average, as a predict arrives anywhere in a
+        batch's run. So the wait is `(queued + capacity / 2)` texts' worth, at what a text cost the predicts of
+        the last DRAIN_WINDOW_S that had a queue ahead of them (the drain)."""
+        drains = self.load.recent_drains(shared, now - DRAIN_WINDOW_S)
+        running = capacity / 2
+        if drains:
+            per_text = sum(w.triton_s for w in drains) / sum(w.ahead + running for w in drains)
+        else:  # start-up: one batch per instance may queue behind the running ones
+            per_text = self.max_wait_s / (capacity + running)
+        return (queued + running) * per_text
 
     def _standing_triton_wait(self, shared, now: float) -> float:
         waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)

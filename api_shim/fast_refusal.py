@@ -1,4 +1,4 @@
-"""A predict refused in gunicorn's accept loop, without a thread (api_shim/worker.py).
+"""A predict looked at, and refused if need be, in gunicorn's accept loop, without a thread (api_shim/worker.py).
 
 The request is looked at with MSG_PEEK and taken off the socket only when the whole of it is there and it is
 a plain `POST /api/v1/inference/predict` with a Content-Length; anything else (another route, a chunked or
@@ -7,8 +7,9 @@ untouched for the thread pool to serve as usual. The 429 is written with one non
 hundred bytes into a connection whose last answer was read, so it fits the socket's buffer; a connection
 where it does not is closed.
 
-Neither the API key nor the body is checked first: a 429 means nothing was done, and a client that sends it
-again once the service has room gets the answer its request deserves.
+Only the body's count of texts is read (the route validates it); the API key is not checked first: a 429
+means nothing was done, and a client that sends it again once the service has room gets the answer its
+request deserves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import errno
 import json
 import socket
 import time
+from dataclasses import dataclass
 
 from lora_core.errors import Overloaded
 
@@ -33,24 +35,16 @@ class Outcome(enum.Enum):
     CLOSE = "refused; the connection is to be closed"
 
 
-def refuse_predict(sock: socket.socket, refusal: Overloaded, arrived: float) -> Outcome:
-    request = _peek_predict(sock)
-    if not isinstance(request, tuple):
-        return request
-    size, keep_alive = request
-    answer = _answer(refusal, keep_alive)
-    try:
-        sock.recv(size, socket.MSG_DONTWAIT)  # already there: peeked
-        sent = sock.send(answer, socket.MSG_DONTWAIT)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET):
-            raise
-        sent = 0
-    _count(time.monotonic() - arrived)
-    return Outcome.KEEP_ALIVE if keep_alive and sent == len(answer) else Outcome.CLOSE
+@dataclass(frozen=True)
+class PeekedPredict:
+    """A whole predict waiting in a socket, not yet read from it."""
+
+    size: int  # bytes, head and body
+    keep_alive: bool
+    texts: int  # how many texts its body lists (1 when it lists none: its thread will answer 400)
 
 
-def _peek_predict(sock: socket.socket) -> tuple[int, bool] | Outcome:
+def peek_predict(sock: socket.socket) -> PeekedPredict | Outcome:
     """The whole predict waiting in the socket, or why not. Many clients write a request's head and its body
     separately; a body still on its way is waited for, briefly (BODY_WAIT_S), in short sleeps: the socket
     stays readable meanwhile, so the poller cannot wait for it."""
@@ -62,20 +56,42 @@ def _peek_predict(sock: socket.socket) -> tuple[int, bool] | Outcome:
             return Outcome.NO_DATA
         except OSError:
             return Outcome.OTHER  # the thread pool meets the same error and closes the connection
-        request = _whole_predict(data)
-        if request is None:
+        head = _whole_predict(data)
+        if head is None:
             return Outcome.OTHER
-        size, _ = request
+        size, keep_alive, body_at = head
         if len(data) >= size:
-            return request
+            return PeekedPredict(size, keep_alive, _texts_in(data[body_at:size]))
         if size > PEEK_BYTES or time.monotonic() >= deadline:
             return Outcome.OTHER
         time.sleep(BODY_WAIT_S / 20)
 
 
-def _whole_predict(data: bytes) -> tuple[int, bool] | None:
-    """(the request's size, whether the connection stays open) when `data` starts with a predict's whole head;
-    its body may not all be there yet."""
+def refuse(sock: socket.socket, predict: PeekedPredict, refusal: Overloaded, arrived: float) -> Outcome:
+    """Take the predict off the socket and answer it 429; KEEP_ALIVE or CLOSE."""
+    answer = _answer(refusal, predict.keep_alive)
+    try:
+        sock.recv(predict.size, socket.MSG_DONTWAIT)  # already there: peeked
+        sent = sock.send(answer, socket.MSG_DONTWAIT)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET):
+            raise
+        sent = 0
+    _count(time.monotonic() - arrived)
+    return Outcome.KEEP_ALIVE if predict.keep_alive and sent == len(answer) else Outcome.CLOSE
+
+
+def _texts_in(body: bytes) -> int:
+    try:
+        texts = json.loads(body).get("texts")
+    except (ValueError, AttributeError):
+        return 1
+    return max(1, len(texts)) if isinstance(texts, list) else 1
+
+
+def _whole_predict(data: bytes) -> tuple[int, bool, int] | None:
+    """(the request's size, whether the connection stays open, where its body starts) when `data` starts with a
+    predict's whole head; its body may not all be there yet."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -101,7 +117,7 @@ def _whole_predict(data: bytes) -> tuple[int, bool] | None:
     if len(lengths) != 1 or not lengths[0].isdigit():
         return None
     keep_alive = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
-    return end + 4 + int(lengths[0]), keep_alive
+    return end + 4 + int(lengths[0]), keep_alive, end + 4
 
 
 def _answer(refusal: Overloaded, keep_alive: bool) -> bytes:

@@ -11,7 +11,7 @@ from lora_core.errors import InvalidRequest
 
 from .responses import listing_body, predict_body
 from .status import service_status
-from .worker import thread_wait_s
+from .worker import reservation, thread_wait_s
 from .validation import (
     bool_field,
     int_field,
@@ -80,7 +80,7 @@ def predict():
         for start in range(0, len(texts), batch_size)
     ]
     # Admitted after validation (cheap), before Triton: a refusal costs the client milliseconds, not a queue.
-    with current_app.extensions["admission"].admit(len(texts), thread_wait_s()) as ticket:
+    with current_app.extensions["admission"].admit(len(texts), thread_wait_s(), reservation()) as ticket:
         sent = time.perf_counter()
         predicted = _gateway().predict(chunks)
         ticket.answered(time.perf_counter() - sent, predicted.execute_s)

@@ -7,10 +7,11 @@
   timeout (DRAIN_TIMEOUT_S).
 - **It tells how long a request waited for a thread.** Connections wait in the thread pool's queue when
   every thread is busy; admission (api_shim/admission.py) counts that wait, so that no queue goes unseen.
-- **It refuses without a thread.** While admission would refuse even a one-text predict, a connection whose
-  whole request is a predict already in the socket is answered `429 overloaded` by the accept loop itself
-  (api_shim/fast_refusal.py), so a refusal never queues behind the accepted requests that hold every thread.
-  A new connection whose request has not arrived yet waits in the poller, not in the thread pool's queue.
+- **It admits and refuses without a thread.** A predict whose whole request is already in the socket is judged
+  by the accept loop itself (api_shim/fast_refusal.py): admitted, its texts are counted in flight before it
+  waits for a thread; refused, it is answered `429 overloaded` there, so a refusal never queues behind the
+  accepted requests that hold the threads, and a burst of new clients is judged one by one as it arrives. A
+  new connection whose request has not arrived yet waits in the poller, not in the thread pool's queue.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ _this_request = threading.local()
 def thread_wait_s() -> float:
     """How long the request this thread is handling waited for the thread (0 outside gunicorn)."""
     return getattr(_this_request, "waited_s", 0.0)
+
+
+def reservation():
+    """What the accept loop counted in flight for the predict this thread is handling, if it judged it there
+    (api_shim/admission.py's Reservation); None otherwise."""
+    return getattr(_this_request, "reservation", None)
 
 
 def arrived_at() -> float | None:
@@ -55,7 +62,7 @@ class ShimWorker(ThreadWorker):
 
     def enqueue_req(self, conn) -> None:
         now = time.monotonic()
-        if self.alive and self._shed(conn, now):
+        if self.alive and self._admitted_or_answered(conn, now):
             return
         conn.enqueued_at = now
         with self._waiting_lock:
@@ -68,37 +75,53 @@ class ShimWorker(ThreadWorker):
             if self._waiting:
                 self._waiting.popleft()
         arrived = getattr(conn, "enqueued_at", now)
+        reservation, conn.reservation = getattr(conn, "reservation", None), None
         _this_request.arrived_at = arrived
         _this_request.waited_s = now - arrived
-        return super().handle(conn)
+        _this_request.reservation = reservation
+        try:
+            return super().handle(conn)
+        finally:
+            _this_request.reservation = None
+            if reservation is not None:  # its route never took it over: a 400, a dropped connection
+                self._admission().release(reservation)
 
-    # ------------------------------------------------------------------------- quick refusal
+    # ------------------------------------------------------------------------- the accept loop's admission
 
-    def _shed(self, conn, now: float) -> bool:
-        """Answer the connection's predict with 429 here, in the accept loop, when admission would refuse even
-        one text now; True when the connection was dealt with."""
-        admission = getattr(self.wsgi, "extensions", {}).get("admission")
+    def _admission(self):
+        return getattr(self.wsgi, "extensions", {}).get("admission")
+
+    def _admitted_or_answered(self, conn, now: float) -> bool:
+        """Judge a predict that is wholly in the socket here, in the accept loop: admitted, it goes to the thread
+        pool with its texts counted in flight (`conn.reservation`); refused, it is answered 429 at once. True
+        when the connection was dealt with here (refused, or waiting in the poller for its request)."""
+        admission = self._admission()
         if admission is None or not admission.enabled:
             return False
+        if conn.initialized and conn.parser.unreader.buf.getvalue():
+            return False  # bytes read ahead of the socket: its next request is not what the socket holds
+        predict = fast_refusal.peek_predict(conn.sock)
+        if predict is fast_refusal.Outcome.NO_DATA:
+            if conn.initialized:
+                return False
+            self._wait_for_request(conn)  # a new connection: its request is on the way, no thread waits for it
+            return True
+        if not isinstance(predict, fast_refusal.PeekedPredict):
+            return False  # not a whole predict: its thread serves it, and admission judges it in the route
         with self._waiting_lock:
             thread_wait = now - self._waiting[0] if self._waiting else 0.0
-        verdict = admission.verdict(1, thread_wait)
+        verdict, conn.reservation = admission.reserve(predict.texts, thread_wait)
         if verdict.admitted:
             return False
-        outcome = fast_refusal.refuse_predict(conn.sock, verdict.refusal(admission.max_wait_s), now)
-        if outcome is fast_refusal.Outcome.NO_DATA and not conn.initialized:
-            self._wait_for_request(conn)  # a new connection: its request is still on the way
-            return True
+        outcome = fast_refusal.refuse(conn.sock, predict, verdict.refusal(admission.max_wait_s), now)
         if outcome is fast_refusal.Outcome.KEEP_ALIVE and len(self.keepalived_conns) < self.max_keepalived:
             conn.set_timeout()
             self.keepalived_conns.append(conn)
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
-            return True
-        if outcome in (fast_refusal.Outcome.KEEP_ALIVE, fast_refusal.Outcome.CLOSE):
+        else:
             self.nr_conns -= 1
             conn.close()
-            return True
-        return False  # not a whole predict: the thread pool serves it
+        return True
 
     def _wait_for_request(self, conn) -> None:
         """As gunicorn does with a connection whose request did not come in time: the poller watches it."""

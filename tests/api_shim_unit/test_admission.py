@@ -86,7 +86,8 @@ def test_before_any_drain_is_measured_one_batch_per_instance_may_queue(admission
             pass
         with pytest.raises(Overloaded) as refused:
             admission.admit(17).__enter__()
-    assert refused.value.wait_s == pytest.approx(129 * BUDGET / CAPACITY)
+    # 129 texts queued and half the running batches, at the start-up cost of a text: 1/192 s
+    assert refused.value.wait_s == pytest.approx((129 + CAPACITY / 2) * BUDGET / (1.5 * CAPACITY))
     assert refused.value.retry_after_s == 1
     assert refused.value.to_dict()["error"] == "overloaded"
     assert "nothing was done" in refused.value.message
@@ -103,36 +104,36 @@ def test_lone_predicts_teach_nothing_about_a_queue(admission, clock) -> None:
             pass
 
 
-def test_what_predicts_with_no_queue_waited_for_the_running_batches_comes_first(admission, clock) -> None:
-    for _ in range(4):  # nothing queued ahead, yet 0.5 s before their batch: the batches running take that long
-        answered(admission, clock, 16, triton_wait_s=0.5)
+def test_a_queued_predict_also_waits_for_what_is_left_of_the_running_batches(admission, clock) -> None:
+    for _ in range(4):  # 64 texts queued ahead, and half of the 128 running: 0.64 s, so 5 ms a text
+        answered(admission, clock, 16, triton_wait_s=0.64, queued=64)
     with held(admission, *[16] * 8):  # 128: what runs at once
-        with admission.admit(16):  # 16 queued: 0.5 s + 16/128 s
+        with admission.admit(130):  # (130 + 64) x 5 ms
             pass
         with pytest.raises(Overloaded) as refused:
-            admission.admit(80).__enter__()  # 80 queued: 0.5 s + 80/128 s
-    assert refused.value.wait_s == pytest.approx(0.5 + 80 / 128)
+            admission.admit(140).__enter__()  # (140 + 64) x 5 ms
+    assert refused.value.wait_s == pytest.approx((140 + 64) * 0.005)
 
 
 def test_the_drain_measured_on_queued_predicts_sets_how_deep_the_queue_may_be(admission, clock) -> None:
-    # Predicts that had 128 texts queued ahead waited 0.25 s: about 2 ms a queued text.
+    # Predicts with 128 texts queued ahead (and 64 left to run) waited 0.25 s: 1/768 s a text.
     for _ in range(8):
         answered(admission, clock, 16, triton_wait_s=0.25, queued=128)
-    with held(admission, *[64] * 8):  # 512 in flight: 384 queued, about 0.75 s
-        with admission.admit(64):  # 448 queued: 0.875 s
+    with held(admission, *[64] * 8):  # 512 in flight: 384 queued, 0.58 s
+        with admission.admit(300):  # 684 queued: 0.97 s
             pass
         with pytest.raises(Overloaded) as refused:
-            admission.admit(136).__enter__()  # 520 queued: 1.02 s
-    assert refused.value.wait_s == pytest.approx(520 * 0.25 / 128)
+            admission.admit(400).__enter__()  # 784 queued: 1.10 s
+    assert refused.value.wait_s == pytest.approx((784 + 64) / 768)
 
 
 def test_a_slow_drain_refuses_a_shallower_queue_than_the_start_up_bound(admission, clock) -> None:
-    for _ in range(8):  # 0.9 s of Triton wait for 32 texts queued
+    for _ in range(8):  # 0.9 s of Triton wait with 32 texts queued (and 64 left to run): 9.4 ms a text
         answered(admission, clock, 16, triton_wait_s=0.9, queued=32)
     with held(admission, *[16] * 9):  # 144: 16 queued
         with pytest.raises(Overloaded) as refused:
-            admission.admit(24).__enter__()  # 40 queued: 1.125 s, where the start-up bound said 0.31 s
-    assert refused.value.wait_s == pytest.approx(40 * 0.9 / 32)
+            admission.admit(32).__enter__()  # 48 queued: 1.05 s, where the start-up bound said 0.58 s
+    assert refused.value.wait_s == pytest.approx((48 + 64) * 0.9 / 96)
 
 
 def test_the_drain_is_forgotten_after_its_window(admission, clock) -> None:
@@ -162,7 +163,7 @@ def test_one_slow_predict_in_the_interval_is_not_a_standing_queue(admission, clo
     for _ in range(4):
         answered(admission, clock, 1, triton_wait_s=0.1)
     with held(admission, *[16] * 8):
-        with admission.admit(1):  # the least wait over the interval: 0.1 s; the running batches': 0.68 s
+        with admission.admit(1):  # the least wait over the interval: 0.1 s
             pass
 
 
@@ -179,19 +180,51 @@ def test_a_stale_measured_wait_says_nothing_of_now(admission, clock) -> None:
 
 
 def test_the_wait_for_a_thread_counts(admission, clock) -> None:
-    with held(admission, *[16] * 8):  # 128: anything more queues; at the start-up bound, 1/128 s a text
-        with admission.admit(64, thread_wait_s=0.4):  # 0.5 s + 0.4 s
+    with held(admission, *[16] * 8):  # 128: anything more queues; at the start-up cost, 1/192 s a text
+        with admission.admit(32, thread_wait_s=0.3):  # (32 + 64) / 192 = 0.5 s, + 0.3 s
             pass
         with pytest.raises(Overloaded) as refused:
-            admission.admit(64, thread_wait_s=0.6).__enter__()
+            admission.admit(32, thread_wait_s=0.6).__enter__()
     assert refused.value.wait_s == pytest.approx(0.5 + 0.6)
 
 
-def test_the_verdict_for_the_accept_loop_admits_nothing(admission, clock) -> None:
-    with held(admission, *[16] * 16):  # 256
-        assert not admission.verdict(1, 0.0).admitted
-        assert admission.load.texts_in_flight(admission.load._shared) == 256
-    assert admission.verdict(1, 0.0).admitted
+def in_flight(admission: Admission) -> int:
+    return admission.load.texts_in_flight(admission.load._shared)
+
+
+def test_the_accept_loop_counts_what_it_admits_and_the_route_takes_it_over(admission, clock) -> None:
+    admission.capacity()  # known, as after the first predict
+    verdict, reservation = admission.reserve(16, 0.0)
+    assert verdict.admitted and reservation is not None
+    assert in_flight(admission) == 16  # counted before any thread takes it
+    with admission.admit(16, 0.0, reservation):
+        assert in_flight(admission) == 16  # not judged, nor counted, twice
+    assert in_flight(admission) == 0
+    admission.release(reservation)  # the worker, after the request: nothing left to give back
+    assert in_flight(admission) == 0
+
+
+def test_what_the_accept_loop_counted_for_a_request_its_route_never_took_is_given_back(admission, clock) -> None:
+    admission.capacity()
+    _, reservation = admission.reserve(16, 0.0)
+    assert reservation is not None and in_flight(admission) == 16
+    admission.release(reservation)  # a 400, say: the route never admitted it
+    assert in_flight(admission) == 0
+
+
+def test_the_accept_loop_refuses_without_counting(admission, clock) -> None:
+    with held(admission, *[16] * 16):  # 256: anything more queues past the start-up bound
+        verdict, reservation = admission.reserve(1, 0.0)
+        assert not verdict.admitted and reservation is None
+        assert verdict.refusal(BUDGET).wait_s > BUDGET
+        assert in_flight(admission) == 256
+
+
+def test_the_accept_loop_leaves_a_predict_to_its_route_while_triton_has_not_told_its_capacity(clock) -> None:
+    admission = admission_with(clock, capacity=None)
+    verdict, reservation = admission.reserve(16, 0.0)
+    assert verdict.admitted and reservation is None
+    assert in_flight(admission) == 0
 
 
 def test_a_failed_predict_leaves_and_teaches_nothing(admission, clock) -> None:

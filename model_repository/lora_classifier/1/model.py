@@ -83,6 +83,7 @@ class TritonPythonModel:
         start_memory_trimmer(self.settings.memory_trim_seconds)
         self._outputs_refresher = IndexRefresher(self.service.outputs, self.settings.models_index_seconds).start()
         self.service.sync_before_ready()  # everything the desired state lists is loaded before the first request
+        self._warm_up()
         self._publish_state_metrics()
         log.info(
             "%s ready on %s with %d adapters (numpy %s)",
@@ -119,6 +120,14 @@ class TritonPythonModel:
         self.service = AdapterService(
             engine, manifest, self.instance, self.settings.max_text_chars, self.settings.max_adapters
         )
+
+    def _warm_up(self) -> None:
+        """A full batch through the encoder before the first request: a fresh instance's first forward pays for
+        allocations and kernel choices, which a flood right after a start would otherwise meet as a first batch
+        up to twice as slow, and admission as a queue it did not expect."""
+        rows = max(1, int(self.model_config.get("max_batch_size") or 1))
+        seconds = self.service.engine.warm_up(rows)
+        log.info("%s: a warm-up batch of %d rows took %.3f s", self.instance, rows, seconds)
 
     def _setup_metrics(self) -> None:
         counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
