@@ -45,6 +45,7 @@ limit alone is served, never refused forever.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,7 @@ from .node_load import NodeLoad, Wait
 INTERVAL_S = 0.1  # CoDel's interval: the least wait over it is the standing queue
 STALE_S = 1.0  # a last measured wait older than this says nothing of the queue now
 DRAIN_WINDOW_S = 5.0  # the drain: predicts answered over these last seconds with texts queued ahead of them
+ASK_EVERY_S = 1.0  # while Triton has not told how many texts it runs at once, a worker asks again this often
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,19 @@ class Admission:
         load: NodeLoad,
         max_wait_s: float,
         capacity: Callable[[], int | None],
+        fallback_capacity: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`capacity` asks Triton how many texts it runs at once (None while it cannot tell); asked once for the
-        node, then kept in the shared account."""
+        """`capacity` asks Triton how many texts it runs at once (None while it cannot tell): once known, kept in
+        the shared account for the node. Until then, `fallback_capacity` (one instance's max_batch_size) stands
+        for it, and one thread of a worker asks again, at most every ASK_EVERY_S: a flood's first requests must
+        neither be admitted unjudged nor all ask Triton at once."""
         self.load = load
         self.max_wait_s = max_wait_s
         self._ask_capacity = capacity
+        self._fallback_capacity = fallback_capacity
+        self._asking = threading.Lock()
+        self._asked_at = -math.inf
         self._clock = clock
         load.claim()
 
@@ -151,15 +159,14 @@ class Admission:
 
     def reserve(self, work: int, thread_wait_s: float) -> tuple[Verdict, Reservation | None]:
         """The accept loop's admission of a whole predict of `work` texts, before any thread takes it: the verdict,
-        and the texts counted in flight when admitted (None while Triton's capacity is not known yet: its route
-        then judges it)."""
+        and the texts counted in flight when admitted (None when refused)."""
         shared = self.load._shared
-        capacity = shared.capacity or None  # no question to Triton from the accept loop
+        capacity = shared.capacity or self._fallback_capacity  # no question to Triton from the accept loop
         # Judged first without the lock: taking it is two system calls, each of which gives up the GIL to the
         # worker's busy threads, and a refusal must not wait on them. A sample caught half-written moves one
         # estimate a little; what is admitted is judged again under the lock.
         verdict = self._verdict(shared, capacity, work, thread_wait_s)
-        if not verdict.admitted or capacity is None:
+        if not verdict.admitted:
             return verdict, None
         with self.load.locked() as shared:
             verdict = self._verdict(shared, capacity, work, thread_wait_s)
@@ -184,27 +191,35 @@ class Admission:
             waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)
         return min((w.total_s for w in waits), default=0.0)
 
-    def capacity(self) -> int | None:
-        """Texts that Triton runs at once, asked once per node; None while Triton cannot tell."""
+    def capacity(self) -> int:
+        """Texts that Triton runs at once: known for the node, or asked (one thread at a time, at most every
+        ASK_EVERY_S), or the fallback meanwhile."""
         known = self.load._shared.capacity
         if known:
             return known
-        asked = self._ask_capacity()
-        if asked:
-            with self.load.locked() as shared:
-                shared.capacity = asked
-        return asked
+        if self._asking.acquire(blocking=False):
+            try:
+                now = self._clock()
+                if now - self._asked_at >= ASK_EVERY_S:
+                    self._asked_at = now
+                    asked = self._ask_capacity()
+                    if asked:
+                        with self.load.locked() as shared:
+                            shared.capacity = asked
+                        return asked
+            finally:
+                self._asking.release()
+        return self._fallback_capacity
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _verdict(self, shared, capacity: int | None, work: int, thread_wait_s: float) -> Verdict:
+    def _verdict(self, shared, capacity: int, work: int, thread_wait_s: float) -> Verdict:
         in_flight = self.load.texts_in_flight(shared)
         if not self.enabled or in_flight == 0:
             return Verdict(True, in_flight, 0, thread_wait_s, 0.0)
-        # Capacity unknown: Triton cannot tell now, and the predict will find out why; only its thread wait counts.
-        queued = max(0, in_flight + work - capacity) if capacity else 0
+        queued = max(0, in_flight + work - capacity)
         measured = triton_wait = 0.0
-        if queued and capacity:
+        if queued:
             now = self._clock()
             measured = self._standing_triton_wait(shared, now)
             triton_wait = max(self._queue_wait(shared, capacity, queued, now), measured)

@@ -83,7 +83,7 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     # process no master prepared (a test client), one of its own.
     load = node_load.prepared() or NodeLoad.create()
     app.extensions["admission"] = Admission(
-        load, settings.admission_max_wait_s, app.extensions["triton_gateway"].texts_at_once
+        load, settings.admission_max_wait_s, app.extensions["triton_gateway"].texts_at_once, settings.max_batch_size
     )
     if settings.etcd_endpoints:  # several nodes: status covers every one registered
         app.extensions["cluster_status"] = cluster_status(settings)

@@ -9,11 +9,12 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from api_shim.admission import DRAIN_WINDOW_S, INTERVAL_S, STALE_S, Admission, Ticket
+from api_shim.admission import ASK_EVERY_S, DRAIN_WINDOW_S, INTERVAL_S, STALE_S, Admission, Ticket
 from api_shim.node_load import NodeLoad, Wait
 from lora_core.errors import Overloaded
 
 CAPACITY = 128  # two instances of max_batch_size 64
+FALLBACK = 64  # one instance's, while Triton has not told
 BUDGET = 1.0
 
 
@@ -31,7 +32,7 @@ def clock() -> Clock:
 
 
 def admission_with(clock: Clock, budget: float = BUDGET, capacity: int | None = CAPACITY) -> Admission:
-    return Admission(NodeLoad.create(), budget, lambda: capacity, clock)
+    return Admission(NodeLoad.create(), budget, lambda: capacity, FALLBACK, clock)
 
 
 @pytest.fixture
@@ -220,11 +221,11 @@ def test_the_accept_loop_refuses_without_counting(admission, clock) -> None:
         assert in_flight(admission) == 256
 
 
-def test_the_accept_loop_leaves_a_predict_to_its_route_while_triton_has_not_told_its_capacity(clock) -> None:
+def test_while_triton_has_not_told_its_capacity_one_instance_stands_for_it(clock) -> None:
     admission = admission_with(clock, capacity=None)
-    verdict, reservation = admission.reserve(16, 0.0)
-    assert verdict.admitted and reservation is None
-    assert in_flight(admission) == 0
+    with held(admission, 64, 64):  # 64 queued behind one instance's 64: (64 + 32) / 96 s
+        verdict, reservation = admission.reserve(1, 0.0)
+        assert not verdict.admitted and reservation is None
 
 
 def test_a_failed_predict_leaves_and_teaches_nothing(admission, clock) -> None:
@@ -245,26 +246,26 @@ def test_admission_off_admits_everything(clock) -> None:
             pass
 
 
-def test_a_capacity_triton_cannot_tell_yet_admits_and_is_asked_again(clock) -> None:
-    answers: list[int | None] = [None, 64]
-    admission = Admission(NodeLoad.create(), BUDGET, lambda: answers.pop(0), clock)
-    with held(admission, 16):  # asked: None
-        pass
-    with held(admission, 64):  # asked again: 64
-        with pytest.raises(Overloaded):
-            admission.admit(65).__enter__()
-    assert admission.capacity() == 64  # kept for the node, not asked a third time
+def test_triton_is_asked_its_capacity_again_at_most_every_second_and_once_told_never_again(clock) -> None:
+    answers: list[int | None] = [None, 128]
+    admission = Admission(NodeLoad.create(), BUDGET, lambda: answers.pop(0), FALLBACK, clock)
+    assert admission.capacity() == FALLBACK  # asked: None
+    assert admission.capacity() == FALLBACK  # not asked again within the second
+    assert answers == [128]
+    clock.now += ASK_EVERY_S
+    assert admission.capacity() == 128  # asked: told
+    assert admission.capacity() == 128 and answers == []  # kept for the node
 
 
 def test_every_worker_process_sees_one_account_and_a_dead_one_stops_counting(clock) -> None:
     load = NodeLoad.create()  # as gunicorn's master makes it, before forking
-    parent = Admission(load, BUDGET, lambda: CAPACITY, clock)
+    parent = Admission(load, BUDGET, lambda: CAPACITY, FALLBACK, clock)
     admitted_read, admitted_write = os.pipe()  # the worker -> the test
     end_read, end_write = os.pipe()  # the test -> the worker
     child = os.fork()
     if child == 0:  # a worker: admits 200 texts, says so, and dies holding them
         try:
-            worker = Admission(load, BUDGET, lambda: CAPACITY, clock)
+            worker = Admission(load, BUDGET, lambda: CAPACITY, FALLBACK, clock)
             holding = worker.admit(200)  # kept: a generator collected would leave
             holding.__enter__()
             os.write(admitted_write, b"x")
