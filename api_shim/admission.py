@@ -94,9 +94,10 @@ class Reservation:
 class Ticket:
     """An admitted predict: the route tells it how long its Triton calls took and how long their batches ran."""
 
-    def __init__(self, ahead: int, thread_wait_s: float) -> None:
+    def __init__(self, ahead: int, thread_wait_s: float, judged_before_thread: bool) -> None:
         self.ahead = ahead
         self.thread_wait_s = thread_wait_s
+        self.judged_before_thread = judged_before_thread  # by the accept loop: its thread wait came after
         self.triton_wait_s: float | None = None
 
     def answered(self, round_trip_s: float, execute_s: float) -> None:
@@ -147,14 +148,17 @@ class Admission:
                     raise verdict.refusal(self.max_wait_s)
                 self.load.add_texts(shared, work)
             queued = verdict.queued
-        ticket = Ticket(queued, thread_wait_s)
+        ticket = Ticket(queued, thread_wait_s, reservation is not None)
         try:
             yield ticket
         finally:
             with self.load.locked() as shared:
                 self.load.add_texts(shared, -work)
                 if ticket.triton_wait_s is not None:
-                    wait = Wait(self._clock(), thread_wait_s, ticket.triton_wait_s, float(ticket.ahead))
+                    # The queue it was judged against drained for as long as it waited since then: a predict
+                    # judged in the accept loop also waited for its thread while the texts ahead went to Triton.
+                    judged = ticket.triton_wait_s + (thread_wait_s if ticket.judged_before_thread else 0.0)
+                    wait = Wait(self._clock(), thread_wait_s, ticket.triton_wait_s, float(ticket.ahead), judged)
                     self.load.record(shared, wait)
 
     def reserve(self, work: int, thread_wait_s: float) -> tuple[Verdict, Reservation | None]:
@@ -234,7 +238,7 @@ class Admission:
         drains = self.load.recent_drains(shared, now - DRAIN_WINDOW_S)
         running = capacity / 2
         if drains:
-            per_text = sum(w.triton_s for w in drains) / sum(w.ahead + running for w in drains)
+            per_text = sum(w.judged_s for w in drains) / sum(w.ahead + running for w in drains)
         else:  # start-up: one batch per instance may queue behind the running ones
             per_text = self.max_wait_s / (capacity + running)
         return (queued + running) * per_text

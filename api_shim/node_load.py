@@ -34,12 +34,14 @@ class _Slot(ctypes.Structure):
 
 class _Wait(ctypes.Structure):
     # at: when the predict was answered; thread_s: its wait for a worker thread; triton_s: its wait in Triton
-    # (from sending it to its batch's start); ahead: texts queued ahead of it beyond what runs at once.
+    # (from sending it to its batch's start); ahead: texts queued ahead of it beyond what runs at once when it
+    # was judged; judged_s: its wait from being judged to its batch's start.
     _fields_ = [
         ("at", ctypes.c_double),
         ("thread_s", ctypes.c_double),
         ("triton_s", ctypes.c_double),
         ("ahead", ctypes.c_double),
+        ("judged_s", ctypes.c_double),
     ]
 
 
@@ -60,6 +62,7 @@ class Wait:
     thread_s: float
     triton_s: float
     ahead: float
+    judged_s: float  # from being judged (in the accept loop, or in its route) to its batch's start
 
     @property
     def total_s(self) -> float:
@@ -155,7 +158,8 @@ class NodeLoad:
 def _append(ring, size: int, shared: _Shared, counter: str, wait: Wait) -> None:
     count = getattr(shared, counter)
     entry = ring[count % size]
-    entry.at, entry.thread_s, entry.triton_s, entry.ahead = wait.at, wait.thread_s, wait.triton_s, wait.ahead
+    entry.at, entry.thread_s, entry.triton_s = wait.at, wait.thread_s, wait.triton_s
+    entry.ahead, entry.judged_s = wait.ahead, wait.judged_s
     setattr(shared, counter, count + 1)
 
 
@@ -171,7 +175,7 @@ def _recent(ring, size: int, count: int, keep: Callable[[Wait], bool]) -> list[W
 
 
 def _as_wait(entry: _Wait) -> Wait:
-    return Wait(entry.at, entry.thread_s, entry.triton_s, entry.ahead)
+    return Wait(entry.at, entry.thread_s, entry.triton_s, entry.ahead, entry.judged_s)
 
 
 # The node's load as the gunicorn master made it before forking; None in a process that no master prepared

@@ -51,7 +51,7 @@ def answered(admission: Admission, clock: Clock, work: int, triton_wait_s: float
     """What an answered predict of `work` texts records: it waited `triton_wait_s` in Triton, with `queued` texts
     (its own among them) beyond what runs at once."""
     with admission.load.locked() as shared:
-        admission.load.record(shared, Wait(clock(), 0.0, triton_wait_s, float(queued)))
+        admission.load.record(shared, Wait(clock(), 0.0, triton_wait_s, float(queued), triton_wait_s))
 
 
 def test_an_answered_predict_records_its_wait_in_triton_and_how_much_was_queued(admission, clock) -> None:
@@ -60,6 +60,7 @@ def test_an_answered_predict_records_its_wait_in_triton_and_how_much_was_queued(
             ticket.answered(round_trip_s=0.7, execute_s=0.1)
     (wait,) = admission.load.recent_waits(admission.load._shared, clock.now)
     assert (wait.thread_s, wait.triton_s, wait.ahead) == (0.2, pytest.approx(0.6), 192 + 16 - CAPACITY)
+    assert wait.judged_s == pytest.approx(0.6)  # judged in its route, after its thread wait
     assert admission.load.recent_drains(admission.load._shared, clock.now) == [wait]
     assert admission.measured_wait_s() == pytest.approx(0.8)
 
@@ -203,6 +204,17 @@ def test_the_accept_loop_counts_what_it_admits_and_the_route_takes_it_over(admis
     assert in_flight(admission) == 0
     admission.release(reservation)  # the worker, after the request: nothing left to give back
     assert in_flight(admission) == 0
+
+
+def test_a_predict_judged_in_the_accept_loop_teaches_the_drain_its_wait_for_a_thread_too(admission, clock) -> None:
+    """The texts ahead of it went on to Triton while it waited for its thread: the queue drained for both waits."""
+    admission.capacity()
+    with held(admission, *[64] * 3):  # 192
+        _, reservation = admission.reserve(16, 0.0)
+        with admission.admit(16, 0.3, reservation) as ticket:
+            ticket.answered(round_trip_s=0.5, execute_s=0.1)
+    (wait,) = admission.load.recent_drains(admission.load._shared, clock.now)
+    assert (wait.thread_s, wait.triton_s, wait.judged_s) == (0.3, pytest.approx(0.4), pytest.approx(0.7))
 
 
 def test_what_the_accept_loop_counted_for_a_request_its_route_never_took_is_given_back(admission, clock) -> None:
