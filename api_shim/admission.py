@@ -25,11 +25,12 @@ The decision, for a predict of `work` texts arriving with `in_flight` texts alre
 - **The standing queue, as CoDel measures it.** The least Triton wait of the predicts answered over the last
   INTERVAL_S (RFC 8289's interval; the latest one when none was answered in it, for STALE_S) is a wait that
   every recent request had: while a queue is there, that measured wait counts even when the estimate is lower.
-- **Start-up.** Before any drain is measured, a text is taken to cost ADMISSION_MAX_WAIT_S / (1.5 capacity):
-  up to one batch per instance may queue behind the running ones. A service flooded in its first second then
-  holds at most two batches per instance, so no window admits everything, and a request admitted waits about
-  one batch at most. (Each instance runs a full batch at initialize, so the first batch a client meets is not
-  a cold one.)
+- **Start-up.** Until MIN_DRAINS queued predicts have been answered, a text is taken to cost
+  ADMISSION_MAX_WAIT_S / (1.5 capacity): up to one batch per instance may queue behind the running ones. A
+  service flooded in its first second then holds at most two batches per instance, so no window admits
+  everything, and a request admitted waits about one batch at most. (Each instance runs a full batch at
+  initialize, so the first batch a client meets is not a cold one.) The capacity is asked of Triton by each
+  worker as it starts, until Triton tells; one instance's max_batch_size stands for it meanwhile.
 
 The request's own thread wait is added: measured exactly in the route; in the worker's accept loop, where a
 refusal is answered without taking a thread (api_shim/worker.py), the oldest connection still waiting for a
@@ -59,6 +60,7 @@ INTERVAL_S = 0.1  # CoDel's interval: the least wait over it is the standing que
 STALE_S = 1.0  # a last measured wait older than this says nothing of the queue now
 DRAIN_WINDOW_S = 5.0  # the drain: predicts answered over these last seconds with texts queued ahead of them
 ASK_EVERY_S = 1.0  # while Triton has not told how many texts it runs at once, a worker asks again this often
+MIN_DRAINS = 4  # the drain replaces the start-up cost once this many queued predicts have been answered
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,18 @@ class Admission:
             waits = self.load.recent_waits(shared, now - INTERVAL_S) or self._latest(shared, now)
         return min((w.total_s for w in waits), default=0.0)
 
+    def learn_capacity(self) -> threading.Thread:
+        """Ask Triton its capacity from a thread of this worker, every ASK_EVERY_S until it tells, so that it is
+        known before traffic comes: the accept loop judges with it, and never asks Triton itself."""
+
+        def ask_until_told() -> None:
+            while self.capacity() == self._fallback_capacity and not self.load._shared.capacity:
+                time.sleep(ASK_EVERY_S)
+
+        thread = threading.Thread(target=ask_until_told, name="admission-capacity", daemon=True)
+        thread.start()
+        return thread
+
     def capacity(self) -> int:
         """Texts that Triton runs at once: known for the node, or asked (one thread at a time, at most every
         ASK_EVERY_S), or the fallback meanwhile."""
@@ -237,9 +251,9 @@ class Admission:
         the last DRAIN_WINDOW_S that had a queue ahead of them (the drain)."""
         drains = self.load.recent_drains(shared, now - DRAIN_WINDOW_S)
         running = capacity / 2
-        if drains:
+        if len(drains) >= MIN_DRAINS:
             per_text = sum(w.judged_s for w in drains) / sum(w.ahead + running for w in drains)
-        else:  # start-up: one batch per instance may queue behind the running ones
+        else:  # start-up (or too few to go by): one batch per instance may queue behind the running ones
             per_text = self.max_wait_s / (capacity + running)
         return (queued + running) * per_text
 

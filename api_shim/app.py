@@ -85,6 +85,8 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     app.extensions["admission"] = Admission(
         load, settings.admission_max_wait_s, app.extensions["triton_gateway"].texts_at_once, settings.max_batch_size
     )
+    if settings.admission_max_wait_s > 0:
+        app.extensions["admission"].learn_capacity()
     if settings.etcd_endpoints:  # several nodes: status covers every one registered
         app.extensions["cluster_status"] = cluster_status(settings)
     app.extensions["openapi"] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))

@@ -296,3 +296,10 @@ def test_every_worker_process_sees_one_account_and_a_dead_one_stops_counting(clo
     assert load.texts_in_flight(load._shared) == 200
     load.release(child)  # gunicorn's master, on the worker's exit
     assert load.texts_in_flight(load._shared) == 0
+
+
+def test_each_worker_learns_the_capacity_as_it_starts_until_triton_tells() -> None:
+    answers: list[int | None] = [None, None, 128]
+    admission = Admission(NodeLoad.create(), BUDGET, lambda: answers.pop(0), FALLBACK)  # the real clock
+    admission.learn_capacity().join(timeout=3 * ASK_EVERY_S + 5)
+    assert admission.load._shared.capacity == 128 and answers == []
