@@ -96,9 +96,8 @@ class Reservation:
 class Ticket:
     """An admitted predict: the route tells it how long its Triton calls took and how long their batches ran."""
 
-    def __init__(self, ahead: int, thread_wait_s: float, judged_before_thread: bool) -> None:
+    def __init__(self, ahead: int, judged_before_thread: bool) -> None:
         self.ahead = ahead
-        self.thread_wait_s = thread_wait_s
         self.judged_before_thread = judged_before_thread  # by the accept loop: its thread wait came after
         self.triton_wait_s: float | None = None
 
@@ -150,7 +149,7 @@ class Admission:
                     raise verdict.refusal(self.max_wait_s)
                 self.load.add_texts(shared, work)
             queued = verdict.queued
-        ticket = Ticket(queued, thread_wait_s, reservation is not None)
+        ticket = Ticket(queued, reservation is not None)
         try:
             yield ticket
         finally:
@@ -166,7 +165,7 @@ class Admission:
     def reserve(self, work: int, thread_wait_s: float) -> tuple[Verdict, Reservation | None]:
         """The accept loop's admission of a whole predict of `work` texts, before any thread takes it: the verdict,
         and the texts counted in flight when admitted (None when refused)."""
-        shared = self.load._shared
+        shared = self.load.unlocked
         capacity = shared.capacity or self._fallback_capacity  # no question to Triton from the accept loop
         # Judged first without the lock: taking it is two system calls, each of which gives up the GIL to the
         # worker's busy threads, and a refusal must not wait on them. A sample caught half-written moves one
@@ -202,7 +201,7 @@ class Admission:
         known before traffic comes: the accept loop judges with it, and never asks Triton itself."""
 
         def ask_until_told() -> None:
-            while self.capacity() == self._fallback_capacity and not self.load._shared.capacity:
+            while self.capacity() == self._fallback_capacity and not self.load.unlocked.capacity:
                 time.sleep(ASK_EVERY_S)
 
         thread = threading.Thread(target=ask_until_told, name="admission-capacity", daemon=True)
@@ -212,7 +211,7 @@ class Admission:
     def capacity(self) -> int:
         """Texts that Triton runs at once: known for the node, or asked (one thread at a time, at most every
         ASK_EVERY_S), or the fallback meanwhile."""
-        known = self.load._shared.capacity
+        known = self.load.unlocked.capacity
         if known:
             return known
         if self._asking.acquire(blocking=False):

@@ -90,6 +90,11 @@ class NodeLoad:
         os.ftruncate(fd, ctypes.sizeof(_Shared))
         return cls(fd, mmap.mmap(fd, ctypes.sizeof(_Shared)))
 
+    @property
+    def unlocked(self) -> _Shared:
+        """The shared fields, to read without the lock where a value a moment old will do."""
+        return self._shared
+
     @contextmanager
     def locked(self) -> Iterator[_Shared]:
         with self._thread_lock:

@@ -58,10 +58,10 @@ def test_an_answered_predict_records_its_wait_in_triton_and_how_much_was_queued(
     with held(admission, *[64] * 3):  # 192 in flight
         with admission.admit(16, thread_wait_s=0.2) as ticket:
             ticket.answered(round_trip_s=0.7, execute_s=0.1)
-    (wait,) = admission.load.recent_waits(admission.load._shared, clock.now)
+    (wait,) = admission.load.recent_waits(admission.load.unlocked, clock.now)
     assert (wait.thread_s, wait.triton_s, wait.ahead) == (0.2, pytest.approx(0.6), 192 + 16 - CAPACITY)
     assert wait.judged_s == pytest.approx(0.6)  # judged in its route, after its thread wait
-    assert admission.load.recent_drains(admission.load._shared, clock.now) == [wait]
+    assert admission.load.recent_drains(admission.load.unlocked, clock.now) == [wait]
     assert admission.measured_wait_s() == pytest.approx(0.8)
 
 
@@ -191,7 +191,7 @@ def test_the_wait_for_a_thread_counts(admission, clock) -> None:
 
 
 def in_flight(admission: Admission) -> int:
-    return admission.load.texts_in_flight(admission.load._shared)
+    return admission.load.texts_in_flight(admission.load.unlocked)
 
 
 def test_the_accept_loop_counts_what_it_admits_and_the_route_takes_it_over(admission, clock) -> None:
@@ -213,7 +213,7 @@ def test_a_predict_judged_in_the_accept_loop_teaches_the_drain_its_wait_for_a_th
         _, reservation = admission.reserve(16, 0.0)
         with admission.admit(16, 0.3, reservation) as ticket:
             ticket.answered(round_trip_s=0.5, execute_s=0.1)
-    (wait,) = admission.load.recent_drains(admission.load._shared, clock.now)
+    (wait,) = admission.load.recent_drains(admission.load.unlocked, clock.now)
     assert (wait.thread_s, wait.triton_s, wait.judged_s) == (0.3, pytest.approx(0.4), pytest.approx(0.7))
 
 
@@ -244,7 +244,7 @@ def test_a_failed_predict_leaves_and_teaches_nothing(admission, clock) -> None:
     with pytest.raises(RuntimeError):
         with admission.admit(16):
             raise RuntimeError("Triton went away")
-    assert admission.load.texts_in_flight(admission.load._shared) == 0
+    assert admission.load.texts_in_flight(admission.load.unlocked) == 0
     assert admission.measured_wait_s() == 0.0
 
 
@@ -287,19 +287,19 @@ def test_every_worker_process_sees_one_account_and_a_dead_one_stops_counting(clo
     try:
         assert os.read(admitted_read, 1) == b"x"
         with parent.admit(16):  # 216 in flight on the node
-            assert load.texts_in_flight(load._shared) == 216
+            assert load.texts_in_flight(load.unlocked) == 216
             with pytest.raises(Overloaded):
                 parent.admit(48).__enter__()  # 264: more than a batch per instance queued
     finally:
         os.write(end_write, b"x")
         os.waitpid(child, 0)
-    assert load.texts_in_flight(load._shared) == 200
+    assert load.texts_in_flight(load.unlocked) == 200
     load.release(child)  # gunicorn's master, on the worker's exit
-    assert load.texts_in_flight(load._shared) == 0
+    assert load.texts_in_flight(load.unlocked) == 0
 
 
 def test_each_worker_learns_the_capacity_as_it_starts_until_triton_tells() -> None:
     answers: list[int | None] = [None, None, 128]
     admission = Admission(NodeLoad.create(), BUDGET, lambda: answers.pop(0), FALLBACK)  # the real clock
     admission.learn_capacity().join(timeout=3 * ASK_EVERY_S + 5)
-    assert admission.load._shared.capacity == 128 and answers == []
+    assert admission.load.unlocked.capacity == 128 and answers == []
