@@ -9,7 +9,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -131,6 +132,19 @@ class Serve(MakeTarget):
 
     def wait_ready(self, timeout: float = 240) -> None:
         super().wait_ready(timeout)
+
+    @contextmanager
+    def serving(self, model_ids: Sequence[str]) -> Iterator[Serve]:
+        """Started, ready, with `model_ids` loaded; stopped when the block ends."""
+        self.start()
+        try:
+            self.wait_ready()
+            for model_id in model_ids:
+                loaded = self.post("/inference/models/load", {"model_dir": model_id})
+                assert loaded.status_code == 200, loaded.text
+            yield self
+        finally:
+            self.stop()
 
     def one(self, predicate: Callable[[psutil.Process], bool]) -> psutil.Process:
         found = [p for p in self.descendants() if safely(predicate, p)]

@@ -33,14 +33,9 @@ def serve(tmp_path_factory, base_dir, triton_models_root):
         MODELS_ROOT=str(triton_models_root),
         GUNICORN_WORKERS="2",
         ADMISSION_MAX_WAIT_S=BUDGET_S,
-    ).start()
-    try:
-        run.wait_ready()
-        for model_id in MODELS:
-            assert run.post("/inference/models/load", {"model_dir": model_id}).status_code == 200
+    )
+    with run.serving(MODELS):
         yield run
-    finally:
-        run.stop()
 
 
 def drive(serve: Serve, clients: int, texts: int, seconds: float = 2.0, **options) -> LoadResult:

@@ -49,14 +49,9 @@ def serve(tmp_path_factory, base_dir, triton_models_root):
         MODELS_ROOT=str(triton_models_root),
         TRITON_HANG_TIMEOUT_S="3",
         TRITON_STALL_S="1",
-    ).start()
-    try:
-        run.wait_ready()
-        for model_id in MODELS:
-            assert run.post("/inference/models/load", {"model_dir": model_id}).status_code == 200
+    )
+    with run.serving(MODELS):
         yield run
-    finally:
-        run.stop()
 
 
 @pytest.fixture(scope="module")
