@@ -25,12 +25,10 @@ def cluster(tmp_path_factory, base_dir):
     work = tmp_path_factory.mktemp("make-cluster")
     root = work / "models"
     make_training_output(root, "alpha", base_dir, OutputSpec(num_labels=3, seed=80))
-    api_port, etcd_port, triton_port, balancer_port = (
-        free_block(1),
-        free_block(6),
-        free_block(10 * NODES),
-        free_block(2),
-    )
+    # One block, carved up: blocks picked one by one are each free when picked, so two of them could overlap, and
+    # one member's port then takes another's (CI: node1's gRPC port held by an etcd member's).
+    first = free_block(1 + 6 + 10 * NODES + 2)
+    api_port, etcd_port, triton_port, balancer_port = first, first + 1, first + 7, first + 7 + 10 * NODES
     settings = {
         "NODES": str(NODES),
         "BASE_MODEL_DIR": str(base_dir),
