@@ -211,10 +211,16 @@ class TritonGateway:
 
     def texts_at_once(self) -> int | None:
         """How many texts Triton runs at once: max_batch_size times the model's instances (a KIND_GPU group
-        has its count on each of its GPUs); None while Triton cannot tell. Behind a balancer, one node's."""
+        has its count on each of its GPUs); None while Triton cannot tell. Behind a balancer, one node's.
+
+        Asked beside the watch, not through it: admission asks from a thread of its own while Triton may still be
+        starting, and that must not mark Triton down (and fail clients' calls) once it answers."""
         try:
-            config = self.model_config()
-        except AdapterError:
+            config = self._inspector.get_model_config(self.model, headers=self._restricted)
+        except InferenceServerException:
+            return None
+        except TRANSPORT_ERRORS:
+            self._reset()
             return None
         instances = sum(
             int(group.get("count", 1)) * max(1, len(group.get("gpus") or []))

@@ -10,6 +10,7 @@ import pytest
 
 from lora_core.errors import BackendUnavailable
 from api_shim.app import create_app
+from api_shim.backend_watch import BackendWatch
 from api_shim.gateway import Prediction, TritonGateway
 from lora_core.prometheus import MetricsSnapshot
 from api_shim.responses import listing_body, predict_body
@@ -152,6 +153,19 @@ def test_the_gateway_error_mapping_survives_a_refused_connection():
     gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5)
     with pytest.raises(BackendUnavailable, match="unreachable"):
         gateway.control({"op": "list"})
+
+
+def test_asking_the_capacity_while_triton_is_down_leaves_the_clients_calls_alone():
+    """Admission asks Triton's capacity from a thread while Triton may still be starting: that must not mark
+    Triton down, or a client's first call once it is up would be refused by a stale failed probe."""
+    gateway = TritonGateway(f"127.0.0.1:{free_port()}", timeout_s=5)
+    probes = []
+    gateway.watch = BackendWatch(gateway.watch.live_url, stall_s=5, probe=lambda: probes.append(1) or False)
+    assert gateway.texts_at_once() is None
+    assert gateway.texts_at_once() is None
+    with pytest.raises(BackendUnavailable, match="unreachable"):  # it tried Triton itself
+        gateway.control({"op": "list"})
+    assert probes == []
 
 
 @pytest.mark.parametrize(
