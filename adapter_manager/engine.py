@@ -234,7 +234,9 @@ class AdapterEngine:
         if not texts:
             return []
         adapters = self._snapshot(model_ids)  # fixed for this batch, whatever loads or unloads meanwhile
-        models = list(dict.fromkeys(model_ids))  # first-seen order: one bank of every adapter in the batch
+        # One bank of every adapter in the batch, in load order: the same set is the same bank, whatever the order
+        # its rows came in (with coalesced 1-text requests, each batch's order is new).
+        models = sorted(set(model_ids), key=lambda m: adapters[m].serial)
         bank_index = {model_id: i for i, model_id in enumerate(models)}
         ids = self._token_ids(texts, [adapters[m].max_length for m in model_ids])
         results: list[Classification | None] = [None] * len(texts)
@@ -316,7 +318,7 @@ class AdapterEngine:
                         bank = banks[name]
                         wrapper.plan = None if bank is None else bank.rows(rows)
                     if grown:
-                        self._banks.trim()
+                        self._banks.grown(adapters)
                 return self.model(**batch).last_hidden_state
             finally:
                 for wrapper in self._wrappers.values():
@@ -352,20 +354,32 @@ class _BankCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self._entries: OrderedDict[tuple[int, ...], dict[str, ModuleBank | None]] = OrderedDict()
+        self._sizes: dict[tuple[int, ...], int] = {}  # bytes of each entry, as of its last growth
+        self.nbytes = 0
 
     def get(self, adapters: Sequence[ResidentAdapter]) -> dict[str, ModuleBank | None]:
-        key = tuple(a.serial for a in adapters)
+        key = self._key(adapters)
         banks = self._entries.get(key)
         if banks is None:
             banks = self._entries[key] = {}
+            self._sizes[key] = 0
         self._entries.move_to_end(key)
         return banks
 
-    def trim(self) -> None:
-        total = sum(b.nbytes for banks in self._entries.values() for b in banks.values() if b is not None)
-        while total > self.budget and len(self._entries) > 1:
-            _, banks = self._entries.popitem(last=False)
-            total -= sum(b.nbytes for b in banks.values() if b is not None)
+    def grown(self, adapters: Sequence[ResidentAdapter]) -> None:
+        """The banks of `adapters` grew: account for them, and drop the least recently used entries while the
+        cache holds more than its budget (never the one in use)."""
+        key = self._key(adapters)
+        size = sum(b.nbytes for b in self._entries[key].values() if b is not None)
+        self.nbytes += size - self._sizes[key]
+        self._sizes[key] = size
+        while self.nbytes > self.budget and len(self._entries) > 1:
+            dropped, _ = self._entries.popitem(last=False)
+            self.nbytes -= self._sizes.pop(dropped)
+
+    @staticmethod
+    def _key(adapters: Sequence[ResidentAdapter]) -> tuple[int, ...]:
+        return tuple(a.serial for a in adapters)
 
 
 def _signature_of(model: torch.nn.Module) -> BaseSignature:

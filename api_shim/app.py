@@ -78,6 +78,8 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         stall_s=settings.triton_stall_s,
         control_url=settings.triton_control_url,
         predict_retries=settings.predict_retries,
+        coalesce_in_flight=settings.coalesce_in_flight,
+        max_rows=settings.max_batch_size,
     )
     # One account of the node's load for every worker: the one gunicorn's master made before forking, or, in a
     # process no master prepared (a test client), one of its own.

@@ -27,6 +27,7 @@ from lora_core.control_token import RESTRICTED_API_HEADER, TOKEN_FIELD
 from lora_core.errors import AdapterError, BackendUnavailable, InternalError, Overloaded, Unauthorized, from_wire
 
 from .backend_watch import BackendWatch
+from .coalescer import Coalescer, Group
 
 MODEL = "lora_classifier"
 # Health and configuration calls wait no longer than this: status and readiness must answer promptly.
@@ -41,6 +42,8 @@ PROXY_UNAVAILABLE = ("502", "503", "504")
 QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 # Control operations go at Triton's priority level 1: they pass every queued predict (level 2).
 CONTROL_PRIORITY = 1
+PREDICT_OUTPUTS = ("PROBABILITIES", "LABELS", "NUM_LABELS", "EXECUTE_US")
+GROUPED_OUTPUTS = (*PREDICT_OUTPUTS, "ERROR")  # with GROUP: each group's error, "" where it succeeded
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,14 @@ class Predicted:
     execute_s: float
 
 
+@dataclass(frozen=True)
+class GroupAnswer:
+    """One coalesced predict's results, and how long the batch that served it executed."""
+
+    predictions: list[Prediction]
+    execute_s: float
+
+
 class TritonGateway:
     def __init__(
         self,
@@ -71,6 +82,8 @@ class TritonGateway:
         stall_s: float = 5.0,
         control_url: str = "",
         predict_retries: int = 0,
+        coalesce_in_flight: int = 0,
+        max_rows: int = 64,
     ) -> None:
         self.url = url
         self.control_url = control_url or url
@@ -82,6 +95,8 @@ class TritonGateway:
         self.watch = BackendWatch(f"http://{url}/v2/health/live", stall_s)
         self._restricted = {RESTRICTED_API_HEADER: control_token}
         self._local = threading.local()
+        # Concurrent one-chunk predicts joined into one Triton request (api_shim/coalescer.py); 0: each alone.
+        self._coalescer = Coalescer(self._send_groups, coalesce_in_flight, max_rows) if coalesce_in_flight else None
 
     @property
     def _client(self) -> triton_http.InferenceServerClient:
@@ -137,7 +152,12 @@ class TritonGateway:
         raise first
 
     def _predict_once(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Predicted:
-        if len(chunks) == 1:  # the common case: a plain call, without the client's greenlet pool
+        if len(chunks) == 1 and self._coalescer is not None:  # the common case: shared with its neighbours
+            answer = self._coalescer.run(Group(*chunks[0]))
+            if isinstance(answer, AdapterError):
+                raise answer
+            return Predicted([answer.predictions], answer.execute_s)
+        if len(chunks) == 1:  # a plain call, without the client's greenlet pool
             inputs, outputs = self._predict_request(*chunks[0])
             results = [self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs))]
         else:
@@ -150,17 +170,38 @@ class TritonGateway:
         inputs, outputs = self._predict_request(texts, model_ids)
         return self._client.async_infer(self.model, inputs, outputs=outputs)
 
+    def _send_groups(self, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
+        """One Triton request for every group, each answered or failed alone (the model's GROUP input)."""
+        texts = [text for group in groups for text in group.texts]
+        model_ids = [model_id for group in groups for model_id in group.model_ids]
+        inputs, outputs = self._predict_request(texts, model_ids, GROUPED_OUTPUTS)
+        marks = np.array([[g] for g, group in enumerate(groups) for _ in group.texts], dtype=np.int32)
+        group_input = triton_http.InferInput("GROUP", list(marks.shape), "INT32")
+        group_input.set_data_from_numpy(marks, binary_data=True)
+        result = self._call(lambda: self._client.infer(self.model, [*inputs, group_input], outputs=outputs))
+        execute_s = int(result.as_numpy("EXECUTE_US")[0, 0]) / 1e6
+        rows = self._predictions(result)
+        errors = result.as_numpy("ERROR")[:, 0]
+        answers: list[GroupAnswer | AdapterError] = []
+        start = 0
+        for group in groups:
+            end = start + len(group.texts)
+            wire = errors[start].decode("utf-8", "replace") if errors[start] else ""
+            if wire:
+                answers.append(from_wire(wire) or InternalError(f"an error the shim cannot read: {wire}"))
+            else:
+                answers.append(GroupAnswer(rows[start:end], execute_s))
+            start = end
+        return answers
+
     @staticmethod
-    def _predict_request(texts: Sequence[str], model_ids: Sequence[str]):
+    def _predict_request(texts: Sequence[str], model_ids: Sequence[str], output_names: Sequence[str] = PREDICT_OUTPUTS):
         inputs = []
         for name, values in (("TEXT", texts), ("MODEL_ID", model_ids)):
             tensor = triton_http.InferInput(name, [len(values), 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=object), binary_data=True)
             inputs.append(tensor)
-        outputs = [
-            triton_http.InferRequestedOutput(n, binary_data=True)
-            for n in ("PROBABILITIES", "LABELS", "NUM_LABELS", "EXECUTE_US")
-        ]
+        outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in output_names]
         return inputs, outputs
 
     @staticmethod

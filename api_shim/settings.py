@@ -42,6 +42,13 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
     max_top_n: int = setting("MAX_TOP_N", "1000", "Largest top_n accepted.")
     max_batch_size: int = setting("MAX_BATCH_SIZE", "64", "Largest batch_size accepted (Triton's max_batch_size).")
     predict_concurrency: int = setting("PREDICT_CONCURRENCY", "4", "Chunks of one predict request in flight at once.")
+    coalesce_in_flight: int = setting(
+        "COALESCE_IN_FLIGHT",
+        "2",
+        "Triton requests each shim worker keeps in flight for one-chunk predicts; predicts that arrive meanwhile "
+        "wait and go together as the next request, each answered or failed alone (api_shim/coalescer.py). "
+        "0: every predict goes alone.",
+    )
     predict_retries: int = setting(
         "PREDICT_RETRIES", "2", "Times a predict is sent again after Triton was unreachable or not ready (idempotent)."
     )
@@ -68,6 +75,8 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
+        if self.coalesce_in_flight < 0:
+            raise ValueError(f"COALESCE_IN_FLIGHT must be >= 0, got {self.coalesce_in_flight}")
         if self.predict_retries < 0:
             raise ValueError(f"PREDICT_RETRIES must be >= 0, got {self.predict_retries}")
         if not self.admission_max_wait_s >= 0:

@@ -39,6 +39,8 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)  # HTTP status -> count, measured window only
     malformed: int = 0  # 200 answers whose body does not have one result per text
     latencies_ms: list[float] = field(default_factory=list)  # every counted request's, with keep_latencies
+    ok_latencies_ms: list[float] = field(default_factory=list)  # the answered ones', with keep_latencies
+    refused_latencies_ms: list[float] = field(default_factory=list)  # the refused ones', with keep_latencies
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "statuses": {str(k): v for k, v in self.statuses.items()}}
@@ -179,6 +181,7 @@ def run_load(
     window = stop_at - measure_from
     latencies = [(done - sent) * 1000 for sent, done, _, _ in counted]
     ok = [r for r in counted if r[2] == 200]
+    ok_ms = [(done - sent) * 1000 for sent, done, _, _ in ok]
     refused = [(done - sent) * 1000 for sent, done, status, _ in counted if status == 429]
     return LoadResult(
         clients=clients,
@@ -188,11 +191,13 @@ def run_load(
         requests_per_s=len(counted) / window,
         p50_ms=statistics.median(latencies) if latencies else 0.0,
         p99_ms=percentile(latencies, 99),
-        ok_p99_ms=percentile([(done - sent) * 1000 for sent, done, _, _ in ok], 99),
+        ok_p99_ms=percentile(ok_ms, 99),
         refused_p99_ms=percentile(refused, 99),
         statuses=Counter(r[2] for r in counted),
         malformed=sum(1 for r in counted if not r[3]),
         latencies_ms=latencies if keep_latencies else [],
+        ok_latencies_ms=ok_ms if keep_latencies else [],
+        refused_latencies_ms=refused if keep_latencies else [],
     )
 
 

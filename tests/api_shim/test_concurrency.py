@@ -44,3 +44,39 @@ def test_twenty_concurrent_clients_mixing_three_models(api, shim, reference, tri
         ):
             assert list(got) == list(want)  # a mix-up of models would show here: label sets differ
             assert max(abs(got[k] - want[k]) for k in want) <= TOLERANCE
+
+
+def test_concurrent_predicts_share_triton_requests_and_a_missing_model_fails_only_its_own(
+    api, shim, triton, reference, triton_models_root
+):
+    """The shim joins concurrent predicts into shared Triton requests (api_shim/coalescer.py); one that names a
+    model not loaded gets its 404 alone, while those beside it in the same request get their results."""
+    for model_id in MODELS:
+        api.post("/inference/models/load", json={"model_dir": model_id})
+    api.post("/inference/models/unload", json={"model_id": "bench-0"})
+    rng = random.Random(5)
+    jobs = [("bench-0" if i % 7 == 3 else MODELS[i % 3], [random_text(rng, rng.randint(1, 12))]) for i in range(160)]
+
+    def send(job):
+        model_id, texts = job
+        with requests.Session() as session:
+            response = session.post(
+                f"{shim.base}/inference/predict", json={"model_id": model_id, "texts": texts, "top_n": 10}, timeout=120
+            )
+        return response.status_code, response.json()
+
+    before = triton.statistics()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(send, jobs))
+    after = triton.statistics()
+
+    for (model_id, texts), (status, body) in zip(jobs, answers):
+        if model_id == "bench-0":
+            assert (status, body["error"]) == (404, "model_not_loaded"), body
+            assert "bench-0" in body["message"]
+            continue
+        assert status == 200, body
+        [got] = body["label_probabilities"]
+        [want] = expected_rows(reference, triton_models_root, model_id, texts)
+        assert list(got) == list(want) and max(abs(got[k] - want[k]) for k in want) <= TOLERANCE
+    assert after["requests"] - before["requests"] < len(jobs), "no predicts shared a Triton request"

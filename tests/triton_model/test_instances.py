@@ -6,6 +6,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from lora_core.errors import AdapterError
+from testkit.conditions import wait_for
 from testkit.factories import random_text
 from testkit.triton_harness import LoraClient
 from testkit.triton_tests_helpers import assert_rows_close, expected_rows
@@ -40,6 +41,8 @@ def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, c
         assert not isinstance(rows, AdapterError), rows
         for got, want in zip(rows, expected_rows(reference, triton_models_root, "alpha", texts)):
             assert_rows_close(got, want)
+    # the counts reach Triton's metrics within the model's METRICS_FLUSH_S
+    wait_for(lambda: sum(texts_served(triton, "alpha").values()) - sum(before.values()) >= 160, 10, "160 texts counted")
     after = texts_served(triton, "alpha")
     served = {i: after[i] - before[i] for i in INSTANCES}
     assert sum(served.values()) == 160
@@ -50,5 +53,9 @@ def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, c
     with ThreadPoolExecutor(max_workers=40) as pool:
         results = list(pool.map(lambda texts: predict_from_a_fresh_client(triton.url, texts, ["alpha"] * 4), batches))
     assert all(isinstance(r, AdapterError) and r.code == "model_not_loaded" for r in results)
-    failed = {i: triton.metric("lora_failures_total", instance=i) - failures_before[i] for i in INSTANCES}
-    assert all(count > 0 for count in failed.values()), f"an instance never saw the unload: {failed}"
+
+    def failed() -> dict[str, float]:
+        return {i: triton.metric("lora_failures_total", instance=i) - failures_before[i] for i in INSTANCES}
+
+    wait_for(lambda: sum(failed().values()) >= len(batches), 10, "every failure counted")
+    assert all(count > 0 for count in failed().values()), f"an instance never saw the unload: {failed()}"

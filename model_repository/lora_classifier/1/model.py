@@ -37,6 +37,7 @@ import triton_python_backend_utils as pb_utils
 
 from lora_core.commands import model_id_or_as_given
 from lora_core.control_token import authorize_control
+from adapter_manager.counters import PendingCounts
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
 from adapter_manager.etcd_state import desired_state_store
@@ -46,6 +47,8 @@ from adapter_manager.service import AdapterService, ClassifyRequest
 from adapter_manager.settings import Settings
 
 log = logging.getLogger("lora_classifier")
+# How often the per-model request, text and failure counts reach tritonserver's metrics.
+METRICS_FLUSH_S = 1.0
 
 
 def _triton_error(error: AdapterError) -> "pb_utils.TritonError":
@@ -153,6 +156,11 @@ class TritonPythonModel:
         )
         self._applied = self._families["applied"].Metric(labels={"instance": self.instance})
         self._applied_published = -1
+        self._counts = PendingCounts(self._send_count, METRICS_FLUSH_S).start()
+
+    def _send_count(self, key, count: int) -> None:
+        family, model_id = key
+        self._metric(family, model_id).increment(count)
 
     def _publish_state_metrics(self) -> None:
         self._publish_applied_generation()
@@ -186,18 +194,18 @@ class TritonPythonModel:
         # (AdapterService.classify_current), never failing a batch.
         started = time.perf_counter()
         responses = [None] * len(requests)
-        data = []
+        data = []  # (index of the Triton request, its groups, whether it asked for per-group errors)
         for i, request in enumerate(requests):
             control = pb_utils.get_input_tensor_by_name(request, "CONTROL")
             if control is not None:
                 responses[i] = self._control(control)
                 continue
             try:
-                data.append((i, _classify_request(request)))
+                data.append((i, *_classify_groups(request)))
             except AdapterError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_triton_error(exc))
         if data:
-            for (i, _), answer in zip(data, self._classify([r for _, r in data], started)):
+            for (i, _, _), answer in zip(data, self._classify(data, started)):
                 responses[i] = answer
         try:
             self._publish_state_metrics()
@@ -205,35 +213,48 @@ class TritonPythonModel:
             log.exception("%s: publishing the state metrics failed", self.instance)
         return responses
 
-    def _classify(self, requests, started: float):
+    def _classify(self, data, started: float):
+        """One response per Triton request of `data`: every group of every request classified together."""
+        groups = [group for _, request_groups, _ in data for group in request_groups]
         try:
-            answers = self.service.classify_current(requests)
+            answers = self.service.classify_current(groups)
         except AdapterError as exc:
-            answers = [exc] * len(requests)
+            answers = [exc] * len(groups)
         except Exception:
             log.exception("%s: classify failed", self.instance)
-            answers = [InternalError("classification failed; see the server log")] * len(requests)
+            answers = [InternalError("classification failed; see the server log")] * len(groups)
         # How long this batch has executed, returned with each answer: the shim takes it from the round trip to
         # know how long the request waited before its batch started (api_shim/admission.py).
         execute_us = int((time.perf_counter() - started) * 1e6)
+        self._count(groups, answers)
         responses = []
-        # Each metric update is a round trip to tritonserver, so the batch's counts are summed first and
-        # sent once per (metric, model): a batch of 32 one-text requests costs a few updates, not 64.
+        start = 0
+        for _, request_groups, per_group in data:
+            mine = answers[start : start + len(request_groups)]
+            start += len(request_groups)
+            if per_group:
+                tensors = _group_tensors(request_groups, mine, execute_us)
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            elif isinstance(mine[0], AdapterError):
+                responses.append(pb_utils.InferenceResponse(error=_triton_error(mine[0])))
+            else:
+                responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(mine[0], execute_us)))
+        return responses
+
+    def _count(self, groups, answers) -> None:
+        """Each group is a client's request: counted per model, in memory; a thread sends the sums to
+        tritonserver (each update is a round trip to it) every METRICS_FLUSH_S (adapter_manager.counters)."""
         counts: Counter = Counter()
-        for request, answer in zip(requests, answers):
-            known = {m for m in set(request.model_ids) if self.service.engine.is_loaded(m)}
+        for group, answer in zip(groups, answers):
+            known = {m for m in set(group.model_ids) if self.service.engine.is_loaded(m)}
             if isinstance(answer, AdapterError):
                 for model_id in known or {"_unknown"}:
                     counts["failures", model_id] += 1
-                responses.append(pb_utils.InferenceResponse(error=_triton_error(answer)))
                 continue
             for model_id in known:
                 counts["requests", model_id] += 1
-                counts["texts", model_id] += sum(1 for m in request.model_ids if m == model_id)
-            responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(answer, execute_us)))
-        for (family, model_id), count in counts.items():
-            self._metric(family, model_id).increment(count)
-        return responses
+                counts["texts", model_id] += sum(1 for m in group.model_ids if m == model_id)
+        self._counts.add(counts)
 
     def _control(self, tensor):
         started = time.perf_counter()
@@ -266,6 +287,9 @@ class TritonPythonModel:
         refresher = getattr(self, "_outputs_refresher", None)  # absent when initialize failed early
         if refresher is not None:
             refresher.stop()
+        counts = getattr(self, "_counts", None)
+        if counts is not None:
+            counts.close()
         if getattr(self, "service", None) is not None:
             self.service.close()
         self.service = None
@@ -328,7 +352,10 @@ def _decode(value, name: str) -> str:
     return str(value)
 
 
-def _classify_request(request) -> ClassifyRequest:
+def _classify_groups(request) -> tuple[list[ClassifyRequest], bool]:
+    """The request's groups of rows, and whether it asked for an answer per group (GROUP given): then each
+    group succeeds or fails alone, as if it had been a request of its own. A group is a run of rows with the
+    same GROUP value; without GROUP, the whole request is one group."""
     text = pb_utils.get_input_tensor_by_name(request, "TEXT")
     model_id = pb_utils.get_input_tensor_by_name(request, "MODEL_ID")
     if text is None or model_id is None:
@@ -336,15 +363,25 @@ def _classify_request(request) -> ClassifyRequest:
     texts = [_decode(v, "TEXT") for v in text.as_numpy().reshape(-1)]
     # Each id in its canonical spelling, the one it was loaded under ('team/job/' is 'team/job').
     model_ids = [model_id_or_as_given(_decode(v, "MODEL_ID")) for v in model_id.as_numpy().reshape(-1)]
-    return ClassifyRequest(texts=texts, model_ids=model_ids)
+    group = pb_utils.get_input_tensor_by_name(request, "GROUP")
+    if group is None:
+        return [ClassifyRequest(texts=texts, model_ids=model_ids)], False
+    marks = group.as_numpy().reshape(-1)
+    if len(marks) != len(texts) or len(model_ids) != len(texts):
+        raise InvalidRequest(f"TEXT, MODEL_ID and GROUP have {len(texts)}, {len(model_ids)} and {len(marks)} rows")
+    starts = [0, *(row for row in range(1, len(marks)) if marks[row] != marks[row - 1]), len(marks)]
+    return [ClassifyRequest(texts[a:b], model_ids[a:b]) for a, b in zip(starts, starts[1:])], True
 
 
 def _result_tensors(results, execute_us: int):
-    width = max(len(r.labels) for r in results)
+    """Rows padded to the widest; a row that is None (its group failed) has no labels."""
+    width = max([len(r.labels) for r in results if r is not None], default=1)
     probabilities = np.zeros((len(results), width), dtype=np.float32)
     labels = np.full((len(results), width), b"", dtype=object)
     counts = np.zeros((len(results), 1), dtype=np.int32)
     for row, result in enumerate(results):
+        if result is None:
+            continue
         n = len(result.labels)
         probabilities[row, :n] = result.probabilities
         labels[row, :n] = [name.encode("utf-8") for name in result.labels]
@@ -355,3 +392,18 @@ def _result_tensors(results, execute_us: int):
         pb_utils.Tensor("NUM_LABELS", counts),
         pb_utils.Tensor("EXECUTE_US", np.full((len(results), 1), execute_us, dtype=np.int64)),
     ]
+
+
+def _group_tensors(groups, answers, execute_us: int):
+    """Every group's rows in one response. A failed group's rows have no labels (NUM_LABELS 0) and its error in
+    ERROR, in the contract's wire form ("[code] message"); a good group's rows have an empty ERROR."""
+    results, errors = [], []
+    for group, answer in zip(groups, answers):
+        if isinstance(answer, AdapterError):
+            results.extend([None] * len(group.texts))
+            errors.extend([_utf8_text(to_wire(answer)).encode("utf-8")] * len(group.texts))
+        else:
+            results.extend(answer)
+            errors.extend([b""] * len(answer))
+    error_rows = np.array(errors, dtype=object).reshape(-1, 1)
+    return [*_result_tensors(results, execute_us), pb_utils.Tensor("ERROR", error_rows)]
