@@ -42,8 +42,6 @@ PROXY_UNAVAILABLE = ("502", "503", "504")
 QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 # Control operations go at Triton's priority level 1: they pass every queued predict (level 2).
 CONTROL_PRIORITY = 1
-PREDICT_OUTPUTS = ("PROBABILITIES", "LABELS", "NUM_LABELS", "EXECUTE_US")
-GROUPED_OUTPUTS = (*PREDICT_OUTPUTS, "ERROR")  # with GROUP: each group's error, "" where it succeeded
 
 
 @dataclass(frozen=True)
@@ -152,70 +150,66 @@ class TritonGateway:
         raise first
 
     def _predict_once(self, chunks: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Predicted:
-        if len(chunks) == 1 and self._coalescer is not None:  # the common case: shared with its neighbours
-            answer = self._coalescer.run(Group(*chunks[0]))
+        groups = [Group(texts, model_ids) for texts, model_ids in chunks]
+        if len(groups) == 1 and self._coalescer is not None:  # the common case: shared with its neighbours
+            answers = [self._coalescer.run(groups[0])]
+        elif len(groups) == 1:  # a plain call, without the client's greenlet pool
+            answers = self._send_groups(groups)
+        else:  # each chunk a request of its own, all in flight together
+            pending = [self._call(lambda g=group: self._submit([g])) for group in groups]
+            answers = [
+                a
+                for group, request in zip(groups, pending)
+                for a in self._answers(self._call(request.get_result), [group])
+            ]
+        for answer in answers:
             if isinstance(answer, AdapterError):
                 raise answer
-            return Predicted([answer.predictions], answer.execute_s)
-        if len(chunks) == 1:  # a plain call, without the client's greenlet pool
-            inputs, outputs = self._predict_request(*chunks[0])
-            results = [self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs))]
-        else:
-            pending = [self._call(lambda c=chunk: self._submit(*c)) for chunk in chunks]
-            results = [self._call(request.get_result) for request in pending]
-        execute_us = max(int(result.as_numpy("EXECUTE_US")[0, 0]) for result in results)
-        return Predicted([self._predictions(result) for result in results], execute_us / 1e6)
-
-    def _submit(self, texts: Sequence[str], model_ids: Sequence[str]):
-        inputs, outputs = self._predict_request(texts, model_ids)
-        return self._client.async_infer(self.model, inputs, outputs=outputs)
+        done = [a for a in answers if isinstance(a, GroupAnswer)]
+        return Predicted([a.predictions for a in done], max(a.execute_s for a in done))
 
     def _send_groups(self, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
         """One Triton request for every group, each answered or failed alone (the model's GROUP input)."""
-        texts = [text for group in groups for text in group.texts]
-        model_ids = [model_id for group in groups for model_id in group.model_ids]
-        inputs, outputs = self._predict_request(texts, model_ids, GROUPED_OUTPUTS)
-        marks = np.array([[g] for g, group in enumerate(groups) for _ in group.texts], dtype=np.int32)
-        group_input = triton_http.InferInput("GROUP", list(marks.shape), "INT32")
-        group_input.set_data_from_numpy(marks, binary_data=True)
-        result = self._call(lambda: self._client.infer(self.model, [*inputs, group_input], outputs=outputs))
-        execute_s = int(result.as_numpy("EXECUTE_US")[0, 0]) / 1e6
-        rows = self._predictions(result)
-        errors = result.as_numpy("ERROR")[:, 0]
-        answers: list[GroupAnswer | AdapterError] = []
-        start = 0
-        for group in groups:
-            end = start + len(group.texts)
-            wire = errors[start].decode("utf-8", "replace") if errors[start] else ""
-            if wire:
-                answers.append(from_wire(wire) or InternalError(f"an error the shim cannot read: {wire}"))
-            else:
-                answers.append(GroupAnswer(rows[start:end], execute_s))
-            start = end
-        return answers
+        inputs, outputs = self._predict_request(groups)
+        return self._answers(self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs)), groups)
+
+    def _submit(self, groups: list[Group]):
+        inputs, outputs = self._predict_request(groups)
+        return self._client.async_infer(self.model, inputs, outputs=outputs)
 
     @staticmethod
-    def _predict_request(texts: Sequence[str], model_ids: Sequence[str], output_names: Sequence[str] = PREDICT_OUTPUTS):
+    def _predict_request(groups: list[Group]):
+        """TEXT, MODEL_ID and GROUP rows for `groups`, asking for RESULT alone: each row one JSON document."""
+        texts = [text for group in groups for text in group.texts]
+        model_ids = [model_id for group in groups for model_id in group.model_ids]
         inputs = []
         for name, values in (("TEXT", texts), ("MODEL_ID", model_ids)):
             tensor = triton_http.InferInput(name, [len(values), 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=object), binary_data=True)
             inputs.append(tensor)
-        outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in output_names]
-        return inputs, outputs
+        marks = np.array([[g] for g, group in enumerate(groups) for _ in group.texts], dtype=np.int32)
+        group_input = triton_http.InferInput("GROUP", list(marks.shape), "INT32")
+        group_input.set_data_from_numpy(marks, binary_data=True)
+        inputs.append(group_input)
+        return inputs, [triton_http.InferRequestedOutput("RESULT", binary_data=True)]
 
     @staticmethod
-    def _predictions(result) -> list[Prediction]:
-        probabilities = result.as_numpy("PROBABILITIES")
-        labels = result.as_numpy("LABELS")
-        counts = result.as_numpy("NUM_LABELS")[:, 0]
-        return [
-            Prediction(
-                labels=tuple(labels[row, i].decode("utf-8") for i in range(count)),
-                probabilities=tuple(float(p) for p in probabilities[row, :count]),
-            )
-            for row, count in enumerate(counts)
-        ]
+    def _answers(result, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
+        """Each group's predictions, or its error, from the rows of RESULT."""
+        rows = [json.loads(raw) for raw in result.as_numpy("RESULT")[:, 0]]
+        answers: list[GroupAnswer | AdapterError] = []
+        start = 0
+        for group in groups:
+            mine = rows[start : start + len(group.texts)]
+            start += len(group.texts)
+            execute_s = mine[0]["execute_us"] / 1e6
+            error = mine[0].get("error")
+            if error is not None:
+                answers.append(from_wire(error) or InternalError(f"an error the shim cannot read: {error}"))
+            else:
+                predictions = [Prediction(tuple(row["labels"]), tuple(row["probabilities"])) for row in mine]
+                answers.append(GroupAnswer(predictions, execute_s))
+        return answers
 
     # --------------------------------------------------------------------------- control plane
 

@@ -201,11 +201,11 @@ class TritonPythonModel:
                 responses[i] = self._control(control)
                 continue
             try:
-                data.append((i, *_classify_groups(request)))
+                data.append((i, *_classify_groups(request), _requested_outputs(request)))
             except AdapterError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_triton_error(exc))
         if data:
-            for (i, _, _), answer in zip(data, self._classify(data, started)):
+            for (i, *_), answer in zip(data, self._classify(data, started)):
                 responses[i] = answer
         try:
             self._publish_state_metrics()
@@ -215,7 +215,7 @@ class TritonPythonModel:
 
     def _classify(self, data, started: float):
         """One response per Triton request of `data`: every group of every request classified together."""
-        groups = [group for _, request_groups, _ in data for group in request_groups]
+        groups = [group for _, request_groups, _, _ in data for group in request_groups]
         try:
             answers = self.service.classify_current(groups)
         except AdapterError as exc:
@@ -229,16 +229,14 @@ class TritonPythonModel:
         self._count(groups, answers)
         responses = []
         start = 0
-        for _, request_groups, per_group in data:
+        for _, request_groups, per_group, wanted in data:
             mine = answers[start : start + len(request_groups)]
             start += len(request_groups)
-            if per_group:
-                tensors = _group_tensors(request_groups, mine, execute_us)
-                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            elif isinstance(mine[0], AdapterError):
+            if not per_group and isinstance(mine[0], AdapterError):
                 responses.append(pb_utils.InferenceResponse(error=_triton_error(mine[0])))
             else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=_result_tensors(mine[0], execute_us)))
+                tensors = _output_tensors(request_groups, mine, execute_us, wanted)
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
     def _count(self, groups, answers) -> None:
@@ -394,16 +392,51 @@ def _result_tensors(results, execute_us: int):
     ]
 
 
-def _group_tensors(groups, answers, execute_us: int):
-    """Every group's rows in one response. A failed group's rows have no labels (NUM_LABELS 0) and its error in
-    ERROR, in the contract's wire form ("[code] message"); a good group's rows have an empty ERROR."""
+def _requested_outputs(request) -> frozenset[str]:
+    """The outputs the request names; empty when it names none (then Triton returns every output)."""
+    names = getattr(request, "requested_output_names", None)  # in the stub since Triton 22.x
+    return frozenset(names()) if names is not None else frozenset()
+
+
+# The outputs made from the results, one row per text (RESULT stands for the others together).
+ROW_TENSORS = ("PROBABILITIES", "LABELS", "NUM_LABELS", "EXECUTE_US")
+
+
+def _output_tensors(groups, answers, execute_us: int, wanted: frozenset[str]):
+    """The outputs `wanted` (every one when empty) for these groups' rows. A failed group's rows have no labels
+    (NUM_LABELS 0) and its error in ERROR, in the contract's wire form ("[code] message"); a good group's rows an
+    empty ERROR. RESULT holds each row as one JSON document, so that a client that asks for it alone gets one
+    tensor back instead of five (each costs the stub a share of the response's IPC)."""
     results, errors = [], []
     for group, answer in zip(groups, answers):
         if isinstance(answer, AdapterError):
             results.extend([None] * len(group.texts))
-            errors.extend([_utf8_text(to_wire(answer)).encode("utf-8")] * len(group.texts))
+            errors.extend([_utf8_text(to_wire(answer))] * len(group.texts))
         else:
             results.extend(answer)
-            errors.extend([b""] * len(answer))
-    error_rows = np.array(errors, dtype=object).reshape(-1, 1)
-    return [*_result_tensors(results, execute_us), pb_utils.Tensor("ERROR", error_rows)]
+            errors.extend([""] * len(answer))
+    tensors = []
+    if not wanted or any(name in wanted for name in ROW_TENSORS):
+        tensors += [t for t in _result_tensors(results, execute_us) if not wanted or t.name() in wanted]
+    if not wanted or "ERROR" in wanted:
+        tensors.append(pb_utils.Tensor("ERROR", np.array([e.encode("utf-8") for e in errors], dtype=object)[:, None]))
+    if not wanted or "RESULT" in wanted:
+        tensors.append(pb_utils.Tensor("RESULT", _result_documents(results, errors, execute_us)))
+    return tensors
+
+
+def _result_documents(results, errors, execute_us: int):
+    """RESULT: per row {"labels": [...], "probabilities": [...], "execute_us": n} or {"error": ..., "execute_us": n}
+    (the error in the wire form)."""
+    rows = np.empty((len(results), 1), dtype=object)
+    for row, (result, error) in enumerate(zip(results, errors)):
+        if result is None:
+            document = {"error": error, "execute_us": execute_us}
+        else:
+            document = {
+                "labels": list(result.labels),
+                "probabilities": [float(p) for p in result.probabilities],
+                "execute_us": execute_us,
+            }
+        rows[row, 0] = json.dumps(document, ensure_ascii=False).encode("utf-8")
+    return rows
