@@ -10,7 +10,13 @@ from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(os.environ.get(name) or default)  # unset or empty: the default
+
+
+# One worker per core, up to MAX_AUTO_WORKERS: each worker is one Python process (one core's worth of the shim's
+# per-request work), so a fixed 2 would cap a 16-core GPU node's shim at 2 cores. Past 8, each worker joins
+# fewer concurrent predicts into one Triton request (api_shim/coalescer.py) for little more parallelism.
+MAX_AUTO_WORKERS = 8
 
 
 # --- Socket -----------------------------------------------------------------------------------
@@ -24,7 +30,7 @@ backlog = _int("GUNICORN_BACKLOG", 2048)
 # gthread, closing its listener when a graceful shutdown starts and timing the wait for a thread
 # (api_shim/worker.py).
 worker_class = "api_shim.worker.ShimWorker"
-workers = _int("GUNICORN_WORKERS", 2)
+workers = _int("GUNICORN_WORKERS", min(MAX_AUTO_WORKERS, max(2, len(os.sched_getaffinity(0)))))
 threads = _int("GUNICORN_THREADS", 64)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle; set it to bound slow leaks
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)

@@ -49,6 +49,7 @@ class _Shared(ctypes.Structure):
     _fields_ = [
         ("capacity", ctypes.c_int64),  # texts that run at once (Triton's instances x max_batch_size); 0: unknown
         ("slots", _Slot * SLOTS),
+        ("texts_total", ctypes.c_int64),  # the sum of the slots' texts, kept with them (read on every predict)
         ("waits", _Wait * WAITS),
         ("waits_count", ctypes.c_int64),  # ever recorded; the ring's next index is this modulo WAITS
         ("drains", _Wait * DRAINS),
@@ -114,6 +115,7 @@ class NodeLoad:
         with self.locked() as shared:
             for index, slot in enumerate(shared.slots):
                 if slot.pid in (0, pid):
+                    shared.texts_total -= slot.texts
                     slot.pid, slot.texts = pid, 0
                     self._slot, self._slot_pid = index, pid
                     return
@@ -124,6 +126,7 @@ class NodeLoad:
         with self.locked() as shared:
             for slot in shared.slots:
                 if slot.pid == pid:
+                    shared.texts_total -= slot.texts
                     slot.pid, slot.texts = 0, 0
 
     def add_texts(self, shared: _Shared, texts: int) -> None:
@@ -131,10 +134,11 @@ class NodeLoad:
         if self._slot_pid != os.getpid():
             raise RuntimeError("NodeLoad.claim() was not called in this process")
         shared.slots[self._slot].texts += texts
+        shared.texts_total += texts
 
     @staticmethod
     def texts_in_flight(shared: _Shared) -> int:
-        return sum(slot.texts for slot in shared.slots if slot.pid)
+        return shared.texts_total
 
     # --------------------------------------------------------------------------------- waits
 

@@ -38,10 +38,12 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
+from bench.floors import BareServer, NoopStack, tokenizer_cpu_ms
 from bench.gpu.render import publish
 from bench.multiclient import START_DELAY_S, MultiResult, run_processes
 from testkit.measure import summary
 from testkit.texts import short_texts
+from testkit.triton_harness import server_settings
 
 HEADING = "## CPU per request on the serving path (bench/overhead.py)"
 RESULTS = REPO / "var" / "bench" / "overhead.json"
@@ -105,14 +107,16 @@ def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return spent
 
 
-def served(stack: Stack, texts: list[str], clients: int, processes: int, seconds: float) -> dict[str, Any]:
-    """CPU per answered request of each class, and the client's, over one measured window."""
-    roots = [stack.triton.server.process.pid, stack.shim.server.process.pid]
+def served(
+    url: str, roots: list[int], texts: list[str], clients: int, processes: int, seconds: float, protocol: str = "shim"
+) -> dict[str, Any]:
+    """CPU per answered request of each class of the processes under `roots`, and the client's, over one
+    measured window."""
     readings: list[dict[int, tuple[str, float]]] = []
     result_box: list[MultiResult] = []
 
     def drive() -> None:
-        result_box.append(run_processes(stack.predict_url, ADAPTERS, texts, 1, clients, seconds, processes))
+        result_box.append(run_processes(url, ADAPTERS, texts, 1, clients, seconds, processes, protocol=protocol))
 
     driver = threading.Thread(target=drive)
     started = time.time()
@@ -140,6 +144,10 @@ def served(stack: Stack, texts: list[str], clients: int, processes: int, seconds
         "p50_ms": load.p50_ms,
         "p99_ms": load.p99_ms,
     }
+
+
+def stack_roots(stack: Stack) -> list[int]:
+    return [stack.triton.server.process.pid, stack.shim.server.process.pid]
 
 
 def engine_cpu_per_text(engine: AdapterEngine, texts: list[str], batch: int) -> float:
@@ -173,7 +181,8 @@ def measure_base(work: Path, name: str, base: Path, rounds: int, seconds: float)
                 figures["engine_1"].append(engine_cpu_per_text(engine, texts, 1))
                 figures["engine_16"].append(engine_cpu_per_text(engine, texts, 16))
                 for load, (clients, processes) in LOADS.items():
-                    figures[load].append(served(stack, texts, clients, processes, seconds))
+                    run = served(stack.predict_url, stack_roots(stack), texts, clients, processes, seconds)
+                    figures[load].append(run)
                 print(f"{name} round {round_ + 1}: {brief(figures)}", flush=True)
     finally:
         torch.set_num_threads(threads)
@@ -193,6 +202,36 @@ def brief(figures: dict[str, list]) -> str:
     return "; ".join(parts)
 
 
+FLOORS = ("bare gthread", "bare Flask", "no-op model, Triton direct", "no-op model, through the shim")
+
+
+def measure_floors(work: Path, base: Path, rounds: int, seconds: float) -> dict[str, Any]:
+    """Each layer's floor (bench/floors.py) under the same loads, and the tokenizer's CPU per text."""
+    texts = short_texts(256, seed=3)
+    figures: dict[str, Any] = {name: {load: [] for load in LOADS} for name in FLOORS}
+    figures["tokenizer"] = []
+    settings = server_settings(base, work / "models-tiny", work / "noop" / "state")
+    with (
+        BareServer(work, "bench.floor_apps:bare_wsgi") as wsgi,
+        BareServer(work, "bench.floor_apps:bare_flask") as flask_app,
+        NoopStack(work / "noop", settings) as noop,
+    ):
+        targets = {
+            "bare gthread": (wsgi.predict_url, wsgi.roots(), "shim"),
+            "bare Flask": (flask_app.predict_url, flask_app.roots(), "shim"),
+            "no-op model, Triton direct": (noop.triton_url, noop.triton_roots(), "triton"),
+            "no-op model, through the shim": (noop.predict_url, noop.roots(), "shim"),
+        }
+        for round_ in range(rounds):
+            figures["tokenizer"].append(tokenizer_cpu_ms(base, texts, MAX_LENGTH))
+            for name, (url, roots, protocol) in targets.items():
+                for load, (clients, processes) in LOADS.items():
+                    figures[name][load].append(served(url, roots, texts, clients, processes, seconds, protocol))
+            cells = [f"{n} {figures[n]['32 clients'][-1]['cpu_ms']['service']:.2f}" for n in FLOORS]
+            print(f"floors round {round_ + 1}: tokenizer {figures['tokenizer'][-1]:.3f} ms; 32 clients: {cells}")
+    return figures
+
+
 def measure(work: Path, rounds: int, seconds: float, bases: list[str]) -> dict[str, Any]:
     demo = default_base()
     if demo is None:
@@ -202,6 +241,7 @@ def measure(work: Path, rounds: int, seconds: float, bases: list[str]) -> dict[s
         "rounds": rounds,
         "seconds": seconds,
         "bases": {name: measure_base(work, name, paths[name], rounds, seconds) for name in bases},
+        "floors": measure_floors(work, paths["tiny"], rounds, seconds),
     }
 
 
@@ -244,7 +284,23 @@ def overhead_section(result: dict[str, Any]) -> list[str]:
             f"| {name} | in-process, per text | | | batch 1: {summary(figures['engine_1'], 3)}, "
             f"batch 16: {summary(per_text_16, 3)} | | | | | | |"
         )
+    lines += ["", *floors_section(result["floors"])]
     lines += ["", f"Rerun: `.venv/bin/python -m bench.overhead --rounds {result['rounds']} --into docs/benchmarks.md`."]
+    return lines
+
+
+def floors_section(floors: dict[str, Any]) -> list[str]:
+    lines = [
+        "Floors, same clients and accounting (bench/floors.py): what a request costs each layer where it does nothing "
+        "else. CPU ms per request, all the processes of the layer.",
+        "",
+        "| floor | lone | 32 clients |",
+        "|---|---|---|",
+    ]
+    for name in FLOORS:
+        cells = [summary(_values(floors[name][load], "cpu_ms", "service"), 2) for load in LOADS]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines.append(f"| tokenizer, one text (in-process) | {summary(floors['tokenizer'], 3)} | |")
     return lines
 
 
