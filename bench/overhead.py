@@ -24,7 +24,9 @@ instance runs), its CPU per text at batch 1 and batch 16, measured in the same r
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -237,7 +239,10 @@ def measure(work: Path, rounds: int, seconds: float, bases: list[str]) -> dict[s
     if demo is None:
         raise SystemExit("bench.overhead needs MiniLM (make demo-base) for its tokenizer and the demo figures")
     paths = {"tiny": make_tiny_encoder(work / "tiny-base", demo), "demo": demo}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": commit.stdout.strip() or "unknown",
         "rounds": rounds,
         "seconds": seconds,
         "bases": {name: measure_base(work, name, paths[name], rounds, seconds) for name in bases},
@@ -259,6 +264,8 @@ def overhead_section(result: dict[str, Any]) -> list[str]:
     lines = [
         HEADING,
         "",
+        f"Measured {result.get('when', '?')} at commit {result.get('commit', '?')} on this machine (2 cores, shared "
+        "with the client processes). "
         f"{result['rounds']} rounds of {result['seconds']:.0f} s, `make serve`'s defaults, 8 adapters, 1-text "
         f"requests of short texts (max_length {MAX_LENGTH}). CPU milliseconds (user + system, from /proc) per "
         "answered request; median [min-max]. The in-process engine runs one torch thread, as each instance does.",
@@ -308,12 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--from-json", action="store_true", help=f"render the figures kept in {RESULTS.name}")
     parser.add_argument("--bases", default="tiny,demo", help="which encoders: tiny, demo or both")
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "overhead")
     parser.add_argument("--into", type=Path, help="replace this section of a Markdown file (docs/benchmarks.md)")
     args = parser.parse_args(argv)
     shutil.rmtree(args.work / "stack-tiny", ignore_errors=True)
     shutil.rmtree(args.work / "stack-demo", ignore_errors=True)
+    if args.from_json:  # render figures measured before, as they were
+        result = json.loads(RESULTS.read_text(encoding="utf-8"))
+        publish(overhead_section(result), HEADING, args.into)
+        return 0
     result = measure(args.work, args.rounds, args.seconds, args.bases.split(","))
     lines = overhead_section(result)
     publish(lines, HEADING, args.into, RESULTS, result)

@@ -5,7 +5,14 @@
 #                             and libpython3.13 (the full wheel is 53 MiB; the device takes 64 MiB in all)
 #   .gpu/numpy-1.26.4-cp312*.whl  for the stub only, should the machine's numpy 2.x break it: Triton 2.51's
 #                             python backend predates its numpy 2 fix (python_backend PR 384, pybind11 2.12)
-# Usage: bash bench/gpu/bundle.sh   (after `make venv`; idempotent)
+#   .gpu/site/                the pure-Python packages that the check, run_triton.py and the model import beyond
+#                             the machine's own (etcd3gw, prometheus-client and what they need): BUNDLE in
+#                             bench/gpu/bundle_packages.py, the one list, copied from .venv at its versions.
+#                             tests/bench_unit/test_gpu_bundle.py checks the list against their imports
+#   .gpu/commit               the commit this tree is at, "-dirty" with changes not committed: the device's copy
+#                             has no .git, and the check records it in gpu.json
+# Usage: bash bench/gpu/bundle.sh   (after `make venv`; idempotent; site/ and commit are rewritten each time, so
+# run it just before carrying .gpu/ to the machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 site=.venv/lib/python3.11/site-packages
@@ -28,4 +35,9 @@ if ! ls "$out"/numpy-1.26.4-cp312-*.whl >/dev/null 2>&1; then
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$out" numpy==1.26.4
 fi
+.venv/bin/python -m bench.gpu.bundle_packages --site "$out/site"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit-dirty"; fi
+echo "$commit" >"$out/commit"
+echo "commit: $commit"
 du -sh "$out"/*

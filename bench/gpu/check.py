@@ -5,7 +5,9 @@ encoder with 8 real PEFT adapters, measured against plain transformers + peft in
     .venv/bin/python -m bench.gpu.check --device cpu --quick    # here: the same steps on CPU, tiny encoder
 
 The GPU machine has Python 3.12 with torch, transformers, peft, tokenizers and requests, and no registry;
-`bash bench/gpu/bundle.sh` builds what it carries: the wheel's tritonserver and a numpy 1.26 wheel. Steps:
+`bash bench/gpu/bundle.sh` builds what it carries: the wheel's tritonserver, a numpy 1.26 wheel, site/ (the
+pure-Python packages the machine lacks: bench/gpu/bundle_packages.py) and the commit it was built at (the
+device's copy has no .git; the figures record it). Steps:
   1. environment and the two risks: where libpython3.12.so.1.0 is (the stub links it) and numpy's version
   2. the encoder (random weights, BERT-base's shape) and 8 adapters (r=8 on query/value, 4 labels)
   3. in-process throughput (AdapterEngine, fp16): bare forward, one adapter, 8 mixed; short and mixed lengths
@@ -41,6 +43,39 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def bundle_of(argv: Sequence[str]) -> Path:
+    """The --bundle of a command line, read before argparse: the imports below need its site/ (etcd3gw and
+    prometheus-client, say)."""
+    bundle = REPO / ".gpu"
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            bundle = Path(argv[i + 1])
+        elif arg.startswith("--bundle="):
+            bundle = Path(arg.partition("=")[2])
+    return bundle
+
+
+def use_bundle_site(bundle: Path) -> Path | None:
+    """Put the bundle's site/ first on this interpreter's import path, on its children's (PYTHONPATH: the
+    preflight, scripts/run_triton.py) and on the model's in the backend stub (LORA_CLASSIFIER_PYTHONPATH, whose
+    entries scripts/run_triton.py puts first). None when the bundle has none."""
+    site = bundle / "site"
+    if not site.is_dir():
+        return None
+    site = site.resolve()
+    if str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+    for name in ("PYTHONPATH", "LORA_CLASSIFIER_PYTHONPATH"):
+        paths = [p for p in os.environ.get(name, "").split(os.pathsep) if p]
+        if str(site) not in paths:
+            os.environ[name] = os.pathsep.join([str(site), *paths])
+    return site
+
+
+if __name__ == "__main__":
+    use_bundle_site(bundle_of(sys.argv[1:]))
 
 import numpy as np
 import requests
@@ -381,11 +416,14 @@ def preflight(stub_site: Path | None) -> dict[str, Any]:
     code = (
         "import sys; sys.path[:0] = sys.argv[1:]; import numpy, torch, transformers, peft; "
         "from transformers import AutoModel, AutoTokenizer; from peft import PeftModel; "
-        "from adapter_manager import engine, service, manifest, settings, memory; "
+        "from adapter_manager import engine, service, manifest, settings, memory, etcd_state, counters, "
+        "outputs_index; "
         "from lora_core import commands, control_token, errors; "
         "print('numpy', numpy.__version__, numpy.__file__, 'torch', torch.__version__, torch.cuda.is_available())"
     )
-    paths = [str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]
+    # in the stub's order: LORA_CLASSIFIER_PYTHONPATH's entries (the bundle's site) first (scripts/run_triton.py)
+    own = [p for p in os.environ.get("LORA_CLASSIFIER_PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [*own, str(REPO), str(stub_site or Path(sysconfig.get_paths()["purelib"]))]
     # -S: no site-packages but the ones named, as in the stub (model.py drops the system's site directories)
     done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=120)
     answer = {"rc": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}
@@ -538,10 +576,26 @@ def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: flo
 # ------------------------------------------------------------------------------------------------- main
 
 
+def commit_of(bundle: Path, given: str | None = None) -> str:
+    """The commit the check runs at: `given` (--commit), else git's where the copy has .git (with -dirty for
+    uncommitted changes), else the one bench/gpu/bundle.sh wrote into the bundle (the device's copy has no .git)."""
+    if given:
+        return given
+    if (REPO / ".git").exists() and shutil.which("git"):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        if head.returncode == 0:
+            status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+            return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+    written = bundle / "commit"
+    commit = written.read_text(encoding="utf-8").strip() if written.is_file() else ""
+    return commit or "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="what bench/gpu/bundle.sh built")
+    parser.add_argument("--commit", help="the commit this copy is at (default: git's, else the bundle's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lora-gpu-check"))
     parser.add_argument("--out", type=Path, default=REPO / "var" / "gpu")
     parser.add_argument("--quick", action="store_true", help="a tiny encoder and short rounds (a CPU rehearsal)")
@@ -565,8 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     kind = "gpu" if args.device == "cuda" else "cpu"
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    bundle_site = use_bundle_site(args.bundle)
     figures: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": commit_of(args.bundle, args.commit),
         "device": args.device,
         "dtype": dtype,
         "quick": args.quick,
@@ -579,7 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(figures, indent=1))
 
     figures["environment"] = environment()
-    log("environment", json.dumps(figures["environment"]))
+    if bundle_site:
+        figures["environment"]["bundle_site"] = sorted(
+            p.name.removesuffix(".dist-info") for p in bundle_site.glob("*.dist-info")
+        )
+    log("commit", figures["commit"], "environment", json.dumps(figures["environment"]))
     save()
     site, numpy_dir = unpack_bundle(args.bundle, args.work)
     shape = TINY if args.quick else BERT_BASE
@@ -617,8 +677,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(figures: dict[str, Any]) -> None:
-    """The figures as docs/benchmarks.md will show them."""
+    """The figures as docs/benchmarks.md will show them, and the commit they were measured at."""
     print("\n" + "\n".join(gpu_section(figures)))
+    print(f"Measured at commit {figures.get('commit', 'unknown')}.")
 
 
 if __name__ == "__main__":

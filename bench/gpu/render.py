@@ -37,7 +37,8 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
         HEADING,
         "",
         f"Run on {gpu.get('name', 'no GPU')} ({gpu.get('nvidia_smi', '')}; torch CUDA {gpu.get('cuda', '-')}) on "
-        f"{f['when']}; Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+        f"{f['when']} at commit {f.get('commit', 'unknown')}; Python {env['python']}, torch {env['torch']}, "
+        f"transformers {env['transformers']}, "
         f"peft {env['peft']}, {env['cpus']} CPU cores. Encoder of BERT-base's shape ({encoder['layers']} layers, "
         f"hidden {encoder['hidden']}, {encoder['heads']} heads, random weights), {f['dtype']}, 8 real PEFT adapters "
         f"(r=8 on query/value, 4 labels), max_length {f['max_length']}; tritonserver 2.51 from the nvidia-pytriton "
