@@ -64,7 +64,7 @@ lint: venv
 test-unit: venv
 	$(PY) -m pytest tests/lora_core tests/adapter_manager tests/api_shim_unit tests/monitoring tests/test_deployment.py $(PYTEST_ARGS)
 
-# Every benchmark in one run (~55 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
+# Every benchmark in one run (~70 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
 bench: venv demo-base $(VENV)/.bench-deps
 	$(PY) -m bench.report $(BENCH_ARGS)
 	$(PY) -m bench.listing --into docs/benchmarks.md
@@ -73,6 +73,7 @@ bench: venv demo-base $(VENV)/.bench-deps
 	$(PY) -m bench.etcd_check --into docs/benchmarks.md
 	$(PY) -m bench.cluster --into docs/benchmarks.md
 	$(PY) -m bench.overload --into docs/benchmarks.md
+	$(PY) -m bench.overhead --into docs/benchmarks.md
 
 $(VENV)/.bench-deps: bench/requirements.txt | $(VENV)/.deps-installed
 	$(PY) -m pip install $(PIP_FLAGS) -r bench/requirements.txt

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -291,8 +292,32 @@ def overhead_section(result: dict[str, Any]) -> list[str]:
             f"| {name} | in-process, per text | | | batch 1: {summary(figures['engine_1'], 3)}, "
             f"batch 16: {summary(per_text_16, 3)} | | | | | | |"
         )
+    lines += ["", *targets_section(result["bases"].get("tiny"))]
     lines += ["", *floors_section(result["floors"])]
     lines += ["", f"Rerun: `.venv/bin/python -m bench.overhead --rounds {result['rounds']} --into docs/benchmarks.md`."]
+    return lines
+
+
+def targets_section(tiny: dict[str, Any] | None) -> list[str]:
+    """Issue 26's targets on the tiny encoder (medians), against the figures before it: 2.75 ms at 32 clients
+    (shim 1.31, stubs 1.18, tritonserver 0.24; 9.8x in-process), 5.2-6.8 ms lone."""
+    if tiny is None:
+        return []
+    crowd, lone = tiny["32 clients"], tiny["lone"]
+    median = statistics.median
+    service = median(_values(crowd, "cpu_ms", "service"))
+    ratio = median(s / e for s, e in zip(_values(crowd, "cpu_ms", "service"), tiny["engine_16"]))
+    rows = [  # name, measured, unit, bound
+        ("whole path, 32 clients", service, " ms", 1.4),
+        ("whole path / in-process at batch 16", ratio, "x", 5.0),
+        ("stubs, 32 clients", median(_values(crowd, "cpu_ms", "stubs")), " ms", 0.6),
+        ("lone request", median(_values(lone, "cpu_ms", "service")), " ms", 2.5),
+    ]
+    lines = ["Issue 26's targets, tiny encoder (medians):", "", "| figure | measured | target | met |"]
+    lines.append("|---|---|---|---|")
+    for name, value, unit, bound in rows:
+        met = "yes" if value <= bound else "**no**"
+        lines.append(f"| {name} | {value:.2f}{unit} | <= {bound:g}{unit} | {met} |")
     return lines
 
 
