@@ -20,3 +20,17 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not so after {timeout:.0f} s (last seen: {value!r})"[:2000])
         time.sleep(interval)
+
+
+def settled(read: Callable[[], T], quiet_s: float, timeout: float, what: str) -> T:
+    """`read()` once it gives the same value twice `quiet_s` apart: for counts that arrive late (the model's metric
+    counts reach Triton within its METRICS_FLUSH_S), read before a test's own traffic."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while True:
+        time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, f"{what} still changing after {timeout} s: {now}"
+        last = now

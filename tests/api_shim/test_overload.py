@@ -78,8 +78,9 @@ def admitting_shim(tmp_path_factory, overload_triton):
 
 @pytest.fixture(scope="module")
 def open_shim(tmp_path_factory, overload_triton):
-    """Admission off: every predict reaches Triton's queue."""
-    server = start_shim(tmp_path_factory, overload_triton, ADMISSION_MAX_WAIT_S="0")
+    """Admission off and no coalescing: every predict reaches Triton's queue (coalescing would hold all but
+    COALESCE_IN_FLIGHT of them in the shim, to go together once a request comes back)."""
+    server = start_shim(tmp_path_factory, overload_triton, ADMISSION_MAX_WAIT_S="0", COALESCE_IN_FLIGHT="0")
     yield server
     server.stop()
 

@@ -6,7 +6,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from lora_core.errors import AdapterError
-from testkit.conditions import wait_for
+from testkit.conditions import settled, wait_for
 from testkit.factories import random_text
 from testkit.triton_harness import LoraClient
 from testkit.triton_tests_helpers import assert_rows_close, expected_rows
@@ -32,7 +32,7 @@ def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, c
     assert client.control({"op": "load", "model_dir": "alpha"})["changed"]
     rng = random.Random(5)
     batches = [[random_text(rng, rng.randint(1, 20)) for _ in range(4)] for _ in range(40)]
-    before = texts_served(triton, "alpha")
+    before = settled(lambda: texts_served(triton, "alpha"), 1.5, 30, "alpha's counts from earlier tests")
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         results = list(pool.map(lambda texts: predict_from_a_fresh_client(triton.url, texts, ["alpha"] * 4), batches))
@@ -49,7 +49,9 @@ def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, c
     assert all(count > 0 for count in served.values()), f"an instance served nothing: {served}"
 
     client.control({"op": "unload", "model_id": "alpha"})
-    failures_before = {i: triton.metric("lora_failures_total", instance=i) for i in INSTANCES}
+    failures_before = settled(
+        lambda: {i: triton.metric("lora_failures_total", instance=i) for i in INSTANCES}, 1.5, 30, "failure counts"
+    )
     with ThreadPoolExecutor(max_workers=40) as pool:
         results = list(pool.map(lambda texts: predict_from_a_fresh_client(triton.url, texts, ["alpha"] * 4), batches))
     assert all(isinstance(r, AdapterError) and r.code == "model_not_loaded" for r in results)
