@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import gevent
 import numpy as np
+import requests
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
@@ -249,13 +250,19 @@ class TritonGateway:
         has its count on each of its GPUs); None while Triton cannot tell. Behind a balancer, one node's.
 
         Asked beside the watch, not through it: admission asks from a thread of its own while Triton may still be
-        starting, and that must not mark Triton down (and fail clients' calls) once it answers."""
+        starting, and that must not mark Triton down (and fail clients' calls) once it answers. Asked with plain
+        sockets (requests), not tritonclient's gevent client: the asking thread is a daemon, which the interpreter
+        may stop anywhere at exit, and a gevent hub stopped there can crash the process."""
         try:
-            config = self._inspector.get_model_config(self.model, headers=self._restricted)
-        except InferenceServerException:
+            answer = requests.get(
+                f"http://{self.url}/v2/models/{self.model}/config",
+                headers=self._restricted,
+                timeout=min(INSPECTION_TIMEOUT_S, self.timeout_s),
+            )
+            config = answer.json() if answer.status_code == 200 else None
+        except (requests.RequestException, ValueError):
             return None
-        except TRANSPORT_ERRORS:
-            self._reset()
+        if not isinstance(config, dict):
             return None
         instances = sum(
             int(group.get("count", 1)) * max(1, len(group.get("gpus") or []))

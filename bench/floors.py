@@ -20,10 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from testkit.api_shim_env import shim_env
+from bench.stack import Stack
 from testkit.process_harness import ManagedProcess, free_port
-from testkit.shim_harness import ShimServer
-from testkit.triton_harness import REPO, TritonServer
+from testkit.triton_harness import REPO, TritonServer, server_settings
 
 NOOP_MODEL = """
 import os
@@ -113,46 +112,21 @@ class NoopTriton(TritonServer):
         return [*super().command(), f"--model-repository={self.repository}"]
 
 
-class NoopStack:
+def noop_stack(work: Path, base: Path, root: Path) -> Stack:
     """The no-op model behind the real shim (`make serve`'s shim defaults)."""
+    work.mkdir(parents=True, exist_ok=True)
+    return Stack(work, base, root, triton=NoopTriton(work, server_settings(base, root, work / "state")))
 
-    def __init__(self, work: Path, env: dict[str, str]) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        self.work = work
-        self.triton = NoopTriton(work, env)
-        self.shim: ShimServer | None = None
 
-    def __enter__(self) -> NoopStack:
-        self.triton.start()
-        self.shim = ShimServer(self.work, shim_env(self.triton, {}))
-        try:
-            self.shim.start()
-        except BaseException:
-            self.triton.stop()
-            raise
-        return self
+def stack_roots(stack: Stack) -> list[int]:
+    """The processes of a stack: tritonserver's and gunicorn's, with their children."""
+    assert stack.shim is not None and stack.shim.server.process is not None
+    return [*triton_roots(stack), stack.shim.server.process.pid]
 
-    def __exit__(self, *exc) -> None:
-        if self.shim is not None:
-            self.shim.stop()
-        self.triton.stop()
 
-    @property
-    def predict_url(self) -> str:
-        assert self.shim is not None
-        return f"{self.shim.base}/inference/predict"
-
-    @property
-    def triton_url(self) -> str:
-        return f"http://{self.triton.url}"
-
-    def roots(self) -> list[int]:
-        assert self.shim is not None and self.shim.server.process is not None
-        return [*self.triton_roots(), self.shim.server.process.pid]
-
-    def triton_roots(self) -> list[int]:
-        assert self.triton.server.process is not None
-        return [self.triton.server.process.pid]
+def triton_roots(stack: Stack) -> list[int]:
+    assert stack.triton.server.process is not None
+    return [stack.triton.server.process.pid]
 
 
 def tokenizer_cpu_ms(base: Path, texts: list[str], max_length: int, calls: int = 2000) -> float:

@@ -41,12 +41,11 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
-from bench.floors import BareServer, NoopStack, tokenizer_cpu_ms
+from bench.floors import BareServer, noop_stack, stack_roots, tokenizer_cpu_ms, triton_roots
 from bench.gpu.render import publish
 from bench.multiclient import START_DELAY_S, MultiResult, run_processes
 from testkit.measure import summary
 from testkit.texts import short_texts
-from testkit.triton_harness import server_settings
 
 HEADING = "## CPU per request on the serving path (bench/overhead.py)"
 RESULTS = REPO / "var" / "bench" / "overhead.json"
@@ -149,10 +148,6 @@ def served(
     }
 
 
-def stack_roots(stack: Stack) -> list[int]:
-    return [stack.triton.server.process.pid, stack.shim.server.process.pid]
-
-
 def engine_cpu_per_text(engine: AdapterEngine, texts: list[str], batch: int) -> float:
     """ms of this process's CPU per text, `AdapterEngine.classify` at `batch` texts, one torch thread."""
     calls = ENGINE_CALLS[batch]
@@ -213,17 +208,16 @@ def measure_floors(work: Path, base: Path, rounds: int, seconds: float) -> dict[
     texts = short_texts(256, seed=3)
     figures: dict[str, Any] = {name: {load: [] for load in LOADS} for name in FLOORS}
     figures["tokenizer"] = []
-    settings = server_settings(base, work / "models-tiny", work / "noop" / "state")
     with (
         BareServer(work, "bench.floor_apps:bare_wsgi") as wsgi,
         BareServer(work, "bench.floor_apps:bare_flask") as flask_app,
-        NoopStack(work / "noop", settings) as noop,
+        noop_stack(work / "noop", base, work / "models-tiny") as noop,
     ):
         targets = {
             "bare gthread": (wsgi.predict_url, wsgi.roots(), "shim"),
             "bare Flask": (flask_app.predict_url, flask_app.roots(), "shim"),
-            "no-op model, Triton direct": (noop.triton_url, noop.triton_roots(), "triton"),
-            "no-op model, through the shim": (noop.predict_url, noop.roots(), "shim"),
+            "no-op model, Triton direct": (f"http://{noop.triton.url}", triton_roots(noop), "triton"),
+            "no-op model, through the shim": (noop.predict_url, stack_roots(noop), "shim"),
         }
         for round_ in range(rounds):
             figures["tokenizer"].append(tokenizer_cpu_ms(base, texts, MAX_LENGTH))

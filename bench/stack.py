@@ -85,9 +85,11 @@ class Stack:
         shim_env: dict[str, str] | None = None,
         triton_env: dict[str, str] | None = None,
         start_timeout: float = 300,
+        triton: TritonServer | None = None,
     ) -> None:
+        """`triton`: a server of its own in place of lora_classifier's (bench/floors.py's no-op model)."""
         work.mkdir(parents=True, exist_ok=True)
-        self.triton = TritonServer(
+        self.triton = triton or TritonServer(
             work, server_settings(base, root, work / "state", **(triton_env or {})), instances=instances
         )
         self.work = work
