@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from collections.abc import Sequence
 
-from bench.loadgen import SHIM, TRITON, LoadResult, run_load
+from bench.loadgen import SHIM, TRITON, LoadResult, _texts_for, run_load
 from testkit.measure import percentile
 
 PROTOCOLS = {"shim": SHIM, "triton": TRITON}
@@ -34,7 +34,6 @@ class MultiResult:
     load: LoadResult
     client_cpu_s: float  # the client processes' CPU within the measured window
     processes: int
-    window: tuple[float, float]  # the measured window, time.time() at its start and its end
 
 
 def run_processes(
@@ -47,11 +46,13 @@ def run_processes(
     processes: int,
     warmup: float = 2.0,
     protocol: str = "shim",
+    start_at: float | None = None,
 ) -> MultiResult:
     """`clients` closed-loop clients over `processes` processes (as even as can be), all measuring the same
-    window: from `warmup` after a common start, for `seconds`."""
+    window: from `warmup` after a common start (time.time() `start_at`; default START_DELAY_S from now), for
+    `seconds`."""
     processes = max(1, min(processes, clients))
-    start_at = time.time() + START_DELAY_S
+    start_at = start_at if start_at is not None else time.time() + START_DELAY_S
     shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
     children = []
     first_client = 0
@@ -86,7 +87,6 @@ def run_processes(
         merge([a["load"] for a in answers]),
         sum(a["cpu_s"] for a in answers),
         processes,
-        (start_at + warmup, start_at + warmup + seconds),
     )
 
 
@@ -135,9 +135,8 @@ def _child() -> int:
     first = job["first_client"]
     texts, count = job["texts"], job["texts_per_request"]
 
-    def texts_of(client: int, k: int) -> list[str]:  # as bench/loadgen.py's, numbered across processes
-        start = ((client + first) * 7 + k * count) % len(texts)
-        return [texts[(start + i) % len(texts)] for i in range(count)]
+    def texts_of(client: int, k: int) -> list[str]:  # bench/loadgen.py's, the clients numbered across processes
+        return _texts_for(texts, count, client + first, k)
 
     time.sleep(max(0.0, job["start_at"] - time.time()))
     measured_from = job["start_at"] + job["warmup"]

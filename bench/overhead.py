@@ -52,7 +52,8 @@ RESULTS = REPO / "var" / "bench" / "overhead.json"
 MAX_LENGTH = 128
 CLASSES = ("shim", "tritonserver", "stubs", "other")
 LOADS = {"lone": (1, 1), "32 clients": (32, 2)}  # name: (clients, client processes)
-ENGINE_CALLS = {1: 400, 16: 60}  # in-process calls per batch size and round
+ENGINE_CALLS = {1: 400, 16: 60}
+WARMUP_S = 2.0  # the clients' warm-up before each measured window  # in-process calls per batch size and round
 
 
 def make_tiny_encoder(directory: Path, tokenizer_from: Path, hidden: int = 64, layers: int = 2) -> Path:
@@ -117,14 +118,16 @@ def served(
     readings: list[dict[int, tuple[str, float]]] = []
     result_box: list[MultiResult] = []
 
+    start_at = time.time() + START_DELAY_S
+    window_start = start_at + WARMUP_S
+
     def drive() -> None:
-        result_box.append(run_processes(url, ADAPTERS, texts, 1, clients, seconds, processes, protocol=protocol))
+        result_box.append(
+            run_processes(url, ADAPTERS, texts, 1, clients, seconds, processes, WARMUP_S, protocol, start_at)
+        )
 
     driver = threading.Thread(target=drive)
-    started = time.time()
     driver.start()
-    # run_processes starts its window START_DELAY_S + warm-up after it is called
-    window_start = started + START_DELAY_S + 2.0
     time.sleep(max(0.0, window_start - time.time()))
     readings.append(cpu_by_process(roots))
     time.sleep(max(0.0, window_start + seconds - time.time()))

@@ -194,7 +194,7 @@ class TritonPythonModel:
         # (AdapterService.classify_current), never failing a batch.
         started = time.perf_counter()
         responses = [None] * len(requests)
-        data = []  # (index of the Triton request, its groups, whether it asked for per-group errors)
+        data = []  # (the request's index, its groups, whether it asked for per-group answers, the outputs it names)
         for i, request in enumerate(requests):
             control = pb_utils.get_input_tensor_by_name(request, "CONTROL")
             if control is not None:
@@ -364,9 +364,7 @@ def _classify_groups(request) -> tuple[list[ClassifyRequest], bool]:
     group = pb_utils.get_input_tensor_by_name(request, "GROUP")
     if group is None:
         return [ClassifyRequest(texts=texts, model_ids=model_ids)], False
-    marks = group.as_numpy().reshape(-1)
-    if len(marks) != len(texts) or len(model_ids) != len(texts):
-        raise InvalidRequest(f"TEXT, MODEL_ID and GROUP have {len(texts)}, {len(model_ids)} and {len(marks)} rows")
+    marks = group.as_numpy().reshape(-1)  # as many rows as TEXT: Triton refuses inputs whose batch sizes differ
     starts = [0, *(row for row in range(1, len(marks)) if marks[row] != marks[row - 1]), len(marks)]
     return [ClassifyRequest(texts[a:b], model_ids[a:b]) for a, b in zip(starts, starts[1:])], True
 
