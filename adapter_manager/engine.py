@@ -27,6 +27,7 @@ from lora_core.commands import default_max_length
 from lora_core.errors import InvalidRequest, ModelNotLoaded
 
 from .layout import ArtifactPaths, locate
+from .lean_bert import lean_forward
 from .pooling import pool
 from .lora import ModuleBank, ModuleWeights, MultiLoraLinear, RowLora, stack_module, wrap_linear
 from .settings import Settings
@@ -112,6 +113,7 @@ class AdapterEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(base_model_dir), local_files_only=True, dtype=self.dtype)
         self.model.to(self.device).eval().requires_grad_(False)
+        self._lean = lean_forward(self.model)  # None: this architecture runs transformers' forward
         self.signature = _signature_of(self.model)
         self.max_length_limit = _max_length_limit(self.model, self.tokenizer)
         self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
@@ -183,6 +185,8 @@ class AdapterEngine:
                 if name not in self._wrappers:
                     with self._forward_lock:  # never rewire the model under a running forward
                         self._wrappers[name] = wrap_linear(self.model, name)
+                        if self._lean is not None:
+                            self._lean.refresh()
             adapter = ResidentAdapter(
                 model_id=model_id,
                 stem=output.paths.stem,
@@ -245,11 +249,12 @@ class AdapterEngine:
             for position, row in enumerate(run):
                 rows_of.setdefault(model_ids[row], []).append(position)
             batch = self._padded([ids[row] for row in run])
+            ragged = len({len(ids[row]) for row in run}) > 1
             if len(rows_of) == 1:
-                hidden = self._encode(batch, [adapters[model_ids[run[0]]]], None)
+                hidden = self._encode(batch, ragged, [adapters[model_ids[run[0]]]], None)
             else:
                 row_adapter = [bank_index[model_ids[row]] for row in run]
-                hidden = self._encode(batch, [adapters[m] for m in models], row_adapter)
+                hidden = self._encode(batch, ragged, [adapters[m] for m in models], row_adapter)
             for row, result in zip(run, self._heads(hidden, batch["attention_mask"], rows_of, adapters, len(run))):
                 results[row] = result
         return results  # type: ignore[return-value]  # the runs cover every row
@@ -261,7 +266,10 @@ class AdapterEngine:
         encoded = self.tokenizer(["the"] * rows, padding="max_length", truncation=True, max_length=tokens)
         batch = self._padded(encoded["input_ids"])
         with self._forward_lock, torch.inference_mode():
-            self.model(**batch)
+            if self._lean is not None:
+                self._lean(batch["input_ids"], None)  # every row is padded to `tokens`: no mask
+            else:
+                self.model(**batch)
         return time.perf_counter() - started
 
     def _snapshot(self, model_ids: Sequence[str]) -> dict[str, ResidentAdapter]:
@@ -301,8 +309,13 @@ class AdapterEngine:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _encode(
-        self, batch: dict[str, torch.Tensor], adapters: list[ResidentAdapter], row_adapter: list[int] | None
+        self,
+        batch: dict[str, torch.Tensor],
+        ragged: bool,
+        adapters: list[ResidentAdapter],
+        row_adapter: list[int] | None,
     ) -> torch.Tensor:
+        """The last hidden state of `batch` (`ragged`: some row is padded), each row with its adapter's LoRA."""
         rows = None if row_adapter is None else torch.tensor(row_adapter, device=self.device)
         with self._forward_lock, torch.inference_mode():
             try:
@@ -319,6 +332,9 @@ class AdapterEngine:
                         wrapper.plan = None if bank is None else bank.rows(rows)
                     if grown:
                         self._banks.grown(adapters)
+                if self._lean is not None:
+                    mask = batch["attention_mask"] if ragged else None
+                    return self._lean(batch["input_ids"], mask)  # the engine's token types are all 0: one segment
                 return self.model(**batch).last_hidden_state
             finally:
                 for wrapper in self._wrappers.values():
