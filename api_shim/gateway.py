@@ -1,8 +1,10 @@
 """TritonGateway: everything the shim asks of Triton, with Triton's failures turned into domain errors.
 
-tritonclient's HTTP client is not thread safe, so each thread gets its own (gunicorn runs threaded
-workers). Chunks of one predict request go out concurrently through the client's own connection pool
-(`async_infer`), bounded by PREDICT_CONCURRENCY, and come back in order.
+A one-chunk predict (the common case, coalesced with its neighbours) goes out over a plain keep-alive
+connection of the calling thread (api_shim/infer_wire.py); everything else through tritonclient. Neither is
+thread safe, so each thread gets its own (gunicorn runs threaded workers). Chunks of one predict request go out
+concurrently through tritonclient's own connection pool (`async_infer`), bounded by PREDICT_CONCURRENCY, and
+come back in order.
 
 Every control document carries the shared CONTROL_TOKEN, and every call to one of Triton's restricted APIs
 (repository index, model config) carries it in a header: without it Triton refuses both. A BackendWatch
@@ -29,6 +31,7 @@ from lora_core.errors import AdapterError, BackendUnavailable, InternalError, Ov
 
 from .backend_watch import BackendWatch
 from .coalescer import Coalescer, Group
+from .infer_wire import InferConnection, bytes_tensor, int32_tensor
 
 MODEL = "lora_classifier"
 # Health and configuration calls wait no longer than this: status and readiness must answer promptly.
@@ -112,6 +115,14 @@ class TritonGateway:
         """This thread's client for control operations (behind HAProxy: its control frontend)."""
         return self._thread_client("control", self.timeout_s, self.control_url)
 
+    @property
+    def _wire(self) -> InferConnection:
+        """This thread's plain connection for one-request predicts."""
+        wire = getattr(self._local, "wire", None)
+        if wire is None:
+            wire = self._local.wire = InferConnection(self.url, min(10.0, self.timeout_s), self.timeout_s)
+        return wire
+
     def _thread_client(self, name: str, timeout_s: float, url: str = "") -> triton_http.InferenceServerClient:
         client = getattr(self._local, name, None)
         if client is None:
@@ -126,6 +137,9 @@ class TritonGateway:
 
     def _reset(self) -> None:
         """Drop this thread's clients after a connection failure, so the next call reconnects."""
+        wire, self._local.wire = getattr(self._local, "wire", None), None
+        if wire is not None:
+            wire.close()
         for name in ("client", "inspector", "control"):
             client = getattr(self._local, name, None)
             setattr(self._local, name, None)
@@ -161,7 +175,7 @@ class TritonGateway:
             answers = [
                 a
                 for group, request in zip(groups, pending)
-                for a in self._answers(self._call(request.get_result), [group])
+                for a in self._answers(list(self._call(request.get_result).as_numpy("RESULT")[:, 0]), [group])
             ]
         for answer in answers:
             if isinstance(answer, AdapterError):
@@ -171,8 +185,11 @@ class TritonGateway:
 
     def _send_groups(self, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
         """One Triton request for every group, each answered or failed alone (the model's GROUP input)."""
-        inputs, outputs = self._predict_request(groups)
-        return self._answers(self._call(lambda: self._client.infer(self.model, inputs, outputs=outputs)), groups)
+        texts = [text.encode("utf-8") for group in groups for text in group.texts]
+        model_ids = [model_id.encode("utf-8") for group in groups for model_id in group.model_ids]
+        marks = [g for g, group in enumerate(groups) for _ in group.texts]
+        inputs = [bytes_tensor("TEXT", texts), bytes_tensor("MODEL_ID", model_ids), int32_tensor("GROUP", marks)]
+        return self._answers(self._call(lambda: self._wire.infer(self.model, inputs, "RESULT")), groups)
 
     def _submit(self, groups: list[Group]):
         inputs, outputs = self._predict_request(groups)
@@ -195,9 +212,9 @@ class TritonGateway:
         return inputs, [triton_http.InferRequestedOutput("RESULT", binary_data=True)]
 
     @staticmethod
-    def _answers(result, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
+    def _answers(result: Sequence[bytes], groups: list[Group]) -> list[GroupAnswer | AdapterError]:
         """Each group's predictions, or its error, from the rows of RESULT."""
-        rows = [json.loads(raw) for raw in result.as_numpy("RESULT")[:, 0]]
+        rows = [json.loads(raw) for raw in result]
         answers: list[GroupAnswer | AdapterError] = []
         start = 0
         for group in groups:
