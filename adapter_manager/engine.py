@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
+from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
 from .batching import length_runs
 from .artifacts import BaseSignature, ClassificationHead, TrainingOutput, read_training_output
@@ -285,10 +286,27 @@ class AdapterEngine:
         with self._tokenizer_lock:
             for length in set(max_lengths):
                 rows = [i for i, m in enumerate(max_lengths) if m == length]
-                encoded = self.tokenizer([texts[i] for i in rows], truncation=True, max_length=length)
-                for row, input_ids in zip(rows, encoded["input_ids"]):
+                for row, input_ids in zip(rows, self._encode_texts([texts[i] for i in rows], length)):
                     ids[row] = input_ids
         return ids
+
+    def _encode_texts(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """What `tokenizer(texts, truncation=True, max_length=...)["input_ids"]` gives. A fast tokenizer is set up
+        by its own method and then asked directly: the BatchEncoding it would build (offsets, masks, type ids for
+        every text) costs more than the tokenizing itself for one short text."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        self.tokenizer.set_truncation_and_padding(
+            padding_strategy=PaddingStrategy.DO_NOT_PAD,
+            truncation_strategy=TruncationStrategy.LONGEST_FIRST,
+            max_length=max_length,
+            stride=0,
+            pad_to_multiple_of=None,
+            padding_side=None,
+        )
+        backend.encode_special_tokens = bool(self.tokenizer.split_special_tokens)
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
 
     def _tokenize(self, texts: Sequence[str], max_lengths: Sequence[int]) -> dict[str, torch.Tensor]:
         """Every text in one padded batch, as the bare encoder takes it (the benchmarks' ceilings)."""
@@ -322,14 +340,14 @@ class AdapterEngine:
                 if rows is None:
                     for name, wrapper in self._wrappers.items():
                         weights = adapters[0].modules.get(name)
-                        wrapper.plan = None if weights is None else RowLora(shared=weights)
+                        wrapper.set_plan(None if weights is None else RowLora(shared=weights))
                 else:
                     banks, grown = self._banks.get(adapters), False
                     for name, wrapper in self._wrappers.items():
                         if name not in banks:
                             banks[name], grown = stack_module([a.modules.get(name) for a in adapters]), True
                         bank = banks[name]
-                        wrapper.plan = None if bank is None else bank.rows(rows)
+                        wrapper.set_plan(None if bank is None else bank.rows(rows))
                     if grown:
                         self._banks.grown(adapters)
                 if self._lean is not None:
@@ -338,7 +356,7 @@ class AdapterEngine:
                 return self.model(**batch).last_hidden_state
             finally:
                 for wrapper in self._wrappers.values():
-                    wrapper.plan = None
+                    wrapper.set_plan(None)
 
     def _heads(
         self,

@@ -433,7 +433,7 @@ def _result_documents(results, errors, execute_us: int):
         else:
             document = {
                 "labels": list(result.labels),
-                "probabilities": [float(p) for p in result.probabilities],
+                "probabilities": result.probabilities.tolist(),  # float32 values as Python floats
                 "execute_us": execute_us,
             }
         rows[row, 0] = json.dumps(document, ensure_ascii=False).encode("utf-8")
