@@ -22,9 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # The in-process ceiling runs with the thread settings the service uses (model.py sets the same), so that
-# Triton / in-process compares serving overhead, not OpenMP policies. The naive baseline runs without it.
-OMP_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
-os.environ.update({k: os.environ.get(k, v) for k, v in OMP_POLICY.items()})
+# Triton / in-process compares serving overhead, not thread pools' policies. The naive baseline runs without them.
+THREAD_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+os.environ.update({k: os.environ.get(k, v) for k, v in THREAD_POLICY.items()})
 
 import requests
 
@@ -149,7 +149,7 @@ class NaiveServer:
         self.process = ManagedProcess(work / f"naive-{self.port}.log")
 
     def __enter__(self) -> NaiveServer:
-        env = {k: v for k, v in os.environ.items() if k not in OMP_POLICY}  # a user's defaults
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_POLICY}  # a user's defaults
         self.process.start(self.command, env, f"http://127.0.0.1:{self.port}/api/v1/health/ready", 300, cwd=REPO)
         return self
 

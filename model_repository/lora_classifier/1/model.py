@@ -24,6 +24,10 @@ for _path in reversed(_OWN_PATHS):
 # instances need; on a busy CPU node spinning made batches up to 7x slower (docs/benchmarks.md). Set
 # before torch loads OpenMP; an operator's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same for the tokenizer: its rayon pool spins too, and each instance tokenizes its own batches while the
+# others use the other cores. Measured in the stub at 32 clients, a batch of 7 texts took 1.5 ms to tokenize
+# with the pool and 0.25 ms on one thread (bench/levers.md).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import json
 import logging
