@@ -4,6 +4,8 @@ retried once on a new one. Against real Triton it runs in every tests/api_shim t
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import socket
 import threading
@@ -20,6 +22,7 @@ from api_shim.infer_wire import (
     error_of,
     int32_tensor,
     output_rows,
+    read_answer,
     request_body,
     split_bytes,
 )
@@ -184,3 +187,53 @@ def test_a_server_that_never_answers_times_out():
         with pytest.raises(OSError):  # socket.timeout
             call(connection, b"x")
         assert connection._connection is None
+
+
+def test_an_answer_with_a_length_is_read_to_its_length_and_keeps_the_connection():
+    reader = io.BytesIO(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Other:  a:b \r\n\r\nhello" + b"HTTP/1.1 ...")
+    answer = read_answer(reader)
+    assert (answer.status, answer.body, answer.close) == (200, b"hello", False)
+    assert answer.headers[b"x-other"] == b"a:b"
+    assert reader.read() == b"HTTP/1.1 ..."  # the next answer is left alone
+
+
+def test_a_chunked_answer_is_joined():
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n"
+    answer = read_answer(io.BytesIO(raw))
+    assert (answer.body, answer.close) == (b"hello world", False)
+
+
+@pytest.mark.parametrize(
+    "raw, closes",
+    [
+        (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno", True),
+        (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno", True),
+        (b"HTTP/1.0 503 Service Unavailable\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nno", False),
+        (b"HTTP/1.1 503 Service Unavailable\r\n\r\nno", True),  # no length: the body ends with the connection
+    ],
+)
+def test_answers_that_end_the_connection_say_so(raw, closes):
+    answer = read_answer(io.BytesIO(raw))
+    assert (answer.status, answer.body, answer.close) == (503, b"no", closes)
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        (b"", http.client.RemoteDisconnected),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", http.client.BadStatusLine),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", http.client.BadStatusLine),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe", http.client.IncompleteRead),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", http.client.LineTooLong),
+    ],
+)
+def test_broken_answers_are_transport_failures(raw, error):
+    """Each an HTTPException (or the stale connection's RemoteDisconnected): the gateway reports Triton
+    unreachable, never a bug of its own."""
+    with pytest.raises(error):
+        read_answer(io.BytesIO(raw))
