@@ -11,7 +11,7 @@ one after another, the p50 (or Triton's mean per request) of:
 - Triton's own time per request from its statistics: the queue, and compute_infer (the backend stub's IPC,
   parsing, tokenizing, the forward, the heads, the result tensors and the metric calls);
 - the shim's `TritonGateway.predict` called in this process: Triton's HTTP front with binary tensors and
-  tritonclient, without gunicorn or Flask;
+  the shim's socket client (api_shim/infer_wire.py), without gunicorn or Flask;
 - Triton asked directly over HTTP/JSON (bench/loadgen.py's TRITON protocol);
 - the shim's predict (bench/loadgen.py, the load generator of every other benchmark): the figure of issue 14's
   deliver 2;
