@@ -7,11 +7,14 @@
   timeout (DRAIN_TIMEOUT_S).
 - **It tells how long a request waited for a thread.** Connections wait in the thread pool's queue when
   every thread is busy; admission (api_shim/admission.py) counts that wait, so that no queue goes unseen.
-- **It admits and refuses without a thread.** A predict whose whole request is already in the socket is judged
-  by the accept loop itself (api_shim/fast_refusal.py): admitted, its texts are counted in flight before it
-  waits for a thread; refused, it is answered `429 overloaded` there, so a refusal never queues behind the
-  accepted requests that hold the threads, and a burst of new clients is judged one by one as it arrives. A
-  new connection whose request has not arrived yet waits in the poller, not in the thread pool's queue.
+- **It admits and refuses without a thread.** While every thread is taken, a predict whose whole request is
+  already in the socket is judged by the accept loop itself (api_shim/fast_refusal.py): admitted, its texts are
+  counted in flight before it waits for a thread; refused, it is answered `429 overloaded` there, so a refusal
+  never queues behind the accepted requests that hold the threads, and a burst of new clients is judged one by
+  one as it arrives. A new connection whose request has not arrived yet then waits in the poller, not in the
+  thread pool's queue. While a thread is free, the request goes to it as in the stock worker, and admission
+  judges it in its route at once: judging it in the accept loop too (a peek and a parse of its body) was a
+  sixth of the shim's CPU at 32 clients (bench/levers.md).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class ShimWorker(ThreadWorker):
         # When each connection still waiting for a thread was handed to the pool, oldest first: the pool's
         # queue is FIFO, so the thread that starts next takes the oldest.
         self._waiting: deque[float] = deque()
-        self._waiting_lock = threading.Lock()
+        self._busy = 0  # threads handling a connection now
+        self._waiting_lock = threading.Lock()  # guards both
         super().init_process()
 
     def set_accept_enabled(self, enabled: bool) -> None:
@@ -74,6 +78,7 @@ class ShimWorker(ThreadWorker):
         with self._waiting_lock:
             if self._waiting:
                 self._waiting.popleft()
+            self._busy += 1
         arrived = getattr(conn, "enqueued_at", now)
         reservation, conn.reservation = getattr(conn, "reservation", None), None
         _this_request.arrived_at = arrived
@@ -82,6 +87,8 @@ class ShimWorker(ThreadWorker):
         try:
             return super().handle(conn)
         finally:
+            with self._waiting_lock:
+                self._busy -= 1
             _this_request.reservation = None
             if reservation is not None:  # its route never took it over: a 400, a dropped connection
                 self._admission().release(reservation)
@@ -92,12 +99,16 @@ class ShimWorker(ThreadWorker):
         return getattr(self.wsgi, "extensions", {}).get("admission")
 
     def _admitted_or_answered(self, conn, now: float) -> bool:
-        """Judge a predict that is wholly in the socket here, in the accept loop: admitted, it goes to the thread
-        pool with its texts counted in flight (`conn.reservation`); refused, it is answered 429 at once. True
-        when the connection was dealt with here (refused, or waiting in the poller for its request)."""
+        """While every thread is taken, judge a predict that is wholly in the socket here, in the accept loop:
+        admitted, it goes to the thread pool with its texts counted in flight (`conn.reservation`); refused, it is
+        answered 429 at once. True when the connection was dealt with here (refused, or waiting in the poller for
+        its request)."""
         admission = self._admission()
         if admission is None or not admission.enabled:
             return False
+        with self._waiting_lock:
+            if self._busy + len(self._waiting) < self.cfg.threads:
+                return False  # a thread takes it now, and its route judges it
         if conn.initialized and conn.parser.unreader.buf.getvalue():
             return False  # bytes read ahead of the socket: its next request is not what the socket holds
         predict = fast_refusal.peek_predict(conn.sock)
