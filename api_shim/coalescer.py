@@ -13,6 +13,7 @@ written.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -115,6 +116,19 @@ class Coalescer(Generic[Answer]):
     @staticmethod
     def _result(mine: _Waiting[Answer]) -> Answer:
         if mine.error is not None:
-            raise mine.error
+            # The thread that sent the call raises its exception; every other predict in it a copy, so that no two
+            # threads raise one object (each raise writes the object's traceback).
+            raise mine.error if mine.lead else _own_copy(mine.error)
         assert mine.answer is not None
         return mine.answer
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """`error` again as a new object of its type, without its traceback; `error` itself where its type cannot be
+    copied."""
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        return error
+    twin.__cause__, twin.__context__ = error.__cause__, error.__context__
+    return twin.with_traceback(None)

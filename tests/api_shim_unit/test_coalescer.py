@@ -118,7 +118,30 @@ def test_a_failed_call_fails_its_predicts_and_no_other():
         wait_for(lambda: len(coalescer._waiting) == 2, 10, "both waiting")
         backend.hold.set()
         assert first.result(10) == "answer to good-0 (1 rows)"
+        errors = []
         for future in joined:  # they shared the failed call
-            with pytest.raises(RuntimeError, match="the call failed"):
+            with pytest.raises(RuntimeError, match="the call failed") as raised:
                 future.result(10)
+            errors.append(raised.value)
+    assert errors[0] is not errors[1]  # each thread raised an object of its own
     assert coalescer.run(group("good-2")) == "answer to good-2 (1 rows)"  # the slot was given back
+
+
+class Refusal(Exception):
+    """An exception whose constructor takes other arguments than its args: copy.copy cannot rebuild it."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"[{code}] {message}")
+
+
+def test_an_exception_that_cannot_be_copied_is_raised_as_it_is():
+    from api_shim.coalescer import _own_copy
+
+    original = Refusal(503, "no node")
+    assert _own_copy(original) is original
+    cause = ValueError("why")
+    chained = RuntimeError("the call failed")
+    chained.__cause__ = cause
+    twin = _own_copy(chained)
+    assert twin is not chained and type(twin) is RuntimeError and twin.args == chained.args
+    assert twin.__cause__ is cause and twin.__traceback__ is None
