@@ -268,7 +268,7 @@ class AdapterEngine:
         batch = self._padded(encoded["input_ids"])
         with self._forward_lock, torch.inference_mode():
             if self._lean is not None:
-                self._lean(batch["input_ids"], None)  # every row is padded to `tokens`: no mask
+                self._lean(batch["input_ids"], batch["attention_mask"])  # padded rows: the masked path, as under load
             else:
                 self.model(**batch)
         return time.perf_counter() - started

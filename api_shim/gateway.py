@@ -185,9 +185,7 @@ class TritonGateway:
 
     def _send_groups(self, groups: list[Group]) -> list[GroupAnswer | AdapterError]:
         """One Triton request for every group, each answered or failed alone (the model's GROUP input)."""
-        texts = [text.encode("utf-8") for group in groups for text in group.texts]
-        model_ids = [model_id.encode("utf-8") for group in groups for model_id in group.model_ids]
-        marks = [g for g, group in enumerate(groups) for _ in group.texts]
+        texts, model_ids, marks = _rows(groups)
         inputs = [bytes_tensor("TEXT", texts), bytes_tensor("MODEL_ID", model_ids), int32_tensor("GROUP", marks)]
         return self._answers(self._call(lambda: self._wire.infer(self.model, inputs, "RESULT")), groups)
 
@@ -197,17 +195,15 @@ class TritonGateway:
 
     @staticmethod
     def _predict_request(groups: list[Group]):
-        """TEXT, MODEL_ID and GROUP rows for `groups`, asking for RESULT alone: each row one JSON document."""
-        texts = [text for group in groups for text in group.texts]
-        model_ids = [model_id for group in groups for model_id in group.model_ids]
+        """`_send_groups`' request as tritonclient's inputs, asking for RESULT alone: each row one JSON document."""
+        texts, model_ids, marks = _rows(groups)
         inputs = []
         for name, values in (("TEXT", texts), ("MODEL_ID", model_ids)):
             tensor = triton_http.InferInput(name, [len(values), 1], "BYTES")
-            tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=object), binary_data=True)
+            tensor.set_data_from_numpy(np.array([[v] for v in values], dtype=object), binary_data=True)
             inputs.append(tensor)
-        marks = np.array([[g] for g, group in enumerate(groups) for _ in group.texts], dtype=np.int32)
-        group_input = triton_http.InferInput("GROUP", list(marks.shape), "INT32")
-        group_input.set_data_from_numpy(marks, binary_data=True)
+        group_input = triton_http.InferInput("GROUP", [len(marks), 1], "INT32")
+        group_input.set_data_from_numpy(np.array(marks, dtype=np.int32)[:, None], binary_data=True)
         inputs.append(group_input)
         return inputs, [triton_http.InferRequestedOutput("RESULT", binary_data=True)]
 
@@ -325,3 +321,12 @@ class TritonGateway:
             self._reset()
             return BackendUnavailable(f"Triton cannot serve {self.model} now: {message[:300]}")
         return InternalError(f"Triton answered an unexpected error: {message[:300]}")
+
+
+def _rows(groups: list[Group]) -> tuple[list[bytes], list[bytes], list[int]]:
+    """The TEXT, MODEL_ID and GROUP rows of one Triton request for `groups`: each group's rows marked with its
+    index, so that the model answers or fails each group alone."""
+    texts = [text.encode("utf-8") for group in groups for text in group.texts]
+    model_ids = [model_id.encode("utf-8") for group in groups for model_id in group.model_ids]
+    marks = [g for g, group in enumerate(groups) for _ in group.texts]
+    return texts, model_ids, marks

@@ -1,8 +1,8 @@
 """Triton's HTTP inference call with the binary tensor extension, over one plain keep-alive socket.
 
 The predict path's client. tritonclient's HTTP client sends through geventhttpclient, a gevent hub per thread
-and its own pools: measured here, a fifth of the shim's CPU for a lone predict (bench/levers.md). This sends
-the same request (a JSON header, then each tensor's bytes) and reads the same answer, on a keep-alive
+and its own pools: a fifth of the shim's py-spy samples for a lone predict, measured here (bench/levers.md).
+This sends the same request (a JSON header, then each tensor's bytes) and reads the same answer, on a keep-alive
 connection per calling thread. Its failures are tritonclient's, so that the gateway turns them into the same
 domain errors: an answer other than 200 raises `InferenceServerException` with Triton's message and status;
 a broken connection raises OSError or HTTPException.
@@ -132,7 +132,10 @@ class InferConnection:
 
     def __init__(self, address: str, connect_timeout_s: float, timeout_s: float) -> None:
         host, _, port = address.rpartition(":")
-        self._host, self._port = host or address, int(port) if port.isdigit() else 80
+        if not port.isdigit():  # no port given ("triton", "[::1]")
+            host, port = address, "80"
+        self._host, self._port = host.strip("[]"), int(port)  # an IPv6 address without its brackets, to connect
+        self._host_header = f"{host}:{port}"  # with them, as HTTP writes it
         self._connect_timeout_s = connect_timeout_s
         self._timeout_s = timeout_s
         self._connection: _Connection | None = None
@@ -141,7 +144,7 @@ class InferConnection:
         """The rows of `output` for one inference request of `inputs` to `model`."""
         body, header_length = request_body(inputs, output)
         head = (
-            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {self._host_header}\r\n"
             f"Content-Type: application/octet-stream\r\n{HEADER_LENGTH}: {header_length}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("ascii")
@@ -185,8 +188,8 @@ class InferConnection:
 
 def read_answer(reader: BinaryIO) -> _Answer:
     """One HTTP/1.1 answer from `reader`: its status line, headers and body (by Content-Length, chunked, or up to
-    the end of the connection). http.client parses headers with the email package, which measured a tenth of
-    the shim's CPU for a lone predict; Triton's and HAProxy's answers need none of what it handles."""
+    the end of the connection). http.client parses headers with the email package, a tenth of the shim's py-spy
+    samples for a lone predict; Triton's and HAProxy's answers need none of what it handles."""
     line = _line(reader)
     if not line:
         raise http.client.RemoteDisconnected("the server closed the connection without an answer")

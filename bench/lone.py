@@ -39,6 +39,7 @@ import torch
 from api_shim.gateway import TritonGateway
 from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
+from bench.revision import head_commit
 from bench.loadgen import TRITON, lone_pair, run_load
 from bench.mixed import ratio
 from lora_core.control_token import RESTRICTED_API_HEADER
@@ -145,7 +146,8 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
             figures["paired_engine"].append(statistics.median(pair.in_process_ms))
             figures["paired_shim"].append(statistics.median(pair.served_ms))
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in figures.items()), flush=True)
-    return {"when": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "cores": cores, "figures": figures}
+    when = time.strftime("%Y-%m-%d %H:%M")
+    return {"when": when, "commit": head_commit() or "unknown", "rounds": rounds, "cores": cores, "figures": figures}
 
 
 def lone_section(result: dict[str, Any]) -> list[str]:
@@ -153,7 +155,8 @@ def lone_section(result: dict[str, Any]) -> list[str]:
     lines = [
         HEADING,
         "",
-        f"Measured {result['when']} on this machine ({result['cores']} cores, the client on them too), "
+        f"Measured {result['when']} at commit {result.get('commit', 'unknown')} on this machine "
+        f"({result['cores']} cores, the client on them too), "
         f"`.venv/bin/python -m bench.lone --into docs/benchmarks.md`: median [min-max] over {result['rounds']} rounds. "
         "One client sends one short text at a time to one adapter; `make serve`'s defaults (2 CPU instances x "
         "1 torch thread), 8 adapters loaded. A diagnostic: the figure of record is bench/mixed.py's.",

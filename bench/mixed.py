@@ -31,6 +31,7 @@ import torch
 from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
+from bench.revision import head_commit
 from bench.loadgen import lone_pair, run_load
 from testkit.measure import summary
 from testkit.texts import mixed_texts, short_texts
@@ -132,6 +133,7 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
             print(f"sweep: {clients} clients, {sweep[clients]:.0f} tokens/s, p99 {swept.p99_ms:.0f} ms", flush=True)
     return {
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": head_commit() or "unknown",
         "rounds": rounds,
         "seconds": seconds,
         "mean_tokens": mean_tokens,
@@ -184,7 +186,8 @@ def mixed_section(result: dict[str, Any]) -> list[str]:
     return [
         HEADING,
         "",
-        f"Measured {result['when']} on this machine (2 cores, the load generator on them too), "
+        f"Measured {result['when']} at commit {result.get('commit', 'unknown')} on this machine "
+        "(2 cores, the load generator on them too), "
         f"`.venv/bin/python -m bench.mixed --into docs/benchmarks.md`: median [min-max] over {result['rounds']} "
         f"rounds of {result['seconds']:.0f} s. 512 seeded texts, 70% of 3-25 words, 25% of 25-110, 5% of 110-400, "
         f"at most {MAX_LENGTH} tokens: {result['mean_tokens']:.0f} real tokens per text on average. "

@@ -27,7 +27,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from adapter_manager import AdapterEngine
 from bench.e2e import ADAPTERS
 from bench.floors import BareServer, noop_stack, stack_roots, tokenizer_cpu_ms, triton_roots
 from bench.gpu.render import publish
+from bench.revision import head_commit
 from bench.multiclient import START_DELAY_S, MultiResult, run_processes
 from testkit.measure import summary
 from testkit.texts import short_texts
@@ -237,10 +237,9 @@ def measure(work: Path, rounds: int, seconds: float, bases: list[str]) -> dict[s
     if demo is None:
         raise SystemExit("bench.overhead needs MiniLM (make demo-base) for its tokenizer and the demo figures")
     paths = {"tiny": make_tiny_encoder(work / "tiny-base", demo), "demo": demo}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "commit": commit.stdout.strip() or "unknown",
+        "commit": head_commit() or "unknown",
         "rounds": rounds,
         "seconds": seconds,
         "bases": {name: measure_base(work, name, paths[name], rounds, seconds) for name in bases},

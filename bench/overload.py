@@ -22,7 +22,6 @@ worker to its 429 being written; the p99 is the upper bound of the histogram's b
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import requests
 
 from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
+from bench.revision import head_commit
 from bench.loadgen import LoadResult, run_load
 from lora_core.prometheus import MetricsSnapshot
 from testkit.conditions import wait_for
@@ -152,11 +152,10 @@ def measure(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
                 result["after_flood"].append(every_crowd(warm, texts, crowd_s))
             result["off"].append(flood(off, texts, seconds, warmup=3))
             report_round(result, round_)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     result.update(
         {
             "when": time.strftime("%Y-%m-%d %H:%M"),
-            "commit": commit.stdout.strip() or "unknown",
+            "commit": head_commit() or "unknown",
             "rounds": rounds,
             "seconds": seconds,
         }

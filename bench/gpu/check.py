@@ -86,6 +86,7 @@ from api_shim.status import service_status  # Flask- and tritonclient-free
 from bench.loadgen import TRITON, run_load
 from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
 from bench.gpu.render import gpu_section
+from bench.revision import head_commit
 from testkit.measure import percentile, throughput
 from testkit.process_harness import ManagedProcess, free_port
 from testkit.texts import mixed_texts, short_texts
@@ -581,11 +582,9 @@ def commit_of(bundle: Path, given: str | None = None) -> str:
     uncommitted changes), else the one bench/gpu/bundle.sh wrote into the bundle (the device's copy has no .git)."""
     if given:
         return given
-    if (REPO / ".git").exists() and shutil.which("git"):
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        if head.returncode == 0:
-            status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
-            return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+    head = head_commit(REPO)
+    if head is not None:
+        return head
     written = bundle / "commit"
     commit = written.read_text(encoding="utf-8").strip() if written.is_file() else ""
     return commit or "unknown"

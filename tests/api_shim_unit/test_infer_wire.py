@@ -140,13 +140,39 @@ def call(connection: InferConnection, *texts: bytes) -> list[bytes]:
 def test_calls_share_one_kept_alive_connection(server):
     httpd, handler = server
     connection = InferConnection(f"127.0.0.1:{httpd.server_address[1]}", 5, 5)
-    first = connection._connection
+    assert connection._connection is None  # connected on the first call, not before
     assert call(connection, b"abc", b"") == [b"cba", b""]
     kept = connection._connection
-    assert kept is not None and kept is not first
+    assert kept is not None
     assert call(connection, "类".encode()) == ["类".encode()[::-1]]
     assert connection._connection is kept
     connection.close()
+    assert connection._connection is None and kept.sock.fileno() == -1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_an_address_may_be_a_name_or_an_ipv6_literal(host):
+    family = socket.AF_INET6 if host == "[::1]" else socket.AF_INET
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+
+    handler = type("Handler", (_Triton,), {"answered": []})
+    try:
+        httpd = Server((host.strip("[]"), 0), handler)
+    except OSError:
+        pytest.skip(f"{host} cannot be bound here")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        connection = InferConnection(f"{host}:{httpd.server_address[1]}", 5, 5)
+        assert call(connection, b"ab") == [b"ba"]
+        connection.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each_time(server):

@@ -25,8 +25,8 @@ for _path in reversed(_OWN_PATHS):
 # before torch loads OpenMP; an operator's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The same for the tokenizer: its rayon pool spins too, and each instance tokenizes its own batches while the
-# others use the other cores. Measured in the stub at 32 clients, a batch of 7 texts took 1.5 ms to tokenize
-# with the pool and 0.25 ms on one thread (bench/levers.md).
+# others use the other cores. Measured in the stub at 32 clients with the pool, tokenizing a batch of about 7 texts
+# took 1.5 ms of wall time; on one thread, in-process, such a batch takes 0.25 ms (bench/levers.md).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import json
