@@ -1,18 +1,22 @@
-"""The Python packages that the GPU check carries beyond the GPU machine's own: the one list, BUNDLE.
+"""The Python packages that the GPU check carries beyond the GPU machine's own: the check's (BUNDLE) and the
+shim's (what scripts/docker/requirements-api.txt installs, `shim_needed`).
 
-bench/gpu/bundle.sh copies them from this venv into .gpu/site, pure-Python files only:
+bench/gpu/bundle.sh copies them from this venv, pure-Python files only, and fetches the shim's compiled ones as
+CPython 3.12 wheels:
 
-    .venv/bin/python -m bench.gpu.bundle_packages --site .gpu/site
+    .venv/bin/python -m bench.gpu.bundle_packages --site .gpu/site --shim-site .gpu/shim --wheels .gpu/wheels
 
-check.py puts that folder first on its own import path and on those of scripts/run_triton.py and the model in
-the backend stub. tests/bench_unit/test_gpu_bundle.py checks BUNDLE against what the check's code imports
-(`needed`), in `make test`, so that a device run does not start with an ImportError.
+check.py puts site/ first on its own import path and on those of scripts/run_triton.py and the model in the
+backend stub; the shim it starts under gunicorn gets the wheels (unpacked), shim/ and site/.
+tests/bench_unit/test_gpu_bundle.py checks BUNDLE against what the check's code imports (`needed`), and the
+shim's split, in `make test`, so that a device run does not start with an ImportError.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import subprocess
 import importlib.metadata as metadata
 import shutil
 import sys
@@ -36,6 +40,19 @@ BUNDLE = ("etcd3gw", "futurist", "pbr", "debtcollector", "wrapt", "prometheus-cl
 
 # What runs of the check's code: the check, the Triton launcher it starts, and the model in the backend stub.
 ENTRY_POINTS = ("bench/gpu/check.py", "scripts/run_triton.py", "model_repository/lora_classifier/1/model.py")
+
+# The shim, as the API image installs it. What of it the machine lacks is carried: pure-Python distributions copied
+# from this venv (shim/), compiled ones as CPython 3.12 wheels (wheels/), which check.py unpacks.
+API_REQUIREMENTS = REPO / "scripts" / "docker" / "requirements-api.txt"
+# Compiled distributions whose version here has no CPython 3.12 wheel: the nearest one that has. tritonclient 2.51
+# asks for geventhttpclient <= 2.0.2, whose wheels stop at 3.11; 2.0.10 is the first with 3.12's.
+WHEEL_VERSIONS_312 = {"geventhttpclient": "2.0.10"}
+# Of those, what the machine's image holds as well (docs/gpu.md; the shim imports none of aiohttp's family, which
+# only tritonclient.http.aio uses) and what of a distribution's compiled files the shim never loads.
+SHIM_ON_MACHINE = ("aiohttp", "aiohappyeyeballs", "aiosignal", "attrs", "frozenlist", "multidict", "propcache", "yarl")
+SHIM_ON_MACHINE += ("six", "werkzeug")
+UNUSED_COMPILED = {"tritonclient": "its shared-memory library, loaded only by tritonclient.utils.*shared_memory"}
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
 # Modules imported there that no distribution provides.
 NOT_DISTRIBUTED = {"triton_python_backend_utils": "the python backend's stub provides it"}
@@ -151,29 +168,38 @@ def code_imports(entries: Iterable[str] = ENTRY_POINTS) -> tuple[set[str], set[s
 # ------------------------------------------------------------------------------ distributions needed
 
 
-def requirements(distribution: str) -> list[str]:
-    """The distributions that `distribution` (as installed here) requires on the GPU machine's Python."""
-    names = []
-    for line in metadata.requires(distribution) or []:
-        requirement = Requirement(line)
-        if requirement.marker is None or requirement.marker.evaluate(MACHINE_ENVIRONMENT):
-            names.append(canonicalize_name(requirement.name))
-    return names
+def _applies(requirement: Requirement, extras: Iterable[str]) -> bool:
+    if requirement.marker is None:
+        return True
+    return any(requirement.marker.evaluate({**MACHINE_ENVIRONMENT, "extra": extra}) for extra in ("", *extras))
 
 
-def closure(distributions: Iterable[str], stop: Iterable[str] = ()) -> set[str]:
-    """`distributions` and what they require, transitively, not looking past those in `stop`."""
+def requirements(distribution: str, extras: Iterable[str] = ()) -> list[str]:
+    """The distributions that `distribution` (as installed here), with `extras`, requires on the GPU machine's
+    Python."""
+    return [canonicalize_name(r.name) for r in _requirements(distribution, extras)]
+
+
+def _requirements(distribution: str, extras: Iterable[str] = ()) -> list[Requirement]:
+    found = [Requirement(line) for line in metadata.requires(distribution) or []]
+    return [r for r in found if _applies(r, tuple(extras))]
+
+
+def closure(distributions: Iterable[str | Requirement], stop: Iterable[str] = ()) -> set[str]:
+    """`distributions` (names, or requirements with their extras) and what they require, transitively, not
+    looking past those in `stop`."""
     stop = {canonicalize_name(s) for s in stop}
-    found: set[str] = set()
-    todo = [canonicalize_name(d) for d in distributions]
+    found: set[tuple[str, frozenset[str]]] = set()
+    todo = [Requirement(d) if isinstance(d, str) else d for d in distributions]
     while todo:
-        name = todo.pop()
-        if name in found:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in found:
             continue
-        found.add(name)
-        if name not in stop:
-            todo.extend(requirements(name))
-    return found
+        found.add(key)
+        if key[0] not in stop:
+            todo.extend(_requirements(key[0], requirement.extras))
+    return {name for name, _ in found}
 
 
 def on_machine() -> set[str]:
@@ -194,6 +220,47 @@ def needed(entries: Iterable[str] = ENTRY_POINTS) -> tuple[set[str], set[str]]:
         direct.update(canonicalize_name(d) for d in providers.get(top, []))
     machine = on_machine()
     return closure(direct, stop=machine) - machine, unknown
+
+
+def api_requirements() -> list[Requirement]:
+    """scripts/docker/requirements-api.txt: what the shim's image installs."""
+    lines = API_REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+    return [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+
+
+def shim_needed() -> tuple[set[str], set[str]]:
+    """What the shim's image installs beyond the GPU machine's packages and BUNDLE: (pure-Python distributions,
+    compiled ones). numpy is the machine's, or the stub's numpy 1 site that the check gives the shim too."""
+    machine = on_machine() | set(SHIM_ON_MACHINE)
+    wanted = closure(api_requirements(), stop=machine) - machine - {canonicalize_name(b) for b in BUNDLE}
+    compiled = {name for name in wanted if compiled_files(name) and name not in UNUSED_COMPILED}
+    return wanted - compiled, compiled
+
+
+def wheel_version_312(distribution: str) -> str:
+    return WHEEL_VERSIONS_312.get(canonicalize_name(distribution), metadata.version(distribution))
+
+
+def fetch_wheels(folder: Path, distributions: Iterable[str]) -> list[Path]:
+    """CPython 3.12 manylinux wheels of `distributions` into `folder` (kept when there already), at this venv's
+    versions or WHEEL_VERSIONS_312's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheels = []
+    for name in sorted(distributions):
+        version = wheel_version_312(name)
+        stem = f"{name.replace('-', '_')}-{version}-"
+        have = [w for w in folder.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
+        if not any(w.name.lower().startswith(stem.lower()) for w in have):
+            for stale in have:
+                stale.unlink()
+            platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+                 "3.12", "--implementation", "cp", *platforms, "-d", str(folder), f"{name}=={version}"],
+                check=True,
+            )  # fmt: skip
+        wheels += [w for w in folder.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
+    return wheels
 
 
 # ------------------------------------------------------------------------------------------- the site
@@ -228,7 +295,9 @@ def copy_site(site: Path, distributions: Iterable[str] = BUNDLE) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--site", type=Path, required=True, help="the folder to fill (emptied first)")
+    parser.add_argument("--site", type=Path, required=True, help="the check's folder to fill (emptied first)")
+    parser.add_argument("--shim-site", type=Path, help="the shim's pure-Python folder to fill (emptied first)")
+    parser.add_argument("--wheels", type=Path, help="the folder of the shim's compiled wheels (CPython 3.12)")
     args = parser.parse_args(argv)
     missing, unknown = needed()
     missing -= {canonicalize_name(b) for b in BUNDLE}
@@ -240,6 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     left_out = copy_site(args.site)
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in BUNDLE)
     print(f"{args.site}: {versions}" + (f"; without {', '.join(left_out)}" if left_out else ""))
+    pure, compiled = shim_needed()
+    if args.shim_site:
+        if args.shim_site.exists():
+            shutil.rmtree(args.shim_site)
+        args.shim_site.mkdir(parents=True)
+        copy_site(args.shim_site, sorted(pure))
+        print(f"{args.shim_site}: " + ", ".join(f"{name} {metadata.version(name)}" for name in sorted(pure)))
+    if args.wheels:
+        wheels = fetch_wheels(args.wheels, compiled)
+        print(f"{args.wheels}: " + ", ".join(w.name.split("-")[0] + " " + w.name.split("-")[1] for w in wheels))
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import os
 import platform
 import random
@@ -35,6 +36,7 @@ import sysconfig
 import tarfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
@@ -83,7 +85,9 @@ import torch
 
 from adapter_manager import AdapterEngine
 from api_shim.status import service_status  # Flask- and tritonclient-free
-from bench.loadgen import TRITON, run_load
+from bench.loadgen import SHIM, TRITON, run_load
+from bench.multiclient import run_processes
+from bench.perf_analyzer.client import perf_analyzer as run_perf_analyzer
 from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
 from bench.gpu.render import gpu_section
 from bench.revision import head_commit
@@ -164,27 +168,72 @@ def environment() -> dict[str, Any]:
     return info
 
 
-def unpack_bundle(bundle: Path, work: Path) -> tuple[Path | None, Path | None]:
-    """The tritonserver site (for PYTHONPATH) and a numpy 1.x folder for the stub, from bench/gpu/bundle.sh."""
-    site = numpy_dir = None
+@dataclass
+class Unpacked:
+    """What bench/gpu/bundle.sh carried, made ready under the work folder; None where the bundle lacks it."""
+
+    triton_site: Path | None = None  # the wheel's tritonserver, for PYTHONPATH
+    numpy_dir: Path | None = None  # numpy 1.x, for the stub's and the shim's sites
+    shim_paths: list[Path] = field(default_factory=list)  # the shim's packages beyond the machine's
+    perf_analyzer: Path | None = None
+    perf_analyzer_libs: Path | None = None  # libb64 and libcudart 12 under the names perf_analyzer asks for
+
+
+def _extract(archive: Path, into: Path) -> None:
+    with tarfile.open(archive) as tar:
+        # Our own archive; the "tar" filter where this Python has it (3.11.4+) keeps it inside `into`.
+        tar.extractall(into, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+
+
+def unpack_bundle(bundle: Path, work: Path) -> Unpacked:
+    """The bundle's parts, unpacked under `work` (once)."""
+    found = Unpacked()
     archive = bundle / "tritonserver.tar.xz"
     if archive.exists():
         site = work / "triton-site"
         if not (site / "pytriton").exists():
-            with tarfile.open(archive) as tar:
-                # Our own archive; the "tar" filter where this Python has it (3.11.4+) keeps it inside `site`.
-                tar.extractall(site, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+            _extract(archive, site)
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        if not (site / "pytriton" / "tritonserver" / "python_backend_stubs" / version).is_dir():
+        if (site / "pytriton" / "tritonserver" / "python_backend_stubs" / version).is_dir():
+            found.triton_site = site
+        else:
             log(f"{archive} has no backend stub for Python {version}: using the installed nvidia-pytriton")
-            site = None
-    wheels = sorted(bundle.glob("numpy-1.*.whl"))
-    if wheels:
-        numpy_dir = work / "stub-numpy"
-        if not (numpy_dir / "numpy").exists():
-            with zipfile.ZipFile(wheels[0]) as wheel:
-                wheel.extractall(numpy_dir)
-    return site, numpy_dir
+    numpy_archive = bundle / "numpy-1.26.4.tar.xz"
+    wheels = sorted(bundle.glob("numpy-1.*.whl"))  # what bundles before December 2026 carried
+    if numpy_archive.exists() or wheels:
+        found.numpy_dir = work / "stub-numpy"
+        if not (found.numpy_dir / "numpy").exists():
+            if numpy_archive.exists():
+                _extract(numpy_archive, found.numpy_dir)
+            else:
+                with zipfile.ZipFile(wheels[0]) as wheel:
+                    wheel.extractall(found.numpy_dir)
+    shim_wheels = sorted((bundle / "wheels").glob("*.whl"))
+    if shim_wheels:
+        compiled = work / "shim-compiled"
+        for wheel_path in shim_wheels:
+            with zipfile.ZipFile(wheel_path) as wheel:
+                wheel.extractall(compiled)
+        found.shim_paths.append(compiled)
+    if (bundle / "shim").is_dir():
+        found.shim_paths.append((bundle / "shim").resolve())
+    packed = bundle / "perf_analyzer.xz"
+    if packed.exists():
+        binary = work / "bin" / "perf_analyzer"
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_bytes(lzma.decompress(packed.read_bytes()))
+        binary.chmod(0o755)
+        found.perf_analyzer = binary
+        libs = found.triton_site / "nvidia_pytriton.libs" if found.triton_site else None
+        if libs is not None and libs.is_dir():
+            found.perf_analyzer_libs = work / "perf_analyzer-libs"
+            found.perf_analyzer_libs.mkdir(exist_ok=True)
+            for pattern, name in (("libb64-*.so.0d", "libb64.so.0d"), ("libcudart-*.so.12*", "libcudart.so.12")):
+                for library in sorted(libs.glob(pattern))[:1]:
+                    link = found.perf_analyzer_libs / name
+                    link.unlink(missing_ok=True)
+                    link.symlink_to(library)
+    return found
 
 
 # ---------------------------------------------------------------------------------- 2. encoder and adapters
@@ -206,6 +255,14 @@ def prepare_models(work: Path, shape: dict[str, int]) -> tuple[Path, Path]:
 def batches(texts: Sequence[str], size: int, by_length: bool) -> list[list[str]]:
     ordered = sorted(texts, key=token_count) if by_length else list(texts)
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def encoder_flops_per_token(model: torch.nn.Module, tokens_per_text: float) -> float:
+    """A forward's FLOPs per token through the encoder's layers: 2 per weight of their matrices, and attention's
+    scores and weighted sum, 4 x hidden per layer per token of the sequence (embeddings and pooler left out)."""
+    config = model.config
+    weights = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n and "pooler" not in n)
+    return 2 * weights + 4 * config.num_hidden_layers * config.hidden_size * tokens_per_text
 
 
 def in_process(
@@ -251,6 +308,9 @@ def in_process(
             for mode, values in per_mode.items()
         }
         figures[name]["tokens_per_text"] = tokens / len(texts)
+    figures["encoder_flops_per_token"] = {
+        name: encoder_flops_per_token(engine.model, figures[name]["tokens_per_text"]) for name in sets
+    }
     lone = sets["short"][0]
     samples = []
     for _ in range(max(20, rounds * 20)):
@@ -389,10 +449,11 @@ NUMPY_2_EXTENSIONS = (
 )
 
 
-def stub_site_with_numpy(work: Path, numpy_dir: Path | None, own: Path | None = None) -> Path:
-    """A site-packages for the backend stub: `own` (this interpreter's), linked entry by entry, less numpy and
-    the packages built against numpy 2, plus the carried numpy 1.x (or, rehearsing without one, this numpy)."""
-    site = work / "stub-site"
+def stub_site_with_numpy(work: Path, numpy_dir: Path | None, own: Path | None = None, name: str = "stub-site") -> Path:
+    """A site-packages for the backend stub (or the shim: `name`): `own` (this interpreter's), linked entry by
+    entry, less numpy and the packages built against numpy 2, plus the carried numpy 1.x (or, rehearsing without
+    one, this numpy)."""
+    site = work / name
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
@@ -540,29 +601,54 @@ def parity(triton: Triton, base: Path, root: Path, texts: list[str]) -> dict[str
 # ----------------------------------------------------------------------------------------- 6. served load
 
 
-def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: float) -> dict[str, Any]:
-    scenarios = []
+def client_processes() -> int:
+    """Processes of the multi-process client: half the cores, 2 to 8 (the service keeps the rest)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def served(
+    url: str, sets: dict[str, list[str]], rounds: int, seconds: float, via: str = "triton", lone: bool = True
+) -> dict[str, Any]:
+    """Closed-loop load on `url` (Triton's base URL, or the shim's predict URL with via="shim"): 1-text requests
+    from 64 clients over several processes (bench/multiclient.py, its CPU reported), and, over threads of this
+    process, 16-text requests from 16 clients and a lone client."""
+    protocol = "shim" if via == "shim" else "triton"
+    processes = client_processes()
+    scenarios: list[tuple[str, str, int, int, int]] = []  # texts, adapters, per request, clients, processes
     for name in sets:
         for adapters in ("one", "mixed-8"):
-            scenarios.append((name, adapters, 1, 64))
-    scenarios += [("short", "mixed-8", 16, 16), ("short", "one", 1, 1)]
+            scenarios.append((name, adapters, 1, 64, processes))
+    scenarios += [("short", "mixed-8", 16, 16, 0)]
+    if lone:
+        scenarios += [("short", "one", 1, 1, 0)]
     results: dict[str, Any] = {}
     for _ in range(rounds):
-        for name, adapters, per_request, clients in scenarios:
+        for name, adapters, per_request, clients, procs in scenarios:
             ids = ADAPTERS[:1] if adapters == "one" else ADAPTERS
-            outcome = run_load(triton.url, ids, sets[name], per_request, clients, seconds, warmup=1.0, protocol=TRITON)
+            client_cpu_ms = None
+            if procs:
+                multi = run_processes(url, ids, sets[name], per_request, clients, seconds, procs, 1.0, protocol)
+                outcome = multi.load
+                requests_done = outcome.requests_per_s * outcome.seconds
+                client_cpu_ms = multi.client_cpu_s * 1000 / requests_done if requests_done else None
+            else:
+                chosen = SHIM if via == "shim" else TRITON
+                outcome = run_load(url, ids, sets[name], per_request, clients, seconds, warmup=1.0, protocol=chosen)
             tokens = sum(token_count(t) for t in sets[name]) / len(sets[name])
             entry = results.setdefault(
                 f"{name}/{adapters}/{per_request}x{clients}",
                 {
+                    "via": via,
                     "texts": name,
                     "adapters": adapters,
                     "texts_per_request": per_request,
                     "clients": clients,
+                    "client": f"{procs} processes" if procs else "threads of one process",
                     "texts_per_s": [],
                     "tokens_per_s": [],
                     "p50_ms": [],
                     "p99_ms": [],
+                    "client_cpu_ms_per_request": [],
                     "failed": 0,
                 },
             )
@@ -570,8 +656,96 @@ def served(triton: Triton, sets: dict[str, list[str]], rounds: int, seconds: flo
             entry["tokens_per_s"].append(outcome.texts_per_s * tokens)
             entry["p50_ms"].append(outcome.p50_ms)
             entry["p99_ms"].append(outcome.p99_ms)
+            if client_cpu_ms is not None:
+                entry["client_cpu_ms_per_request"].append(client_cpu_ms)
             entry["failed"] += sum(n for status, n in outcome.statuses.items() if status != 200) + outcome.malformed
     return results
+
+
+# ---------------------------------------------------------------------------------------- 7. perf_analyzer
+
+
+def perf_analyzer_inputs(work: Path, texts: list[str], adapters: list[str]) -> Path:
+    """A perf_analyzer input-data file of 1-text rows, adapters round-robin (bench/perf_analyzer's format)."""
+    data = [
+        {"TEXT": {"content": [t], "shape": [1]}, "MODEL_ID": {"content": [adapters[i % len(adapters)]], "shape": [1]}}
+        for i, t in enumerate(texts)
+    ]
+    path = work / f"perf-analyzer-{len(adapters)}.json"
+    path.write_text(json.dumps({"data": data}), encoding="utf-8")
+    return path
+
+
+def perf_analyzer_figures(
+    triton: Triton, unpacked: Unpacked, work: Path, texts: list[str], clients: int = 64
+) -> dict[str, Any]:
+    """perf_analyzer against Triton, 1-text requests from `clients` concurrent requests, one adapter and 8 mixed:
+    its own stable windows (3 s, within 25%), so one run each."""
+    binary = unpacked.perf_analyzer or Path(sys.executable).parent / "perf_analyzer"
+    env = dict(os.environ)
+    libs = [str(unpacked.perf_analyzer_libs)] if unpacked.perf_analyzer_libs else []
+    purelib = Path(sysconfig.get_paths()["purelib"]) / "nvidia" / "cuda_runtime" / "lib"  # here: make venv's
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, str(purelib), env.get("LD_LIBRARY_PATH", "")])
+    figures: dict[str, Any] = {"clients": clients, "binary": str(binary)}
+    for adapters in ("one", "mixed-8"):
+        inputs = perf_analyzer_inputs(work, texts, ADAPTERS[:1] if adapters == "one" else ADAPTERS)
+        try:
+            url = triton.url.removeprefix("http://")
+            # one try of at most 6 windows: a bounded share of the device's minutes
+            figures[adapters] = run_perf_analyzer(url, inputs, clients, 1, 3000, triton.token, binary, env, 1, 6)
+        except Exception as exc:  # recorded: the other figures stand without it
+            figures[adapters] = {"error": str(exc)[-1500:]}
+        log("perf_analyzer", adapters, figures[adapters])
+    return figures
+
+
+# ------------------------------------------------------------------------------------- 8. through the shim
+
+
+def start_shim(triton: Triton, unpacked: Unpacked, work: Path) -> tuple[ManagedProcess, str]:
+    """The shim under gunicorn with `make serve`'s defaults in front of `triton`, on the packages its image
+    installs: the bundle's, over numpy 1 where the machine's numpy is 2 (requirements-api.txt pins 1.26)."""
+    paths = [*unpacked.shim_paths]
+    if unpacked.numpy_dir is not None and int(np.__version__.split(".")[0]) >= 2:
+        paths.append(stub_site_with_numpy(work, unpacked.numpy_dir, name="shim-site"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*map(str, paths), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "TRITON_URL": triton.url.removeprefix("http://"),
+        "TRITON_METRICS_URL": triton.metrics_url,
+        "CONTROL_TOKEN": triton.token,
+    }
+    shim = ManagedProcess(work / f"gunicorn-{port}.log")
+    command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "api_shim" / "gunicorn.conf.py"), "api_shim.wsgi:app"]
+    origin = f"http://127.0.0.1:{port}"
+    shim.start(command, env, f"{origin}/api/v1/health/live", 60, cwd=REPO)
+    return shim, f"{origin}/api/v1/inference/predict"
+
+
+def through_shim(
+    triton: Triton,
+    unpacked: Unpacked,
+    work: Path,
+    out: Path,
+    sets: dict[str, list[str]],
+    rounds: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """`served` through the shim, on the short texts; the error instead where the shim did not start."""
+    try:
+        shim, url = start_shim(triton, unpacked, work)
+    except Exception as exc:  # recorded: the other figures stand without it
+        log("the shim did not start:", exc)
+        return {"error": str(exc)[-3000:]}
+    try:
+        log("the shim serving at", url)
+        return {"served": served(url, {"short": sets["short"]}, rounds, seconds, via="shim")}
+    finally:
+        shim.stop()
+        (out / "gunicorn.log").write_text(shim.log_tail(400))  # its access log is long
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -640,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     log("commit", figures["commit"], "environment", json.dumps(figures["environment"]))
     save()
-    site, numpy_dir = unpack_bundle(args.bundle, args.work)
+    unpacked = unpack_bundle(args.bundle, args.work)
     shape = TINY if args.quick else BERT_BASE
     figures["encoder"] = shape
     started = time.perf_counter()
@@ -648,9 +822,18 @@ def main(argv: list[str] | None = None) -> int:
     figures["prepare_s"] = round(time.perf_counter() - started, 1)
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
     log(f"models ready in {figures['prepare_s']} s; tritonserver")
-    plan = stub_numpy_plan(np.__version__, numpy_dir, args.machine_numpy_first, args.numpy_1_site)
+    plan = stub_numpy_plan(np.__version__, unpacked.numpy_dir, args.machine_numpy_first, args.numpy_1_site)
     triton, figures["triton"] = start_triton(
-        args.work, base, root, kind, dtype, site, numpy_dir, plan, mixed_texts(16, seed=5), args.out
+        args.work,
+        base,
+        root,
+        kind,
+        dtype,
+        unpacked.triton_site,
+        unpacked.numpy_dir,
+        plan,
+        mixed_texts(16, seed=5),
+        args.out,
     )
     save()
     if triton is not None:
@@ -659,10 +842,14 @@ def main(argv: list[str] | None = None) -> int:
             figures["parity"] = parity(triton, base, root, mixed_texts(32, seed=3)[:16] + short_texts(16, seed=4))
             log("parity", figures["parity"])
             save()
-            figures["served"] = served(triton, sets, rounds, seconds)
+            figures["served"] = served(triton.url, sets, rounds, seconds)
             save()
             figures["status"] = service_status(triton, triton.metrics_url)  # type: ignore[arg-type]  (duck-typed)
             log("status", json.dumps(figures["status"]))
+            save()
+            figures["perf_analyzer"] = perf_analyzer_figures(triton, unpacked, args.work, sets["short"][:64])
+            save()
+            figures["through_shim"] = through_shim(triton, unpacked, args.work, args.out, sets, rounds, seconds)
         finally:
             triton.stop()
             shutil.copy(triton.process.log_path, args.out / "tritonserver.log")

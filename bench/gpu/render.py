@@ -24,6 +24,14 @@ RESULTS = REPO / "docs" / "gpu" / "results.json"
 HEADING = "## GPU (bench/gpu/check.py)"
 
 
+# Dense fp16/bf16 tensor-core peaks (NVIDIA's data sheets, without sparsity), by a part of the card's name.
+PEAK_FP16_TFLOPS = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0}
+
+
+def peak_tflops(card: str) -> float | None:
+    return next((peak for part, peak in PEAK_FP16_TFLOPS.items() if part in card), None)
+
+
 def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
     """Round by round: served round k against in-process round k."""
     return [x / y for x, y in zip(a, b) if y]
@@ -70,18 +78,40 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
             for m in ("bare-sorted", "bare-arrival", "one", "mixed-8")
         ]
         lines.append(f"| {name} | {part['tokens_per_text']:.0f} | " + " | ".join(cells) + " |")
-    served = f.get("served", {})
+    flops = ip.get("encoder_flops_per_token")
+    peak = peak_tflops(gpu.get("name", ""))
+    if flops and peak:
+        cells = []
+        for name in ("short", "mixed"):
+            tokens = ip[name]["bare-sorted"]["tokens_per_s"]
+            achieved = [t * flops[name] / 1e12 for t in tokens]
+            cells.append(
+                f"{name} texts {summary(achieved, 1)} TFLOP/s, {statistics.median(achieved) / peak:.1%} of peak "
+                f"({flops[name] / 1e9:.2f} GFLOP per token)"
+            )
+        lines += [
+            "",
+            f"**The bare encoder against the card's roofline** (dense fp16 peak {peak:.0f} TFLOP/s; FLOPs per token "
+            "counted as 2 per weight of the layers' matrices plus attention's 4 x hidden x sequence per layer): "
+            + "; ".join(cells)
+            + ".",
+        ]
+    served = dict(f.get("served", {}))
+    shim = f.get("through_shim", {})
+    served.update({f"shim/{key}": entry for key, entry in shim.get("served", {}).items()})
     if served:
         lines += [
             "",
-            "**Served** through Triton's HTTP/JSON protocol (bench/loadgen.py: closed-loop clients, threads "
-            "of one Python process on the same machine), against the in-process figure of the same texts and "
-            "adapters, and against the length-sorted bare ceiling in tokens/s; served round k is paired with "
-            "in-process round k (measured after Triton stopped, in the same run):",
+            "**Served**, through Triton's HTTP protocol (`triton`) and through the shim under gunicorn with "
+            "`make serve`'s defaults (`shim`), against the in-process figure of the same texts and adapters, and "
+            "against the length-sorted bare ceiling in tokens/s; served round k is paired with in-process round k "
+            "(measured after Triton stopped, in the same run). Clients are closed loops (bench/loadgen.py) on the "
+            "same machine: 1-text x 64 over several processes (bench/multiclient.py, their CPU per request "
+            "given), the others threads of one process:",
             "",
-            "| texts | adapters | texts x clients | texts/s | p50 ms | p99 ms | failed | / in-process | "
-            "tokens/s / sorted ceiling |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| via | texts | adapters | texts x clients | client | texts/s | p50 ms | p99 ms | failed | / in-process | "
+            "tokens/s / sorted ceiling | client CPU ms / request |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for entry in served.values():
             same = ip[entry["texts"]][entry["adapters"]]
@@ -92,20 +122,44 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
             )
             if entry["clients"] == 1:  # a lone client measures latency, below; its throughput is no comparison
                 versus = "- | -"
+            client_cpu = entry.get("client_cpu_ms_per_request") or []
             lines.append(
-                f"| {entry['texts']} | {entry['adapters']} | {entry['texts_per_request']} x {entry['clients']} | "
-                f"{summary(entry['texts_per_s'])} | {summary(entry['p50_ms'], 1)} | {summary(entry['p99_ms'], 1)} | "
-                f"{entry['failed']} | {versus} |"
+                f"| {entry.get('via', 'triton')} | {entry['texts']} | {entry['adapters']} | "
+                f"{entry['texts_per_request']} x {entry['clients']} | {entry.get('client', 'threads of one process')} "
+                f"| {summary(entry['texts_per_s'])} | {summary(entry['p50_ms'], 1)} | {summary(entry['p99_ms'], 1)} | "
+                f"{entry['failed']} | {versus} | {summary(client_cpu, 2) if client_cpu else '-'} |"
             )
-        lone = next((e for e in served.values() if e["clients"] == 1 and e["texts_per_request"] == 1), None)
-        if lone:
-            batch1 = ip["batch1_ms"]["p50"]
-            lines += [
-                "",
-                f"**A lone request** (one client, one short text): served p50 {summary(lone['p50_ms'], 1)} "
-                f"ms against {batch1:.1f} ms in-process at batch 1 "
-                f"({statistics.median(lone['p50_ms']) / batch1:.2f}x).",
-            ]
+        if "error" in shim:
+            lines += ["", f"The shim did not start: `{shim['error'].splitlines()[-1][:300]}`."]
+        batch1 = ip["batch1_ms"]["p50"]
+        for entry in served.values():
+            if entry["clients"] == 1 and entry["texts_per_request"] == 1:
+                lines += [
+                    "",
+                    f"**A lone request** through {entry.get('via', 'triton')} (one client, one short text): served "
+                    f"p50 {summary(entry['p50_ms'], 1)} ms against {batch1:.1f} ms in-process at batch 1 "
+                    f"({statistics.median(entry['p50_ms']) / batch1:.2f}x).",
+                ]
+    pa = f.get("perf_analyzer")
+    if pa:
+        lines += [
+            "",
+            f"**perf_analyzer** against Triton, 1-text requests at concurrency {pa['clients']}, one run of stable "
+            "3 s windows each:",
+            "",
+            "| adapters | texts/s | p50 ms | p99 ms | / in-process (median) |",
+            "|---|---|---|---|---|",
+        ]
+        for adapters in ("one", "mixed-8"):
+            run = pa.get(adapters, {})
+            if "error" in run:
+                lines.append(f"| {adapters} | failed: {run['error'].strip().splitlines()[-1][:200]} | | | |")
+            elif run:
+                in_proc = statistics.median(ip["short"][adapters]["texts_per_s"])
+                lines.append(
+                    f"| {adapters} | {run['texts_per_s']:.0f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | "
+                    f"{run['texts_per_s'] / in_proc:.2f} |"
+                )
     status = f.get("status", {})
     for worker in status.get("workers", []):
         lines += [

@@ -14,14 +14,8 @@ Debian's libb64-0d and PyPI's nvidia-cuda-runtime-cu12 (both installed by `make 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
-import subprocess
-import sys
-import sysconfig
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -31,79 +25,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from lora_core.control_token import RESTRICTED_API_HEADER
+from bench.perf_analyzer.client import perf_analyzer as perf_analyzer_with
 from testkit.triton_harness import CONTROL_TOKEN
 
 ADAPTERS = [f"bench-{i}" for i in range(8)]
 DEFAULT_INPUTS = ("one_adapter_short", "mixed8_short", "one_adapter_long", "mixed8_long")
 
 
-def perf_analyzer_env() -> dict[str, str]:
-    site = Path(sysconfig.get_paths()["purelib"])
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (str(site / "nvidia" / "cuda_runtime" / "lib"), env.get("LD_LIBRARY_PATH", "")) if p
-    )
-    return env
-
-
 def perf_analyzer(url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int) -> dict[str, float]:
-    """One perf_analyzer measurement: texts/s and latency percentiles in ms.
-
-    perf_analyzer gives up when a shared machine's noise keeps its windows apart, or when a window is too
-    short for one request; then it is tried again with windows twice, then four times, as long.
-    """
-    for attempt in range(3):
-        try:
-            return _perf_analyzer_once(url, input_file, concurrency, batch, measurement_ms << attempt)
-        except RuntimeError as exc:
-            if attempt == 2 or not any(s in str(exc) for s in ("stable measurement", "larger time window")):
-                raise
-    raise AssertionError("unreachable")
-
-
-def _perf_analyzer_once(
-    url: str, input_file: Path, concurrency: int, batch: int, measurement_ms: int
-) -> dict[str, float]:
-    binary = Path(sys.executable).parent / "perf_analyzer"
-    with tempfile.NamedTemporaryFile(suffix=".csv") as report:
-        command = [
-            str(binary),
-            "-m",
-            "lora_classifier",
-            "-u",
-            url,
-            "-i",
-            "http",
-            "--input-data",
-            str(input_file),
-            "-b",
-            str(batch),
-            "--concurrency-range",
-            str(concurrency),
-            "--measurement-interval",
-            str(measurement_ms),
-            "--stability-percentage",
-            "25",
-            "--max-trials",
-            "8",
-            "-f",
-            report.name,
-            # model config and statistics are restricted APIs: they answer only holders of the control secret
-            "-H",
-            f"{RESTRICTED_API_HEADER}:{CONTROL_TOKEN}",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env(), timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-            )
-        row = next(csv.DictReader(io.StringIO(Path(report.name).read_text())))
-    return {
-        "texts_per_s": float(row["Inferences/Second"]),
-        "p50_ms": float(row["p50 latency"]) / 1000,
-        "p99_ms": float(row["p99 latency"]) / 1000,
-    }
+    """bench/perf_analyzer/client.py's, with this venv's binary, against a server holding the test kit's secret."""
+    return perf_analyzer_with(url, input_file, concurrency, batch, measurement_ms, CONTROL_TOKEN)
 
 
 def input_rows(name: str) -> tuple[list[str], list[str]]:
