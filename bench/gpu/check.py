@@ -375,7 +375,15 @@ class Triton(TritonHttp):
     """tritonserver through scripts/run_triton.py, and its HTTP client."""
 
     def __init__(
-        self, work: Path, base: Path, root: Path, kind: str, dtype: str, site: Path | None, stub_site: Path | None
+        self,
+        work: Path,
+        base: Path,
+        root: Path,
+        kind: str,
+        dtype: str,
+        site: Path | None,
+        stub_site: Path | None,
+        instances: int = 1,
     ) -> None:
         self.http, self.grpc, self.metrics_port = free_port(), free_port(), free_port()
         super().__init__(
@@ -399,7 +407,7 @@ class Triton(TritonHttp):
             "--kind",
             kind,
             "--instances",
-            "1",
+            str(instances),
             f"--http-port={self.http}",
             f"--grpc-port={self.grpc}",
             f"--metrics-port={self.metrics_port}",
@@ -532,13 +540,14 @@ def start_triton(
     plan: list[str],
     probe: list[str],
     out: Path,
+    instances: int = 1,
 ) -> tuple[Triton | None, dict[str, Any]]:
     """Start Triton, load the adapters and check one predict, for each stub environment of `plan` until one
     serves. None when none did."""
     attempts: list[dict[str, Any]] = []
     for choice in plan:
         stub_site = stub_site_with_numpy(work, numpy_dir) if choice == "numpy-1-site" else None
-        triton = Triton(work, base, root, kind, dtype, site, stub_site)
+        triton = Triton(work, base, root, kind, dtype, site, stub_site, instances)
         attempt: dict[str, Any] = {"stub": choice}
         attempts.append(attempt)
         attempt["preflight"] = preflight(stub_site)
@@ -782,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rehearsal: give the stub the numpy-1 site even where numpy is 1.x already",
     )
+    parser.add_argument("--instances", type=int, default=1, help="lora_classifier instances (KIND_GPU: per GPU)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
@@ -801,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "max_length": MAX_LENGTH,
         "batch": BATCH,
+        "instances": args.instances,
     }
     out = args.out / "gpu.json"
 
@@ -834,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         plan,
         mixed_texts(16, seed=5),
         args.out,
+        args.instances,
     )
     save()
     if triton is not None:

@@ -50,7 +50,8 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
         f"peft {env['peft']}, {env['cpus']} CPU cores. Encoder of BERT-base's shape ({encoder['layers']} layers, "
         f"hidden {encoder['hidden']}, {encoder['heads']} heads, random weights), {f['dtype']}, 8 real PEFT adapters "
         f"(r=8 on query/value, 4 labels), max_length {f['max_length']}; tritonserver 2.51 from the nvidia-pytriton "
-        "wheel with one KIND_GPU instance of lora_classifier. Figures are median [min-max] over the rounds. "
+        f"wheel with {f.get('instances', 1)} KIND_GPU instance(s) of lora_classifier. Figures are median [min-max] "
+        "over the rounds. "
         "What the run needed and found: docs/gpu.md.",
         "",
     ]
