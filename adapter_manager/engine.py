@@ -124,13 +124,17 @@ class AdapterEngine:
         self._forward_lock = threading.Lock()  # the wrappers hold one batch's plan at a time
         self._banks = _BankCache(BANK_CACHE_BYTES)  # used under the forward lock
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
+        # What one more forward costs in padded tokens (adapter_manager.batching): measured on a GPU, where a
+        # forward's launches cost as much as thousands of tokens; 0 on a CPU, where a forward costs its tokens.
+        self.forward_tokens = self.measure_forward_tokens() if self.device.type == "cuda" else 0
         log.info(
-            "base encoder %s on %s (%s), hidden %d, %d Linear layers",
+            "base encoder %s on %s (%s), hidden %d, %d Linear layers, a forward's fixed cost %d padded tokens",
             base_model_dir,
             self.device,
             self.dtype,
             self.signature.hidden_size,
             len(self.signature.linear_shapes),
+            self.forward_tokens,
         )
 
     @classmethod
@@ -245,7 +249,7 @@ class AdapterEngine:
         bank_index = {model_id: i for i, model_id in enumerate(models)}
         ids = self._token_ids(texts, [adapters[m].max_length for m in model_ids])
         results: list[Classification | None] = [None] * len(texts)
-        for run in length_runs([len(x) for x in ids], self.max_batch_tokens):
+        for run in length_runs([len(x) for x in ids], self.max_batch_tokens, forward_tokens=self.forward_tokens):
             rows_of: dict[str, list[int]] = {}  # model_id -> its positions in the run
             for position, row in enumerate(run):
                 rows_of.setdefault(model_ids[row], []).append(position)
@@ -272,6 +276,37 @@ class AdapterEngine:
             else:
                 self.model(**batch)
         return time.perf_counter() - started
+
+    def measure_forward_tokens(self, repeats: int = 5) -> int:
+        """A forward's fixed cost in padded tokens: the time of a bare forward of one short row over a padded
+        token's share of a forward of `max_batch_tokens` (at most 64 rows of 128); median of `repeats` each, after
+        one of each to warm up. At most `max_batch_tokens`, where the large forward costs no more than the small."""
+        small = (1, 16)
+        rows = max(1, min(64, self.max_batch_tokens // 128))
+        large = (rows, max(16, min(128, self.max_batch_tokens // rows, self.max_length_limit)))
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda *_: None)
+
+        def seconds(rows: int, tokens: int) -> float:
+            encoded = self.tokenizer(["the"] * rows, padding="max_length", truncation=True, max_length=tokens)
+            batch = self._padded(encoded["input_ids"])
+            times = []
+            for _ in range(repeats + 1):
+                sync(self.device)
+                started = time.perf_counter()
+                with self._forward_lock, torch.inference_mode():
+                    if self._lean is not None:
+                        self._lean(batch["input_ids"], batch["attention_mask"])
+                    else:
+                        self.model(**batch)
+                sync(self.device)
+                times.append(time.perf_counter() - started)
+            return float(np.median(times[1:]))
+
+        fixed, whole = seconds(*small), seconds(*large)
+        per_token = (whole - fixed) / (large[0] * large[1] - small[0] * small[1])
+        if per_token <= 0:
+            return self.max_batch_tokens
+        return int(min(self.max_batch_tokens, fixed / per_token))
 
     def _snapshot(self, model_ids: Sequence[str]) -> dict[str, ResidentAdapter]:
         with self._state_lock:

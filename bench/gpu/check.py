@@ -317,6 +317,7 @@ def in_process(
         started = time.perf_counter()
         engine.classify([lone], [ADAPTERS[0]])
         samples.append((time.perf_counter() - started) * 1000)
+    figures["forward_tokens"] = engine.forward_tokens
     figures["batch1_ms"] = {"p50": statistics.median(samples), "p99": percentile(samples, 99)}
     return figures
 
@@ -761,16 +762,15 @@ def through_shim(
 
 
 def commit_of(bundle: Path, given: str | None = None) -> str:
-    """The commit the check runs at: `given` (--commit), else git's where the copy has .git (with -dirty for
-    uncommitted changes), else the one bench/gpu/bundle.sh wrote into the bundle (the device's copy has no .git)."""
+    """The commit the check runs at: `given` (--commit), else the one bench/gpu/bundle.sh wrote into the bundle
+    (with -dirty for uncommitted changes), else git's where the copy has .git. The bundle's comes first: it is
+    written from the tree that travels, while the device's copy may hold a .git of another commit (seen on the
+    H200 on 2026-12-04: its git named the session's first commit)."""
     if given:
         return given
-    head = head_commit(REPO)
-    if head is not None:
-        return head
     written = bundle / "commit"
     commit = written.read_text(encoding="utf-8").strip() if written.is_file() else ""
-    return commit or "unknown"
+    return commit or head_commit(REPO) or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,3 +110,20 @@ def test_a_small_token_budget_cuts_many_runs_and_keeps_every_row_in_place(engine
     pairs = [(i, m) for i in range(len(texts)) for m in ADAPTERS]
     random.Random(1).shuffle(pairs)
     check(engine, texts, expected, pairs)
+
+
+@pytest.mark.parametrize("forward_tokens", [0, 40, 100_000])
+def test_a_forwards_fixed_cost_changes_the_runs_not_the_results(engine, loaded, monkeypatch, forward_tokens):
+    """A GPU's measured fixed cost (forward_tokens) merges runs; every row keeps its probabilities and place."""
+    texts, expected = loaded
+    monkeypatch.setattr(engine, "max_batch_tokens", 256)
+    monkeypatch.setattr(engine, "forward_tokens", forward_tokens)
+    pairs = [(i, m) for i in range(len(texts)) for m in ADAPTERS]
+    random.Random(2).shuffle(pairs)
+    check(engine, texts, expected, pairs)
+
+
+def test_a_forwards_fixed_cost_is_not_applied_on_a_cpu_and_is_measured_within_the_budget(engine):
+    assert engine.device.type == "cpu" and engine.forward_tokens == 0  # a CPU's forward costs its tokens
+    measured = engine.measure_forward_tokens(repeats=1)
+    assert 0 <= measured <= engine.max_batch_tokens

@@ -129,12 +129,16 @@ def test_commit_given_wins(tmp_path):
     assert check.commit_of(tmp_path, "0123abc") == "0123abc"
 
 
-def test_commit_from_git_where_the_copy_has_it(tmp_path):
+def test_commit_from_git_where_the_bundle_has_none(tmp_path):
     if not (REPO / ".git").exists() or shutil.which("git") is None:
         pytest.skip("this copy has no .git, or no git")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    (tmp_path / "commit").write_text("not-this\n")
     assert check.commit_of(tmp_path).removesuffix("-dirty") == head.stdout.strip()
+
+
+def test_the_bundles_commit_wins_over_a_git_in_the_copy(tmp_path):
+    (tmp_path / "commit").write_text("93374b4\n")  # what travelled; the copy's .git may be of another commit
+    assert check.commit_of(tmp_path) == "93374b4"
 
 
 def test_commit_from_the_bundle_where_the_copy_has_no_git(tmp_path, monkeypatch):
