@@ -79,6 +79,12 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
             for m in ("bare-sorted", "bare-arrival", "one", "mixed-8")
         ]
         lines.append(f"| {name} | {part['tokens_per_text']:.0f} | " + " | ".join(cells) + " |")
+    if "forward_tokens" in ip:
+        lines += [
+            "",
+            f"The engine measured a forward's fixed cost at {ip['forward_tokens']} padded tokens, so it cuts a batch "
+            "into runs of similar length only where the padding saved costs more (adapter_manager/batching.py).",
+        ]
     flops = ip.get("encoder_flops_per_token")
     peak = peak_tflops(gpu.get("name", ""))
     if flops and peak:
