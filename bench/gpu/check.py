@@ -419,6 +419,7 @@ class Triton(TritonHttp):
         ]
         if stub_site:
             self.command += ["--stub-site", str(stub_site)]
+        self.stub_site = stub_site
         self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
 
     def start(self, timeout: float = 150) -> None:
@@ -617,7 +618,13 @@ def client_processes() -> int:
 
 
 def served(
-    url: str, sets: dict[str, list[str]], rounds: int, seconds: float, via: str = "triton", lone: bool = True
+    url: str,
+    sets: dict[str, list[str]],
+    rounds: int,
+    seconds: float,
+    via: str = "triton",
+    lone: bool = True,
+    only_64: bool = False,
 ) -> dict[str, Any]:
     """Closed-loop load on `url` (Triton's base URL, or the shim's predict URL with via="shim"): 1-text requests
     from 64 clients over several processes (bench/multiclient.py, its CPU reported), and, over threads of this
@@ -628,8 +635,9 @@ def served(
     for name in sets:
         for adapters in ("one", "mixed-8"):
             scenarios.append((name, adapters, 1, 64, processes))
-    scenarios += [("short", "mixed-8", 16, 16, 0)]
-    if lone:
+    if not only_64:
+        scenarios += [("short", "mixed-8", 16, 16, 0)]
+    if lone and not only_64:
         scenarios += [("short", "one", 1, 1, 0)]
     results: dict[str, Any] = {}
     for _ in range(rounds):
@@ -735,6 +743,37 @@ def start_shim(triton: Triton, unpacked: Unpacked, work: Path) -> tuple[ManagedP
     return shim, f"{origin}/api/v1/inference/predict"
 
 
+def served_with_instances(
+    work: Path,
+    base: Path,
+    root: Path,
+    kind: str,
+    dtype: str,
+    unpacked: Unpacked,
+    stub_site: Path | None,
+    count: int,
+    sets: dict[str, list[str]],
+    rounds: int,
+    seconds: float,
+    out: Path,
+) -> dict[str, Any]:
+    """1-text x 64 clients straight to a tritonserver of `count` instances, its stub on `stub_site` (the first
+    start's); the error instead where it did not serve."""
+    triton = Triton(work, base, root, kind, dtype, unpacked.triton_site, stub_site, count)
+    try:
+        triton.start()
+        for model_id in ADAPTERS:
+            triton.control({"op": "load", "model_dir": model_id, "max_length": MAX_LENGTH})
+        log(f"tritonserver with {count} instances serving")
+        return served(triton.url, sets, rounds, seconds, lone=False, only_64=True)
+    except Exception as exc:  # recorded: the other figures stand without it
+        log(f"{count} instances:", exc)
+        return {"error": str(exc)[-3000:]}
+    finally:
+        triton.stop()
+        shutil.copy(triton.process.log_path, out / f"tritonserver-{count}-instances.log")
+
+
 def through_shim(
     triton: Triton,
     unpacked: Unpacked,
@@ -792,12 +831,18 @@ def main(argv: list[str] | None = None) -> int:
         help="rehearsal: give the stub the numpy-1 site even where numpy is 1.x already",
     )
     parser.add_argument("--instances", type=int, default=1, help="lora_classifier instances (KIND_GPU: per GPU)")
+    parser.add_argument(
+        "--also-instances",
+        default="",
+        help="more instance counts to serve 1-text x 64 clients with, after the rest (e.g. 2,3): the A/B of the "
+        "lever in one device run",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device visible; rehearse with --device cpu --quick")
-    rounds, seconds = (1, 0.5) if args.quick else (args.rounds, args.seconds)
+    rounds, seconds = (1, 1.0) if args.quick else (args.rounds, args.seconds)
     dtype = "float16" if args.device == "cuda" else "float32"
     kind = "gpu" if args.device == "cuda" else "cpu"
     args.work.mkdir(parents=True, exist_ok=True)
@@ -865,6 +910,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             triton.stop()
             shutil.copy(triton.process.log_path, args.out / "tritonserver.log")
+        save()
+        counts = [int(n) for n in args.also_instances.split(",") if n.strip()]
+        figures["served_by_instances"] = {str(args.instances): figures["served"]}
+        for count in counts:
+            figures["served_by_instances"][str(count)] = served_with_instances(
+                args.work, base, root, kind, dtype, unpacked, triton.stub_site, count, sets, rounds, seconds, args.out
+            )
+            save()
     save()
     log("in-process")
     device = "cuda:0" if args.device == "cuda" else "cpu"

@@ -147,6 +147,27 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
                     f"p50 {summary(entry['p50_ms'], 1)} ms against {batch1:.1f} ms in-process at batch 1 "
                     f"({statistics.median(entry['p50_ms']) / batch1:.2f}x).",
                 ]
+    by_instances = f.get("served_by_instances", {})
+    if len(by_instances) > 1:
+        keys = [k for k in next(iter(by_instances.values())) if k.endswith("/1x64")]
+        lines += [
+            "",
+            "**KIND_GPU instances**, 1-text requests from 64 clients straight to Triton (the same rounds of the "
+            "in-process engine as above), texts/s and / in-process:",
+            "",
+            "| instances | " + " | ".join(k.removesuffix("/1x64").replace("/", ", ") for k in keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
+        for count, runs in by_instances.items():
+            if "error" in runs:
+                lines.append(f"| {count} | failed: {runs['error'].strip().splitlines()[-1][:200]} |")
+                continue
+            cells = []
+            for key in keys:
+                entry = runs[key]
+                same = ip[entry["texts"]][entry["adapters"]]["texts_per_s"]
+                cells.append(f"{summary(entry['texts_per_s'])} ({summary(ratios(entry['texts_per_s'], same), 2)})")
+            lines.append(f"| {count} | " + " | ".join(cells) + " |")
     pa = f.get("perf_analyzer")
     if pa:
         lines += [
