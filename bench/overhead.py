@@ -34,7 +34,6 @@ from typing import Any
 
 from bench.stack import REPO, Stack, default_base, prepare_adapters  # sets up the HF environment
 
-import psutil
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -44,13 +43,13 @@ from bench.floors import BareServer, noop_stack, stack_roots, tokenizer_cpu_ms, 
 from bench.gpu.render import publish
 from bench.revision import head_commit
 from bench.multiclient import START_DELAY_S, MultiResult, run_processes
+from bench.process_cpu import CLASSES, cpu_by_process, cpu_delta
 from testkit.measure import summary
 from testkit.texts import short_texts
 
 HEADING = "## CPU per request on the serving path (bench/overhead.py)"
 RESULTS = REPO / "var" / "bench" / "overhead.json"
 MAX_LENGTH = 128
-CLASSES = ("shim", "tritonserver", "stubs", "other")
 LOADS = {"lone": (1, 1), "32 clients": (32, 2)}  # name: (clients, client processes)
 ENGINE_CALLS = {1: 400, 16: 60}
 WARMUP_S = 2.0  # the clients' warm-up before each measured window  # in-process calls per batch size and round
@@ -74,40 +73,6 @@ def make_tiny_encoder(directory: Path, tokenizer_from: Path, hidden: int = 64, l
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(directory))
     return directory
-
-
-def process_class(process: psutil.Process) -> str:
-    command = " ".join(process.cmdline())
-    if "triton_python_backend_stub" in command:
-        return "stubs"
-    if process.name() == "tritonserver":
-        return "tritonserver"
-    if "gunicorn" in command:
-        return "shim"
-    return "other"
-
-
-def cpu_by_process(roots: list[int]) -> dict[int, tuple[str, float]]:
-    """pid -> (class, CPU seconds so far) for every process under `roots`."""
-    found: dict[int, tuple[str, float]] = {}
-    for root in roots:
-        try:
-            top = psutil.Process(root)
-            for process in [top, *top.children(recursive=True)]:
-                with process.oneshot():
-                    times = process.cpu_times()
-                    found[process.pid] = (process_class(process), times.user + times.system)
-        except psutil.Error:
-            continue
-    return found
-
-
-def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    """CPU seconds spent between two readings, per class (a process that started between them from 0)."""
-    spent = dict.fromkeys(CLASSES, 0.0)
-    for pid, (kind, seconds) in after.items():
-        spent[kind] += seconds - before.get(pid, (kind, 0.0))[1]
-    return spent
 
 
 def served(

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[2]
 
 # What the GPU machines lent to this project have (docs/gpu.md): these and whatever they require.
-GPU_MACHINE = ("torch", "transformers", "peft", "tokenizers", "numpy", "requests")
+GPU_MACHINE = ("torch", "transformers", "peft", "tokenizers", "numpy", "requests", "psutil")
 
 # Carried in .gpu/site: what the check's code imports, and what that requires, beyond GPU_MACHINE.
 # etcd3gw (lora_core/etcd.py, for adapter_manager.etcd_state) needs futurist, pbr, debtcollector and wrapt;

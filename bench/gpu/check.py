@@ -34,6 +34,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -86,7 +87,8 @@ import torch
 from adapter_manager import AdapterEngine
 from api_shim.status import service_status  # Flask- and tritonclient-free
 from bench.loadgen import SHIM, TRITON, run_load
-from bench.multiclient import run_processes
+from bench.multiclient import START_DELAY_S, MultiResult, run_processes
+from bench.process_cpu import CLASSES, cpu_by_process, cpu_delta
 from bench.perf_analyzer.client import perf_analyzer as run_perf_analyzer
 from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
 from bench.gpu.render import gpu_section
@@ -428,6 +430,12 @@ class Triton(TritonHttp):
     def stop(self) -> None:
         self.process.stop()
 
+    @property
+    def pid(self) -> int:
+        """scripts/run_triton.py's, whose children are tritonserver and its stubs."""
+        assert self.process.process is not None, "start() first"
+        return self.process.process.pid
+
 
 # Packages built on numpy's C API that numpy 1.x cannot import once built for 2.x (scipy uses np.long, new in
 # 2.0), and that the model never needs. transformers imports sklearn, hence scipy, whenever it finds them.
@@ -625,10 +633,12 @@ def served(
     via: str = "triton",
     lone: bool = True,
     only_64: bool = False,
+    roots: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Closed-loop load on `url` (Triton's base URL, or the shim's predict URL with via="shim"): 1-text requests
-    from 64 clients over several processes (bench/multiclient.py, its CPU reported), and, over threads of this
-    process, 16-text requests from 16 clients and a lone client."""
+    from 64 clients over several processes (bench/multiclient.py, its CPU reported, and that of each class of the
+    processes under `roots`), and, over threads of this process, 16-text requests from 16 clients and a lone
+    client."""
     protocol = "shim" if via == "shim" else "triton"
     processes = client_processes()
     scenarios: list[tuple[str, str, int, int, int]] = []  # texts, adapters, per request, clients, processes
@@ -644,11 +654,13 @@ def served(
         for name, adapters, per_request, clients, procs in scenarios:
             ids = ADAPTERS[:1] if adapters == "one" else ADAPTERS
             client_cpu_ms = None
+            service_cpu: dict[str, float] = {}
             if procs:
-                multi = run_processes(url, ids, sets[name], per_request, clients, seconds, procs, 1.0, protocol)
+                multi, service_cpu = multi_with_cpu(url, ids, sets[name], clients, seconds, procs, protocol, roots)
                 outcome = multi.load
                 requests_done = outcome.requests_per_s * outcome.seconds
                 client_cpu_ms = multi.client_cpu_s * 1000 / requests_done if requests_done else None
+                service_cpu = {k: v * 1000 / requests_done for k, v in service_cpu.items()} if requests_done else {}
             else:
                 chosen = SHIM if via == "shim" else TRITON
                 outcome = run_load(url, ids, sets[name], per_request, clients, seconds, warmup=1.0, protocol=chosen)
@@ -676,8 +688,45 @@ def served(
             entry["p99_ms"].append(outcome.p99_ms)
             if client_cpu_ms is not None:
                 entry["client_cpu_ms_per_request"].append(client_cpu_ms)
+            for kind, ms in service_cpu.items():
+                entry.setdefault("cpu_ms_per_request", {}).setdefault(kind, []).append(ms)
             entry["failed"] += sum(n for status, n in outcome.statuses.items() if status != 200) + outcome.malformed
     return results
+
+
+def multi_with_cpu(
+    url: str,
+    ids: Sequence[str],
+    texts: list[str],
+    clients: int,
+    seconds: float,
+    processes: int,
+    protocol: str,
+    roots: Sequence[int],
+) -> tuple[MultiResult, dict[str, float]]:
+    """1-text requests from `clients` over `processes` processes, and the CPU seconds each class of the processes
+    under `roots` spent in the same measured window (none without roots)."""
+    warmup = 1.0
+    start_at = time.time() + START_DELAY_S
+    window = start_at + warmup
+    box: list[MultiResult] = []
+    driver = threading.Thread(
+        target=lambda: box.append(
+            run_processes(url, ids, texts, 1, clients, seconds, processes, warmup, protocol, start_at)
+        )
+    )
+    driver.start()
+    readings = []
+    if roots:
+        time.sleep(max(0.0, window - time.time()))
+        readings.append(cpu_by_process(list(roots)))
+        time.sleep(max(0.0, window + seconds - time.time()))
+        readings.append(cpu_by_process(list(roots)))
+    driver.join()
+    if not box:
+        raise RuntimeError("the client processes gave no result")
+    spent = cpu_delta(*readings) if readings else {}
+    return box[0], {kind: spent[kind] for kind in CLASSES if spent.get(kind)}
 
 
 # ---------------------------------------------------------------------------------------- 7. perf_analyzer
@@ -765,7 +814,7 @@ def served_with_instances(
         for model_id in ADAPTERS:
             triton.control({"op": "load", "model_dir": model_id, "max_length": MAX_LENGTH})
         log(f"tritonserver with {count} instances serving")
-        return served(triton.url, sets, rounds, seconds, lone=False, only_64=True)
+        return served(triton.url, sets, rounds, seconds, lone=False, only_64=True, roots=[triton.pid])
     except Exception as exc:  # recorded: the other figures stand without it
         log(f"{count} instances:", exc)
         return {"error": str(exc)[-3000:]}
@@ -791,7 +840,8 @@ def through_shim(
         return {"error": str(exc)[-3000:]}
     try:
         log("the shim serving at", url)
-        return {"served": served(url, {"short": sets["short"]}, rounds, seconds, via="shim")}
+        roots = [triton.pid, shim.process.pid] if shim.process else [triton.pid]
+        return {"served": served(url, {"short": sets["short"]}, rounds, seconds, via="shim", roots=roots)}
     finally:
         shim.stop()
         (out / "gunicorn.log").write_text(shim.log_tail(400))  # its access log is long
@@ -899,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["parity"] = parity(triton, base, root, mixed_texts(32, seed=3)[:16] + short_texts(16, seed=4))
             log("parity", figures["parity"])
             save()
-            figures["served"] = served(triton.url, sets, rounds, seconds)
+            figures["served"] = served(triton.url, sets, rounds, seconds, roots=[triton.pid])
             save()
             figures["status"] = service_status(triton, triton.metrics_url)  # type: ignore[arg-type]  (duck-typed)
             log("status", json.dumps(figures["status"]))

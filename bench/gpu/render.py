@@ -32,6 +32,13 @@ def peak_tflops(card: str) -> float | None:
     return next((peak for part, peak in PEAK_FP16_TFLOPS.items() if part in card), None)
 
 
+def service_cpu(by_class: dict[str, list[float]]) -> str:
+    """'shim 0.61, stubs 0.30, tritonserver 0.05' (medians), or '-'."""
+    order = ("shim", "stubs", "tritonserver", "other")
+    parts = [f"{kind} {statistics.median(by_class[kind]):.2f}" for kind in order if by_class.get(kind)]
+    return ", ".join(parts) or "-"
+
+
 def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
     """Round by round: served round k against in-process round k."""
     return [x / y for x, y in zip(a, b) if y]
@@ -114,11 +121,11 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
             "against the length-sorted bare ceiling in tokens/s; served round k is paired with in-process round k "
             "(measured after Triton stopped, in the same run). Clients are closed loops (bench/loadgen.py) on the "
             "same machine: 1-text x 64 over several processes (bench/multiclient.py, their CPU per request "
-            "given), the others threads of one process:",
+            "given, and the service's, by process, from /proc), the others threads of one process:",
             "",
             "| via | texts | adapters | texts x clients | client | texts/s | p50 ms | p99 ms | failed | / in-process | "
-            "tokens/s / sorted ceiling | client CPU ms / request |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "tokens/s / sorted ceiling | client CPU ms / request | service CPU ms / request |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for entry in served.values():
             same = ip[entry["texts"]][entry["adapters"]]
@@ -134,7 +141,8 @@ def gpu_section(f: dict[str, Any]) -> list[str]:
                 f"| {entry.get('via', 'triton')} | {entry['texts']} | {entry['adapters']} | "
                 f"{entry['texts_per_request']} x {entry['clients']} | {entry.get('client', 'threads of one process')} "
                 f"| {summary(entry['texts_per_s'])} | {summary(entry['p50_ms'], 1)} | {summary(entry['p99_ms'], 1)} | "
-                f"{entry['failed']} | {versus} | {summary(client_cpu, 2) if client_cpu else '-'} |"
+                f"{entry['failed']} | {versus} | {summary(client_cpu, 2) if client_cpu else '-'} | "
+                f"{service_cpu(entry.get('cpu_ms_per_request', {}))} |"
             )
         if "error" in shim:
             lines += ["", f"The shim did not start: `{shim['error'].splitlines()[-1][:300]}`."]

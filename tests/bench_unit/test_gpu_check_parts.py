@@ -115,3 +115,34 @@ def test_the_section_gives_the_roofline_only_for_a_card_whose_peak_it_knows():
     assert "of peak" in "\n".join(render.gpu_section(figures))
     figures["environment"]["gpu"]["name"] = "Some Card"
     assert "of peak" not in "\n".join(render.gpu_section(figures))
+
+
+def test_the_services_cpu_per_request_is_shown_by_process_in_a_fixed_order():
+    assert render.service_cpu({}) == "-"
+    shown = render.service_cpu({"tritonserver": [0.05, 0.07, 0.06], "stubs": [0.3], "shim": [0.61, 0.6]})
+    assert shown == "shim 0.60, stubs 0.30, tritonserver 0.06"
+
+
+def test_cpu_delta_counts_each_class_and_a_process_that_started_meanwhile_from_zero():
+    from bench.process_cpu import cpu_delta
+
+    before = {1: ("shim", 10.0), 2: ("stubs", 5.0)}
+    after = {1: ("shim", 12.5), 2: ("stubs", 6.0), 3: ("stubs", 0.25)}
+    assert cpu_delta(before, after) == {"shim": 2.5, "tritonserver": 0.0, "stubs": 1.25, "other": 0.0}
+
+
+def test_cpu_by_process_finds_this_process_and_its_children(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from bench.process_cpu import cpu_by_process
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        found = cpu_by_process([os.getpid()])
+        assert os.getpid() in found and child.pid in found
+        assert all(kind == "other" and seconds >= 0 for kind, seconds in found.values())
+    finally:
+        child.kill()
+        child.wait()
