@@ -8,9 +8,10 @@ Rows still mix adapters within a run; the caller puts results back in request or
 
 On a CPU a forward costs about its padded tokens, so cutting pays from the first padded token. On a GPU a
 forward also has a fixed cost (its kernel launches and the Python that issues them): at BERT-base's size on an
-H200, a forward of one short row cost about as much as thousands of padded tokens, and cutting 64 mixed-length
-rows at 25% padding into a dozen runs served a quarter of what one padded forward did. `forward_tokens` is that
-fixed cost in padded tokens (AdapterEngine measures it on a GPU); padding is cut away only where it costs more.
+H200, a forward of 64 rows of 128 tokens cost no more than one of a short row, and cutting 64 mixed-length rows
+at 25% padding into 6 or 7 runs served a quarter of what one padded forward did (docs/gpu.md). `forward_tokens`
+is that fixed cost in padded tokens (AdapterEngine measures it on a GPU); padding is cut away only where it
+costs more.
 """
 
 from __future__ import annotations

@@ -269,21 +269,27 @@ class AdapterEngine:
         pay the first call's costs (allocations, kernel choices); its seconds."""
         started = time.perf_counter()
         encoded = self.tokenizer(["the"] * rows, padding="max_length", truncation=True, max_length=tokens)
-        batch = self._padded(encoded["input_ids"])
+        self._bare_forward(self._padded(encoded["input_ids"]))
+        return time.perf_counter() - started
+
+    def _bare_forward(self, batch: dict[str, torch.Tensor]) -> None:
+        """The base encoder alone over a padded batch, no adapter (the masked path, as padded rows take)."""
         with self._forward_lock, torch.inference_mode():
             if self._lean is not None:
-                self._lean(batch["input_ids"], batch["attention_mask"])  # padded rows: the masked path, as under load
+                self._lean(batch["input_ids"], batch["attention_mask"])
             else:
                 self.model(**batch)
-        return time.perf_counter() - started
 
     def measure_forward_tokens(self, repeats: int = 5) -> int:
         """A forward's fixed cost in padded tokens: the time of a bare forward of one short row over a padded
         token's share of a forward of `max_batch_tokens` (at most 64 rows of 128); median of `repeats` each, after
-        one of each to warm up. At most `max_batch_tokens`, where the large forward costs no more than the small."""
+        one of each to warm up. At most `max_batch_tokens`, where the large forward costs no more than the small
+        or the budget leaves no larger forward to weigh."""
         small = (1, 16)
         rows = max(1, min(64, self.max_batch_tokens // 128))
-        large = (rows, max(16, min(128, self.max_batch_tokens // rows, self.max_length_limit)))
+        large = (rows, min(128, self.max_batch_tokens // rows, self.max_length_limit))
+        if large[0] * large[1] <= small[0] * small[1]:
+            return self.max_batch_tokens
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda *_: None)
 
         def seconds(rows: int, tokens: int) -> float:
@@ -293,11 +299,7 @@ class AdapterEngine:
             for _ in range(repeats + 1):
                 sync(self.device)
                 started = time.perf_counter()
-                with self._forward_lock, torch.inference_mode():
-                    if self._lean is not None:
-                        self._lean(batch["input_ids"], batch["attention_mask"])
-                    else:
-                        self.model(**batch)
+                self._bare_forward(batch)
                 sync(self.device)
                 times.append(time.perf_counter() - started)
             return float(np.median(times[1:]))

@@ -89,7 +89,7 @@ from api_shim.status import service_status  # Flask- and tritonclient-free
 from bench.loadgen import SHIM, TRITON, run_load
 from bench.multiclient import START_DELAY_S, MultiResult, run_processes
 from bench.process_cpu import CLASSES, cpu_by_process, cpu_delta
-from bench.perf_analyzer.client import perf_analyzer as run_perf_analyzer
+from bench.perf_analyzer.client import perf_analyzer as run_perf_analyzer, perf_analyzer_env
 from testkit.factories import OutputSpec, Reference, make_tiny_base, make_training_output
 from bench.gpu.render import gpu_section
 from bench.revision import head_commit
@@ -213,18 +213,20 @@ def unpack_bundle(bundle: Path, work: Path) -> Unpacked:
     shim_wheels = sorted((bundle / "wheels").glob("*.whl"))
     if shim_wheels:
         compiled = work / "shim-compiled"
-        for wheel_path in shim_wheels:
-            with zipfile.ZipFile(wheel_path) as wheel:
-                wheel.extractall(compiled)
+        if not compiled.exists():
+            for wheel_path in shim_wheels:
+                with zipfile.ZipFile(wheel_path) as wheel:
+                    wheel.extractall(compiled)
         found.shim_paths.append(compiled)
     if (bundle / "shim").is_dir():
         found.shim_paths.append((bundle / "shim").resolve())
     packed = bundle / "perf_analyzer.xz"
     if packed.exists():
         binary = work / "bin" / "perf_analyzer"
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        binary.write_bytes(lzma.decompress(packed.read_bytes()))
-        binary.chmod(0o755)
+        if not binary.exists():
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_bytes(lzma.decompress(packed.read_bytes()))
+            binary.chmod(0o755)
         found.perf_analyzer = binary
         libs = found.triton_site / "nvidia_pytriton.libs" if found.triton_site else None
         if libs is not None and libs.is_dir():
@@ -421,7 +423,6 @@ class Triton(TritonHttp):
         ]
         if stub_site:
             self.command += ["--stub-site", str(stub_site)]
-        self.stub_site = stub_site
         self.process = ManagedProcess(work / f"tritonserver-{self.http}.log")
 
     def start(self, timeout: float = 150) -> None:
@@ -749,10 +750,7 @@ def perf_analyzer_figures(
     """perf_analyzer against Triton, 1-text requests from `clients` concurrent requests, one adapter and 8 mixed:
     its own stable windows (3 s, within 25%), so one run each."""
     binary = unpacked.perf_analyzer or Path(sys.executable).parent / "perf_analyzer"
-    env = dict(os.environ)
-    libs = [str(unpacked.perf_analyzer_libs)] if unpacked.perf_analyzer_libs else []
-    purelib = Path(sysconfig.get_paths()["purelib"]) / "nvidia" / "cuda_runtime" / "lib"  # here: make venv's
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, str(purelib), env.get("LD_LIBRARY_PATH", "")])
+    env = perf_analyzer_env([unpacked.perf_analyzer_libs] if unpacked.perf_analyzer_libs else [])
     figures: dict[str, Any] = {"clients": clients, "binary": str(binary)}
     for adapters in ("one", "mixed-8"):
         inputs = perf_analyzer_inputs(work, texts, ADAPTERS[:1] if adapters == "one" else ADAPTERS)
@@ -793,26 +791,19 @@ def start_shim(triton: Triton, unpacked: Unpacked, work: Path) -> tuple[ManagedP
 
 
 def served_with_instances(
-    work: Path,
-    base: Path,
-    root: Path,
-    kind: str,
-    dtype: str,
-    unpacked: Unpacked,
-    stub_site: Path | None,
+    start: Callable[[int], tuple[Triton | None, dict[str, Any]]],
     count: int,
     sets: dict[str, list[str]],
     rounds: int,
     seconds: float,
     out: Path,
 ) -> dict[str, Any]:
-    """1-text x 64 clients straight to a tritonserver of `count` instances, its stub on `stub_site` (the first
-    start's); the error instead where it did not serve."""
-    triton = Triton(work, base, root, kind, dtype, unpacked.triton_site, stub_site, count)
+    """1-text x 64 clients straight to a tritonserver of `count` instances, started by `start` (start_triton with
+    the first start's stub environment); the error instead where it did not serve."""
+    triton, attempts = start(count)
+    if triton is None:
+        return {"error": json.dumps(attempts)[-3000:]}
     try:
-        triton.start()
-        for model_id in ADAPTERS:
-            triton.control({"op": "load", "model_dir": model_id, "max_length": MAX_LENGTH})
         log(f"tritonserver with {count} instances serving")
         return served(triton.url, sets, rounds, seconds, lone=False, only_64=True, roots=[triton.pid])
     except Exception as exc:  # recorded: the other figures stand without it
@@ -928,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["prepare_s"] = round(time.perf_counter() - started, 1)
     sets = {"short": short_texts(512), "mixed": mixed_texts(512)}
     log(f"models ready in {figures['prepare_s']} s; tritonserver")
+    probe = mixed_texts(16, seed=5)
     plan = stub_numpy_plan(np.__version__, unpacked.numpy_dir, args.machine_numpy_first, args.numpy_1_site)
     triton, figures["triton"] = start_triton(
         args.work,
@@ -938,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         unpacked.triton_site,
         unpacked.numpy_dir,
         plan,
-        mixed_texts(16, seed=5),
+        probe,
         args.out,
         args.instances,
     )
@@ -963,9 +955,15 @@ def main(argv: list[str] | None = None) -> int:
         save()
         counts = [int(n) for n in args.also_instances.split(",") if n.strip()]
         figures["served_by_instances"] = {str(args.instances): figures["served"]}
+        served_stub = figures["triton"]["attempts"][-1]["stub"]  # the environment the first start served with
+
+        def start(count: int) -> tuple[Triton | None, dict[str, Any]]:
+            site, numpy_dir, plan = unpacked.triton_site, unpacked.numpy_dir, [served_stub]
+            return start_triton(args.work, base, root, kind, dtype, site, numpy_dir, plan, probe, args.out, count)
+
         for count in counts:
             figures["served_by_instances"][str(count)] = served_with_instances(
-                args.work, base, root, kind, dtype, unpacked, triton.stub_site, count, sets, rounds, seconds, args.out
+                start, count, sets, rounds, seconds, args.out
             )
             save()
     save()

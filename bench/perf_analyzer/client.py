@@ -12,17 +12,18 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from lora_core.control_token import RESTRICTED_API_HEADER
 
 
-def perf_analyzer_env() -> dict[str, str]:
-    site = Path(sysconfig.get_paths()["purelib"])
+def perf_analyzer_env(libraries: Sequence[Path] = ()) -> dict[str, str]:
+    """This environment, with `libraries` (folders) and this venv's CUDA runtime first on LD_LIBRARY_PATH."""
+    runtime = Path(sysconfig.get_paths()["purelib"]) / "nvidia" / "cuda_runtime" / "lib"
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (str(site / "nvidia" / "cuda_runtime" / "lib"), env.get("LD_LIBRARY_PATH", "")) if p
-    )
+    folders = [*map(str, libraries), str(runtime), env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in folders if p)
     return env
 
 
@@ -45,57 +46,26 @@ def perf_analyzer(
     when a window is too short for one request; then it is tried again, up to `attempts` in all, with windows
     twice, then four times, as long.
     """
-    env = env or perf_analyzer_env()
+    command = [
+        str(binary or Path(sys.executable).parent / "perf_analyzer"),
+        *("-m", "lora_classifier", "-u", url, "-i", "http", "--input-data", str(input_file), "-b", str(batch)),
+        *("--concurrency-range", str(concurrency), "--stability-percentage", "25", "--max-trials", str(max_trials)),
+        # model config and statistics are restricted APIs: they answer only holders of the control secret
+        *("-H", f"{RESTRICTED_API_HEADER}:{token}"),
+    ]
     for attempt in range(attempts):
         try:
-            window = measurement_ms << attempt
-            return _perf_analyzer_once(url, input_file, concurrency, batch, window, token, binary, env, max_trials)
+            window = ["--measurement-interval", str(measurement_ms << attempt)]
+            return _perf_analyzer_once(command + window, env or perf_analyzer_env())
         except RuntimeError as exc:
             if attempt == attempts - 1 or not any(s in str(exc) for s in ("stable measurement", "larger time window")):
                 raise
     raise AssertionError("unreachable")
 
 
-def _perf_analyzer_once(
-    url: str,
-    input_file: Path,
-    concurrency: int,
-    batch: int,
-    measurement_ms: int,
-    token: str,
-    binary: Path | None,
-    env: dict[str, str],
-    max_trials: int,
-) -> dict[str, float]:
-    binary = binary or Path(sys.executable).parent / "perf_analyzer"
+def _perf_analyzer_once(command: list[str], env: dict[str, str]) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
-        command = [
-            str(binary),
-            "-m",
-            "lora_classifier",
-            "-u",
-            url,
-            "-i",
-            "http",
-            "--input-data",
-            str(input_file),
-            "-b",
-            str(batch),
-            "--concurrency-range",
-            str(concurrency),
-            "--measurement-interval",
-            str(measurement_ms),
-            "--stability-percentage",
-            "25",
-            "--max-trials",
-            str(max_trials),
-            "-f",
-            report.name,
-            # model config and statistics are restricted APIs: they answer only holders of the control secret
-            "-H",
-            f"{RESTRICTED_API_HEADER}:{token}",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run([*command, "-f", report.name], capture_output=True, text=True, env=env, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(
                 f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
