@@ -49,6 +49,12 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
         "wait and go together as the next request, each answered or failed alone (api_shim/coalescer.py). "
         "0: every predict goes alone.",
     )
+    keepalive_linger_ms: int = setting(
+        "KEEPALIVE_LINGER_MS",
+        "30",
+        "How long a gunicorn thread waits for a kept-alive connection's next request, while another thread is free, "
+        "before handing the connection back to its worker's poller (api_shim/worker.py). 0: at once.",
+    )
     predict_retries: int = setting(
         "PREDICT_RETRIES", "2", "Times a predict is sent again after Triton was unreachable or not ready (idempotent)."
     )
@@ -77,6 +83,8 @@ class ShimSettings(EtcdSettings):  # ETCD_*: when set, status covers every node 
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
         if self.coalesce_in_flight < 0:
             raise ValueError(f"COALESCE_IN_FLIGHT must be >= 0, got {self.coalesce_in_flight}")
+        if self.keepalive_linger_ms < 0:
+            raise ValueError(f"KEEPALIVE_LINGER_MS must be >= 0, got {self.keepalive_linger_ms}")
         if self.predict_retries < 0:
             raise ValueError(f"PREDICT_RETRIES must be >= 0, got {self.predict_retries}")
         if not self.admission_max_wait_s >= 0:
