@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from serve import REPO, demo_or_given_models, post, shim_child, supervision_settings, triton_child
-from supervisor import Child, Supervisor, log
+from supervisor import Child, StopFlag, Supervisor, log
 
 sys.path.insert(0, str(REPO))  # lora_core: the etcd client and HAProxy's configuration (torch-free)
 
@@ -178,7 +178,7 @@ def main() -> int:
         Supervisor(triton, agent, settings, run_dir / f"{triton.name}.json") for triton, agent in node_children
     ]
     front = Supervisor(haproxy, shim, settings, run_dir / "front.json", on_ready, shim_ready_url=f"{base}/health/ready")
-    stopping = threading.Event()
+    stopping = StopFlag()  # set from the signal handlers: no lock, no output there
     outcome: list[int] = []
 
     def run(supervisor: Supervisor) -> None:
@@ -188,8 +188,7 @@ def main() -> int:
             stopping.set()
 
     def stop(signum: int, _frame=None) -> None:
-        log(f"stopping (signal {signum})")
-        stopping.set()
+        stopping.set(signum)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -204,6 +203,8 @@ def main() -> int:
                 stopping.set()
                 break
     stopping.wait()
+    if stopping.signum is not None:
+        log(f"stopping (signal {stopping.signum})")
     for supervisors, layer_threads in reversed(list(zip(layers, threads))):  # the front first, etcd last
         for supervisor in supervisors:
             supervisor.request_stop(signal.SIGTERM)
@@ -226,7 +227,7 @@ def answers_ok(url: str, timeout_s: float) -> bool:
     return False
 
 
-def wait_for_etcd(members: list[Child], stopping: threading.Event) -> bool:
+def wait_for_etcd(members: list[Child], stopping: StopFlag) -> bool:
     while not stopping.wait(0.5):
         if all(member.ready_at is not None for member in members):
             return True

@@ -36,7 +36,6 @@ import shutil
 import signal
 import sys
 import sysconfig
-import threading
 import time
 from pathlib import Path
 
@@ -261,13 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 def watch(command: list[str], env: dict[str, str], health_url: str, hang_timeout_s: float) -> int:
     """Run tritonserver as a child until it exits, hangs (exit 1) or this process is asked to stop (exit 0)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from supervisor import POLL_S, Child, SupervisionSettings, log
+    from supervisor import POLL_S, Child, StopFlag, SupervisionSettings, log
 
     settings = SupervisionSettings(hang_timeout_s=hang_timeout_s)
     child = Child("tritonserver", command, env, REPO, health_url=health_url)
-    stop = threading.Event()
+    stop = StopFlag()  # set from the signal handlers: no lock there
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda number, _frame: stop.set(number))
     child.start()
     while not stop.wait(POLL_S):
         if not child.running():

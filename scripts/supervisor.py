@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TextIO
 from collections.abc import Callable
 
+DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 HEALTHY_AFTER_S = 60.0  # a child healthy this long resets the backoff; one that dies sooner counts as a failed start
 GIVE_UP_AFTER = 5  # failed starts in a row
 POLL_S = 0.5
@@ -38,6 +40,39 @@ POLL_S = 0.5
 
 def log(message: str) -> None:
     print(f"serve: {message}", file=sys.stderr, flush=True)
+
+
+class StopFlag:
+    """A stop request that a signal handler raises, and that waiters in any thread see at once.
+
+    The handler only sets a field and writes one byte: no output (a print that blocks on a stalled stderr, or
+    interrupts another print, would stop the loop that must do the stopping) and no lock. A pipe, written once
+    and never read, stays readable, so every wait returns."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        self.signum: int | None = None  # the signal that asked for the stop, if one did
+        self._set = False
+
+    def __del__(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+
+    def set(self, signum: int | None = None) -> None:
+        if not self._set:
+            self.signum, self._set = signum, True
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once set; False after `timeout` seconds otherwise."""
+        if not self._set:
+            poller = select.poll()  # not select.select: descriptors may pass 1024
+            poller.register(self._read, select.POLLIN)
+            poller.poll(None if timeout is None else timeout * 1000)
+        return self._set
 
 
 class RestartPolicy:
@@ -104,8 +139,9 @@ class Child:
         return self.process.pid if self.process else None
 
     def start(self) -> None:
+        # In a session of its own (its group is signalled as one), and ended with us if we die (die_with_parent.py).
         self.process = subprocess.Popen(
-            self.command,
+            [sys.executable, str(DIE_WITH_PARENT), str(os.getpid()), *self.command],
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -279,11 +315,11 @@ class Supervisor:
         for child in self._children():
             child.policy = RestartPolicy(give_up_after=settings.give_up_after)
         self._announced = False
-        self._stop = threading.Event()
+        self._stop = StopFlag()
 
     def request_stop(self, signum: int, _frame=None) -> None:
-        log(f"stopping (signal {signum})")
-        self._stop.set()
+        """A signal handler: it only raises the flag, which the loop in run() sees within POLL_S."""
+        self._stop.set(signum)
 
     def run(self) -> int:
         """Supervise until stopped (0) or until a child cannot start at all (1)."""
@@ -297,7 +333,11 @@ class Supervisor:
                         return 1
                 if not self._announced and self.triton.ready_at is not None and self._shim_ready():
                     self._announced = True
-                    self.on_ready()
+                    # Apart from this loop: it loads the demo models (minutes at worst), and a stop asked for
+                    # meanwhile must not wait for them.
+                    threading.Thread(target=self.on_ready, name="on-ready", daemon=True).start()
+            if self._stop.signum is not None:
+                log(f"stopping (signal {self._stop.signum})")
             return 0
         finally:
             self.stop()
