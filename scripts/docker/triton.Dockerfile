@@ -24,7 +24,7 @@ sys.exit(0 if cuda.split('.')[0] == '${TORCH_CUDA}' else f'torch {torch.__versio
 # The engine package, the launcher and its watchdog; model_repository/ is mounted by docker-compose.
 COPY lora_core/ /opt/lora/lora_core/
 COPY adapter_manager/ /opt/lora/adapter_manager/
-COPY scripts/run_triton.py scripts/supervisor.py /opt/lora/scripts/
+COPY scripts/run_triton.py scripts/supervisor.py scripts/die_with_parent.py /opt/lora/scripts/
 
 # The backend stub ignores PYTHONPATH; run_triton.py hands the venv's packages to model.py in
 # LORA_CLASSIFIER_PYTHONPATH.
