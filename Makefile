@@ -62,7 +62,7 @@ lint: venv
 
 # Every test that starts no server: the core, the engine, the shim's pieces, the deployment files.
 test-unit: venv
-	$(PY) -m pytest tests/lora_core tests/adapter_manager tests/api_shim_unit tests/monitoring tests/test_deployment.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/lora_core tests/adapter_manager tests/api_shim_unit tests/monitoring tests/test_deployment.py tests/test_layers.py $(PYTEST_ARGS)
 
 # Every benchmark in one run (~70 min): docs/benchmarks.md and docs/img/*.png; raw figures in var/bench/.
 bench: venv demo-base $(VENV)/.bench-deps

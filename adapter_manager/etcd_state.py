@@ -19,18 +19,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lora_core.errors import AdapterError
-from lora_core.etcd import Credentials, EtcdCluster, TlsFiles, b64, unb64
+from lora_cluster.etcd import Credentials, EtcdCluster, TlsFiles, b64, unb64
 
 from .manifest import (
     FORMAT_VERSION,
     AdapterManifest,
-    DesiredStateStore,
     ManifestEntry,
     ManifestState,
     parse_entries,
     stored_models,
 )
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +81,6 @@ class EtcdDesiredState:
             },
         )
         return bool(answer.get("succeeded"))
-
-
-def desired_state_store(settings: Settings) -> DesiredStateStore:
-    """Where this node keeps the desired state: etcd when ETCD_ENDPOINTS is set, else the file manifest."""
-    cluster = settings.etcd_cluster()
-    if cluster is None:
-        return AdapterManifest(settings.state_dir)
-    return EtcdDesiredState(cluster, settings.etcd_prefix)
 
 
 def import_manifest(manifest: AdapterManifest, store: EtcdDesiredState, replace: bool = False) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_core.etcd import EtcdSettings
+from lora_core.etcd_settings import EtcdSettings
 from lora_core.settings import documentation, load_settings, setting
 
 DEVICES = ("auto", "cpu", "cuda")

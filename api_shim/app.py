@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -23,16 +24,17 @@ from lora_core.errors import (
     Unauthorized,
 )
 
-from lora_core.node_registry import NodeRegistry
 
 from . import node_load, observability, pages
 from .admission import Admission
-from .cluster_status import ClusterStatus
 from .gateway import TritonGateway
 from .node_load import NodeLoad
 from .routes import inference
 from .settings import ShimSettings
 from .worker import arrived_at
+
+if TYPE_CHECKING:
+    from .cluster_status import ClusterStatus
 
 log = logging.getLogger("api_shim")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -103,6 +105,11 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
 
 
 def cluster_status(settings: ShimSettings) -> ClusterStatus:
+    # The cluster layer (lora_cluster: etcd3gw, requests) is imported only here, with ETCD_ENDPOINTS set.
+    from lora_cluster.node_registry import NodeRegistry
+
+    from .cluster_status import ClusterStatus
+
     # One round over the members, not the patient budget of a change: status must answer promptly.
     cluster = settings.etcd_cluster(budget_s=0)
     assert cluster is not None  # only called with ETCD_ENDPOINTS set

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from lora_core.errors import AdapterError
-from lora_core.node_registry import NodeRecord, NodeRegistry
+from lora_cluster.node_registry import NodeRecord, NodeRegistry
 
 from .gateway import TritonGateway
 from .status import empty_status, merge_traffic, service_status

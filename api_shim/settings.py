@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from collections.abc import Mapping
 
-from lora_core.etcd import EtcdSettings
+from lora_core.etcd_settings import EtcdSettings
 from lora_core.settings import documentation, load_settings, setting
 
 

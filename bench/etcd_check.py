@@ -33,7 +33,7 @@ from adapter_manager.etcd_state import EtcdDesiredState
 from adapter_manager.manifest import AdapterManifest
 from adapter_manager.service import AdapterService, ClassifyRequest
 from lora_core.commands import parse_command
-from lora_core.etcd import Credentials, EtcdCluster
+from lora_cluster.etcd import Credentials, EtcdCluster
 from testkit.etcd_harness import PREFIX, EtcdMembers
 from testkit.measure import summary
 from testkit.texts import make_texts
@@ -113,7 +113,7 @@ def etcd_section(figures: dict[str, list[float]], rounds: int) -> list[str]:
         "|---|---|",
         *[f"| {label} | {summary(figures[key], digits)} {unit} |" for label, key, digits, unit in rows],
         "",
-        "The check goes over a kept-alive connection (`lora_core.etcd.KeepAliveClient`). On a GPU node it runs "
+        "The check goes over a kept-alive connection (`lora_cluster.etcd.KeepAliveClient`). On a GPU node it runs "
         "beside the forward, in a thread of the model instance, while the CPU is idle, and a batch is classified "
         "again only when the check finds that the state changed (`AdapterService.classify_current`). On a CPU node "
         "the forward keeps every core busy: a check beside it preempts torch's threads and costs more than its own "

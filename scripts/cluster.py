@@ -33,8 +33,8 @@ from supervisor import Child, StopFlag, Supervisor, log
 
 sys.path.insert(0, str(REPO))  # lora_core: the etcd client and HAProxy's configuration (torch-free)
 
-from lora_core.etcd import enable_auth
-from lora_core.haproxy_config import render
+from lora_cluster.etcd import enable_auth
+from lora_cluster.haproxy_config import render
 
 PREFIX = "/lora-classifier/"
 SECRETS_FILE = "cluster-secrets.json"
@@ -135,7 +135,7 @@ def main() -> int:
             "NODE_METRICS_URL": f"http://127.0.0.1:{metrics}/metrics",
         }
         triton = triton_child(f"node{i}", run_dir / "triton", own, http)
-        agent = Child(f"node{i}-agent", [sys.executable, "-m", "lora_core.node_agent"], own, REPO)
+        agent = Child(f"node{i}-agent", [sys.executable, "-m", "lora_cluster.node_agent"], own, REPO)
         node_children.append((triton, agent))
         addresses.append((f"node{i}", f"127.0.0.1:{http}"))
 

@@ -16,7 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from lora_core.etcd import enable_auth
+from lora_cluster.etcd import enable_auth
 from testkit.process_harness import ManagedProcess, free_port
 from testkit.tls import Certificates
 

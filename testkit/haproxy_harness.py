@@ -1,5 +1,5 @@
 """Test harness for HAProxy (Debian's haproxy 2.6) in front of tritonservers, configured by
-lora_core.haproxy_config: a data port for predicts and a control port for control operations."""
+lora_cluster.haproxy_config: a data port for predicts and a control port for control operations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lora_core.haproxy_config import HEALTH_URI, render
+from lora_cluster.haproxy_config import HEALTH_URI, render
 from testkit.process_harness import ManagedProcess, free_port
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"

@@ -97,35 +97,37 @@ def test_dockerfiles_copy_only_files_that_exist(name):
             assert (REPO / source).exists(), f"{DOCKERFILES[name].name} copies {source}, which does not exist"
 
 
-# Run inside a folder holding only what api.Dockerfile copies, with torch and the engine made unimportable.
+# Run inside a folder holding only what api.Dockerfile copies, with torch and the engine made unimportable, and
+# the cluster layer's packages too: without ETCD_ENDPOINTS the shim must neither need nor import them.
 _IMPORT_AS_IN_THE_API_IMAGE = """
 import importlib.abc, sys
 class NotInTheImage(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "transformers", "peft", "safetensors", "adapter_manager"}:
-            raise ImportError(f"{name} is not in the API image")
+        if name.split(".")[0] in {"torch", "transformers", "peft", "safetensors", "adapter_manager", "etcd3gw"}:
+            raise ImportError(f"{name} is not in the API image, or not needed without ETCD_ENDPOINTS")
 sys.meta_path.insert(0, NotInTheImage())
 import api_shim.wsgi
-print(" ".join(sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in {"api_shim", "lora_core"}})))
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0].startswith(("api_shim", "lora_"))})))
 """
 
 
-def test_the_api_image_holds_whole_packages_and_the_shim_imports_without_torch(tmp_path):
+def test_the_api_image_holds_whole_packages_and_the_shim_imports_without_torch_or_the_cluster_layer(tmp_path):
     copies = [shlex.split(line)[1:] for line in DOCKERFILES["api"].read_text().splitlines() if line.startswith("COPY ")]
     packages = [source for *sources, _ in copies for source in sources if (REPO / source).is_dir()]
-    assert sorted(packages) == ["api_shim/", "lora_core/"], "the API image copies whole packages, and only these"
+    assert sorted(packages) == ["api_shim/", "lora_cluster/", "lora_core/"], "whole packages, and only these"
     for package in packages:
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "ETCD_ENDPOINTS": "", "ADMISSION_MAX_WAIT_S": "0"}
     done = subprocess.run(
         [sys.executable, "-c", _IMPORT_AS_IN_THE_API_IMAGE],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env=env,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["api_shim", "lora_core"]
+    assert done.stdout.split() == ["api_shim", "lora_core"], "the cluster layer imported without ETCD_ENDPOINTS"
 
 
 def test_triton_image_is_past_the_known_vulnerabilities_and_the_api_image_has_no_torch():
@@ -236,7 +238,8 @@ def test_a_gpu_node_compose_file_points_triton_the_agent_and_the_shim_at_the_con
     triton, agent, api = services["triton"], services["node-agent"], services["api"]
     assert triton["environment"]["ETCD_ENDPOINTS"] == MULTI_NODE_ENV["ETCD_ENDPOINTS"]
     assert (
-        agent["command"][-1] == "lora_core.node_agent" and agent["environment"]["NODE_TRITON_URL"] == "10.0.0.11:8000"
+        agent["command"][-1] == "lora_cluster.node_agent"
+        and agent["environment"]["NODE_TRITON_URL"] == "10.0.0.11:8000"
     )
     assert (api["environment"]["TRITON_URL"], api["environment"]["TRITON_CONTROL_URL"]) == (
         "10.0.0.1:9000",
@@ -259,7 +262,7 @@ def test_the_kubernetes_manifests_validate():
 
 
 def test_the_haproxy_configurations_are_the_renderers_and_haproxy_accepts_them():
-    from lora_core.haproxy_config import render, render_discovered
+    from lora_cluster.haproxy_config import render, render_discovered
 
     k8s = next(yaml.safe_load_all((DEPLOY / "k8s" / "haproxy.yaml").read_text()))
     assert k8s["data"]["haproxy.cfg"] == render_discovered("*:9000", "*:9001", "triton.lora.svc.cluster.local:8000", 16)

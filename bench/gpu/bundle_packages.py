@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 GPU_MACHINE = ("torch", "transformers", "peft", "tokenizers", "numpy", "requests", "psutil")
 
 # Carried in .gpu/site: what the check's code imports, and what that requires, beyond GPU_MACHINE.
-# etcd3gw (lora_core/etcd.py, for adapter_manager.etcd_state) needs futurist, pbr, debtcollector and wrapt;
+# etcd3gw (lora_cluster/etcd.py, for adapter_manager.etcd_state) needs futurist, pbr, debtcollector and wrapt;
 # prometheus-client parses Triton's metrics (lora_core/prometheus.py, for api_shim.status). wrapt goes without
 # its C extension, which it can do without (its pure-Python wrappers).
 BUNDLE = ("etcd3gw", "futurist", "pbr", "debtcollector", "wrapt", "prometheus-client")

@@ -49,7 +49,7 @@ def test_the_walk_reaches_every_module_of_ours_that_importing_the_check_loads():
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     ours = {name for name in loaded if bp._module_file(name.split(".")[0], [REPO]) is not None}
     walked, others = bp.code_imports()
-    assert "bench.gpu.check" in ours and "lora_core.etcd" in walked and "model" in walked
+    assert "bench.gpu.check" in ours and "lora_cluster.etcd" in walked and "model" in walked
     assert ours <= walked, f"loaded, not walked: {sorted(ours - walked)}"
     assert {"etcd3gw", "prometheus_client", "torch", "triton_python_backend_utils"} <= others
 
@@ -102,7 +102,7 @@ def test_the_bundle_imports_as_pure_python_from_its_site(tmp_path):
     code = (
         "import sys, json, importlib; sys.path.insert(0, sys.argv[1]); "
         "[importlib.import_module(m) for m in sys.argv[2:]]; "
-        "import lora_core.etcd, lora_core.prometheus, pbr.version; "
+        "import lora_cluster.etcd, lora_core.prometheus, pbr.version; "
         "print(json.dumps({'files': {n: getattr(m, '__file__', None) or '' for n, m in sys.modules.items()}, "
         "'etcd3gw': pbr.version.VersionInfo('etcd3gw').version_string()}))"
     )

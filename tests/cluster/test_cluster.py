@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from adapter_manager.etcd_state import EtcdDesiredState
-from lora_core.etcd import Credentials, EtcdCluster
-from lora_core.node_registry import NodeRegistry
+from lora_cluster.etcd import Credentials, EtcdCluster
+from lora_cluster.node_registry import NodeRegistry
 from testkit.api_shim_env import TEST_SETTINGS
 from testkit.conditions import wait_for
 from testkit.etcd_harness import PREFIX, EtcdMembers
@@ -104,7 +104,7 @@ def cluster(tmp_path_factory, base_dir):
                 "NODE_METRICS_URL": f"http://127.0.0.1:{node.metrics_port}/metrics",
                 "NODE_REPORT_S": "1",
             }
-            agent_commands.append(([sys.executable, "-m", "lora_core.node_agent"], agent_env))
+            agent_commands.append(([sys.executable, "-m", "lora_cluster.node_agent"], agent_env))
             agent.launch(*agent_commands[-1], cwd=REPO)
             agents.append(agent)
             started.append(agent)

@@ -14,7 +14,7 @@ from adapter_manager.etcd_state import EtcdDesiredState, import_manifest
 from adapter_manager.manifest import AdapterManifest, ManifestEntry
 from adapter_manager.service import AdapterService, ClassifyRequest
 from lora_core.errors import BackendUnavailable, InternalError, ModelNotLoaded
-from lora_core.etcd import Credentials, EtcdCluster
+from lora_cluster.etcd import Credentials, EtcdCluster
 from testkit.etcd_harness import PREFIX, EtcdMembers
 from testkit.factories import OutputSpec, make_training_output
 

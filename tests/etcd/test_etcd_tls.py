@@ -11,7 +11,8 @@ import pytest
 from adapter_manager.etcd_state import EtcdDesiredState
 from adapter_manager.manifest import ManifestEntry
 from lora_core.errors import BackendUnavailable
-from lora_core.etcd import EtcdCluster, EtcdSettings, TlsFiles, b64
+from lora_cluster.etcd import EtcdCluster, TlsFiles, b64
+from lora_core.etcd_settings import EtcdSettings
 from lora_core.settings import load_settings
 from testkit.etcd_harness import EtcdMembers
 from testkit.tls import make_certificates

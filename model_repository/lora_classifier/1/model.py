@@ -44,7 +44,7 @@ from lora_core.control_token import authorize_control
 from adapter_manager.counters import PendingCounts
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
-from adapter_manager.etcd_state import desired_state_store
+from adapter_manager.desired_state import desired_state_store
 from adapter_manager.memory import start_memory_trimmer
 from adapter_manager.outputs_index import IndexRefresher
 from adapter_manager.service import AdapterService, ClassifyRequest
@@ -153,7 +153,7 @@ class TritonPythonModel:
         }
         self._load_failures_published: Counter = Counter()
         self._metrics = {}
-        # The node agent reports the least of these as the node's applied revision (lora_core.node_agent).
+        # The node agent reports the least of these as the node's applied revision (lora_cluster.node_agent).
         # A family must outlive its metrics: Triton refuses a metric whose family was collected.
         self._families["applied"] = pb_utils.MetricFamily(
             "lora_desired_state_generation", "Generation (etcd: revision) of the desired state applied", gauge

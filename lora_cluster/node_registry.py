@@ -3,7 +3,7 @@ within the lease's TTL.
 
 An entry, at `<prefix>nodes/<node_id>`, says how to reach the node's Triton (HTTP `host:port` and metrics URL,
 as the node advertises them: reachable from the shim), its devices, and the desired-state revision its model
-instances have all applied. The node agent (`lora_core.node_agent`) writes it; the shim reads it for status.
+instances have all applied. The node agent (`lora_cluster.node_agent`) writes it; the shim reads it for status.
 """
 
 from __future__ import annotations

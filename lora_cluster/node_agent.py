@@ -1,6 +1,6 @@
 """The node agent: registers one node in etcd under a lease and keeps its entry current.
 
-    python -m lora_core.node_agent        # settings from the environment (NodeAgentSettings)
+    python -m lora_cluster.node_agent        # settings from the environment (NodeAgentSettings)
 
 Why a process of its own: registration is once per node, and a node runs several model instances (one per GPU,
 or more), each a separate process inside Triton; none of them is "the node". The agent sits beside tritonserver
@@ -21,13 +21,14 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from .errors import AdapterError
-from .etcd import EtcdSettings
-from .node_registry import NodeRecord, NodeRegistry
-from .prometheus import read_metrics
-from .settings import load_settings, setting
+from lora_core.errors import AdapterError
+from lora_core.etcd_settings import EtcdSettings
+from lora_core.prometheus import read_metrics
+from lora_core.settings import load_settings, setting
 
-log = logging.getLogger("lora_core.node_agent")
+from .node_registry import NodeRecord, NodeRegistry
+
+log = logging.getLogger("lora_cluster.node_agent")
 APPLIED_METRIC = "lora_desired_state_generation"  # set by each model instance (model.py)
 
 
