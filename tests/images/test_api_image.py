@@ -43,7 +43,7 @@ def build_from_dockerfile(dockerfile: Path, root: Path) -> Image:
     workdir = Path("/")
     command: list[str] = []
     requirements: Path | None = None
-    for line in dockerfile.read_text().splitlines():
+    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():  # continuation lines joined
         if line.startswith("WORKDIR "):
             workdir = workdir / line.split(maxsplit=1)[1]
         elif line.startswith("COPY "):
@@ -60,7 +60,8 @@ def build_from_dockerfile(dockerfile: Path, root: Path) -> Image:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(path, target)
         elif line.startswith("RUN ") and "pip install" in line and " -r " in line:
-            requirements = (workdir / shlex.split(line)[shlex.split(line).index("-r") + 1]).relative_to("/")
+            words = shlex.split(line)
+            requirements = (workdir / words[words.index("-r") + 1]).relative_to("/")
         elif line.startswith("CMD "):
             command = json.loads(line[len("CMD ") :])
     assert command and requirements is not None, f"{dockerfile.name}: no CMD, or no pip install -r"
