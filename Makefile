@@ -74,6 +74,7 @@ bench: venv demo-base $(VENV)/.bench-deps
 	$(PY) -m bench.cluster --into docs/benchmarks.md
 	$(PY) -m bench.overload --into docs/benchmarks.md
 	$(PY) -m bench.overhead --into docs/benchmarks.md
+	$(PY) -m bench.stamps --file docs/benchmarks.md
 
 $(VENV)/.bench-deps: bench/requirements.txt | $(VENV)/.deps-installed
 	$(PY) -m pip install $(PIP_FLAGS) -r bench/requirements.txt

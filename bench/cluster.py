@@ -34,6 +34,7 @@ from bench.e2e import ADAPTERS
 from bench.engine_throughput import TEXT_WORDS
 from bench.gpu.render import publish
 from bench.loadgen import SHIM, TRITON, run_load
+from bench.revision import head_commit
 from testkit.make_harness import MakeTarget, free_block
 from testkit.measure import summary
 from testkit.process_harness import free_port
@@ -152,6 +153,7 @@ def measure(work: Path, nodes: list[int], rounds: int, seconds: float) -> dict[s
             system.process.stop()
     return {
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": head_commit() or "unknown",
         "rounds": rounds,
         "seconds": seconds,
         "nodes": nodes,
@@ -181,7 +183,8 @@ def cluster_section(figures: dict[str, Any]) -> list[str]:
     lines = [
         HEADING,
         "",
-        f"Measured {figures['when']} on this machine (2 cores, every process on them), "
+        f"Measured {figures['when']} at commit {figures.get('commit', 'unknown')} on this machine "
+        "(2 cores, every process on them), "
         f"`.venv/bin/python -m bench.cluster --into docs/benchmarks.md`: median [min-max] over {figures['rounds']} "
         f"rounds of {figures['seconds']:.0f} s, short texts, 8 adapters mixed, `make serve`'s defaults "
         "(2 Triton instances per node, 2 gunicorn workers). Ratios are against `make serve` in the same round. "

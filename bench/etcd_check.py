@@ -27,6 +27,7 @@ from pathlib import Path
 from bench.stack import bench_base, prepare_adapters  # sets up the HF environment
 
 from bench.gpu.render import publish
+from bench.revision import head_commit
 
 from adapter_manager import AdapterEngine
 from adapter_manager.etcd_state import EtcdDesiredState
@@ -105,7 +106,8 @@ def etcd_section(figures: dict[str, list[float]], rounds: int) -> list[str]:
     return [
         HEADING,
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on this machine (2 cores), in-process, against a real 3-member "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} at commit {head_commit() or 'unknown'} on this machine "
+        "(2 cores), in-process, against a real 3-member "
         f"etcd 3.4 with authentication on, all on the same 2 cores; median [min-max] over {rounds} rounds "
         f"(`.venv/bin/python -m bench.etcd_check --into docs/benchmarks.md`).",
         "",

@@ -30,6 +30,7 @@ import requests
 
 from adapter_manager.outputs_index import TrainingOutputIndex
 from bench.gpu.render import publish
+from bench.revision import head_commit
 from bench.stack import REPO, Stack
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, clone_output, make_tiny_base, make_training_output
@@ -147,6 +148,7 @@ def run(work: Path, sizes: list[int], rounds: int) -> dict[str, Any]:
         make_training_output(work / "template", "job", base, OutputSpec(seed=1))
     return {
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": head_commit() or "unknown",
         "rounds": rounds,
         "sizes": [measure_size(work, base, template, size, rounds) for size in sizes],
     }
@@ -156,7 +158,8 @@ def listing_section(figures: dict[str, Any]) -> list[str]:
     lines = [
         HEADING,
         "",
-        f"Measured {figures['when']}; median [min-max] over {figures['rounds']} rounds of each round's p50 over "
+        f"Measured {figures['when']} at commit {figures.get('commit', 'unknown')}; median [min-max] over "
+        f"{figures['rounds']} rounds of each round's p50 over "
         f"{REQUESTS_PER_ROUND} requests. The root holds `local-<uuid>` training outputs; two are loaded. "
         f"Targets at 10,000: listing p50 <= 200 ms, query of {QUERY_IDS} ids p50 <= 30 ms, new and deleted "
         "outputs shown within 10 s. The index is refreshed every 5 s (`MODELS_INDEX_SECONDS`).",

@@ -27,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 from bench import cluster, e2e, engine_throughput, etcd_check, listing, lone, mixed, overload
+from bench.revision import head_commit
 from bench.gpu import render as gpu_render
 from bench.perf_analyzer import run as perf_run
 from bench.stack import REPO, bench_base, prepare_adapters
@@ -46,6 +47,7 @@ def run_all(quick: bool) -> dict:
     base = bench_base(work)
     figures: dict = {
         "when": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": head_commit() or "unknown",
         "machine": (
             f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}"
         ),
@@ -196,7 +198,8 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (bench/report.py) on {f['when']}, {f['seconds'] / 60:.0f} min. "
+        f"Written by `make bench` (bench/report.py) on {f['when']} at commit {f.get('commit', 'unknown')}, "
+        f"{f['seconds'] / 60:.0f} min. "
         f"Machine: {f['machine']}; base encoder {f['base']}, float32, {f['torch_threads']} torch threads. "
         "Every figure is median [min-max] over the "
         "rounds; every ratio is computed pair by pair within a round, so machine noise hits both sides alike. "
@@ -346,6 +349,7 @@ def write_markdown(f: dict, out: Path, plots: list[str]) -> None:
         "```",
         "make bench            # everything above, about 50 min here; writes this page",
         ".venv/bin/python -m bench.report --quick  # a smoke run, ~6 min",
+        ".venv/bin/python -m bench.stamps          # each section's commit, and the code changed since",
         "```",
         "",
     ]
