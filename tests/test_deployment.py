@@ -274,3 +274,54 @@ def test_the_haproxy_configurations_are_the_renderers_and_haproxy_accepts_them()
         config.write_text(text)
         done = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _k8s_documents() -> list[dict]:
+    return [d for m in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(m.read_text()) if d]
+
+
+def _pod_specs(documents: list[dict]) -> list[dict]:
+    return [d["spec"]["template"]["spec"] for d in documents if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def test_the_kubernetes_manifests_define_what_they_use():
+    documents = _k8s_documents()
+    assert {"kind": "Namespace", "name": "lora"} in [
+        {"kind": d["kind"], "name": d["metadata"]["name"]} for d in documents
+    ]
+    assert all(d["metadata"].get("namespace") == "lora" for d in documents if d["kind"] != "Namespace")
+    claims = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    for spec in _pod_specs(documents):
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
+        mounts = {m["name"]: m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+        assert set(mounts) <= {v["name"] for v in spec.get("volumes", [])} | {"data"}  # data: the claim template
+
+
+def test_every_etcd_client_in_kubernetes_speaks_tls_with_a_certificate_of_its_own():
+    documents = _k8s_documents()
+    clients = 0
+    for spec in _pod_specs(documents):
+        for container in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if "ETCD_ENDPOINTS" not in env:
+                continue
+            clients += 1
+            assert all(e.startswith("https://") for e in env["ETCD_ENDPOINTS"].split(",")), container["name"]
+            mounted = [m["mountPath"] for m in container.get("volumeMounts", [])]
+            for name in ("ETCD_CA_CERT", "ETCD_CERT", "ETCD_KEY"):
+                assert env.get(name) and any(env[name].startswith(path + "/") for path in mounted), (name, container)
+    assert clients == 3  # tritonserver, its node agent, the shim
+    (etcd,) = [d for d in documents if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "etcd"]
+    command = etcd["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--client-cert-auth" in command and "--peer-client-cert-auth" in command
+    assert not [flag for flag in command if "http://" in flag and not flag.startswith("--listen-metrics-urls")]
+
+
+def test_the_triton_pod_finds_the_model_repository_in_its_image():
+    copies = [
+        shlex.split(line)[1:] for line in DOCKERFILES["triton"].read_text().splitlines() if line.startswith("COPY ")
+    ]
+    assert ["model_repository/", "/opt/lora/model_repository/"] in copies
+    assert "--model-repository=/opt/lora/model_repository" in DOCKERFILES["triton"].read_text()

@@ -21,11 +21,13 @@ RUN python3 -m venv /opt/lora/venv \
  && /opt/lora/venv/bin/python -c "import sys, torch; cuda = torch.version.cuda or 'none'; \
 sys.exit(0 if cuda.split('.')[0] == '${TORCH_CUDA}' else f'torch {torch.__version__} is built for CUDA {cuda}, not ${TORCH_CUDA}')"
 
-# The engine package, the cluster layer (the node agent; etcd for ETCD_ENDPOINTS), the launcher and its watchdog; model_repository/ is mounted by docker-compose.
+# The engine package, the cluster layer (the node agent; etcd for ETCD_ENDPOINTS), the launcher and its watchdog.
 COPY lora_core/ /opt/lora/lora_core/
 COPY lora_cluster/ /opt/lora/lora_cluster/
 COPY adapter_manager/ /opt/lora/adapter_manager/
 COPY scripts/run_triton.py scripts/supervisor.py scripts/die_with_parent.py /opt/lora/scripts/
+# The model repository is part of the image (Kubernetes mounts none); docker-compose still mounts the checkout's.
+COPY model_repository/ /opt/lora/model_repository/
 
 # The backend stub ignores PYTHONPATH; run_triton.py hands the venv's packages to model.py in
 # LORA_CLASSIFIER_PYTHONPATH.

@@ -3,7 +3,7 @@ without etcd.
 
 As tests/images/test_api_image.py does for the shim: a clean venv from exactly the image's requirements file, with
 the CPU torch wheel (pip's local wheel here, where the image takes the CUDA build), exactly the files its COPY
-lines name, its ENV, and its CMD. docker-compose mounts model_repository/ into it, as this does.
+lines name, its ENV, and its CMD (the model repository is in the image).
 
 What stands in for the image, and so what this does not prove:
 - the base image's tritonserver (NGC 26.07, Triton 2.71, Python 3.12, CUDA 13) is the pip wheel's (nvidia-pytriton,
@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +53,7 @@ TEXTS = ["the image classifies this text", "and this one"]
 
 @pytest.fixture(scope="module")
 def triton_image(tmp_path_factory) -> tuple[Image, Path]:
-    """The image's files under a root, model_repository/ mounted in, and its venv made from its requirements."""
+    """The image's files under a root, and its venv made from its requirements."""
     work = tmp_path_factory.mktemp("triton-image")
     image = build_from_dockerfile(DOCKERFILE, work / "root")
     assert image.requirements.read_text() == (REPO / "scripts/docker/requirements-triton.txt").read_text()
@@ -67,8 +66,7 @@ def triton_image(tmp_path_factory) -> tuple[Image, Path]:
         timeout=900,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    mounted = image.root / "opt" / "lora" / "model_repository"  # docker-compose's volume
-    shutil.copytree(REPO / "model_repository", mounted, ignore=shutil.ignore_patterns("__pycache__"))
+    assert (image.workdir / "model_repository" / "lora_classifier" / "config.pbtxt").is_file(), "not in the image"
     return image, venv
 
 
