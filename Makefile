@@ -10,7 +10,7 @@ WHEEL_DIR     ?= /opt/wheels
 PIP_FLAGS     := --disable-pip-version-check --quiet $(if $(wildcard $(WHEEL_DIR)),--find-links $(WHEEL_DIR))
 PYTEST_ARGS   ?=
 
-.PHONY: venv serve cluster test test-unit lint bench demo-base triton clean gpu-bundle
+.PHONY: venv serve cluster test test-stops test-unit lint bench demo-base triton clean gpu-bundle
 
 venv: $(VENV)/.deps-installed $(VENV)/.system-deps
 
@@ -59,6 +59,11 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+# make serve stopped under load 20 times in a row (tests/serve/test_stops_in_a_row.py, some minutes); .ci/run runs
+# it after make test.
+test-stops: venv demo-base
+	$(PY) -m pytest -m stops tests/serve/test_stops_in_a_row.py $(PYTEST_ARGS)
 
 # Every test that starts no server: the core, the engine, the shim's pieces, the deployment files.
 test-unit: venv

@@ -175,7 +175,10 @@ def test_bundle_is_read_before_argparse(argv, bundle):
 def test_bundle_site_goes_first_on_every_import_path(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    monkeypatch.delenv("LORA_CLASSIFIER_PYTHONPATH", raising=False)
+    # set, then removed: recorded, so that what use_bundle_site sets is undone after the test (a subprocess of a
+    # later test would otherwise inherit it, and model.py take its packages from it alone)
+    monkeypatch.setenv("LORA_CLASSIFIER_PYTHONPATH", "")
+    monkeypatch.delenv("LORA_CLASSIFIER_PYTHONPATH")
     assert check.use_bundle_site(tmp_path) is None and os.environ["PYTHONPATH"] == "/elsewhere"
 
     (tmp_path / "site").mkdir()
