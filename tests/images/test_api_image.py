@@ -68,6 +68,18 @@ def build_from_dockerfile(dockerfile: Path, root: Path) -> Image:
     return Image(root, root / workdir.relative_to("/"), command, root / requirements)
 
 
+def make_venv(venv: Path, requirements: Path) -> None:
+    """A clean venv on /usr/bin/python3 with exactly `requirements` installed, as the image's RUN line does."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def api_image(tmp_path_factory) -> tuple[Image, Path]:
     """The image's files, and a venv made from its requirements file alone."""
@@ -75,14 +87,7 @@ def api_image(tmp_path_factory) -> tuple[Image, Path]:
     image = build_from_dockerfile(DOCKERFILE, work / "root")
     assert image.requirements.read_text() == (REPO / "scripts/docker/requirements-api.txt").read_text()
     venv = work / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(image.requirements)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    make_venv(venv, image.requirements)
     return image, venv
 
 

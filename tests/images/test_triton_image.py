@@ -31,7 +31,7 @@ from testkit.triton_harness import REPO, LoraClient
 
 from testkit.tolerance import TOLERANCE
 
-from .test_api_image import Image, build_from_dockerfile
+from .test_api_image import Image, build_from_dockerfile, make_venv
 
 DOCKERFILE = REPO / "scripts" / "docker" / "triton.Dockerfile"
 
@@ -58,14 +58,7 @@ def triton_image(tmp_path_factory) -> tuple[Image, Path]:
     image = build_from_dockerfile(DOCKERFILE, work / "root")
     assert image.requirements.read_text() == (REPO / "scripts/docker/requirements-triton.txt").read_text()
     venv = image.workdir / "venv"  # where the Dockerfile makes it: /opt/lora/venv
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(image.requirements)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    make_venv(venv, image.requirements)
     assert (image.workdir / "model_repository" / "lora_classifier" / "config.pbtxt").is_file(), "not in the image"
     return image, venv
 
