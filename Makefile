@@ -60,8 +60,8 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# make serve stopped under load 20 times in a row (tests/serve/test_stops_in_a_row.py, some minutes); .ci/run runs
-# it after make test.
+# make serve and make cluster stopped under load 20 times in a row each (tests/serve/test_stops_in_a_row.py,
+# minutes); .ci/run runs it after make test.
 test-stops: venv demo-base
 	$(PY) -m pytest -m stops tests/serve/test_stops_in_a_row.py $(PYTEST_ARGS)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from lora_core.errors import AdapterError
-from lora_cluster.etcd import Credentials, EtcdCluster, TlsFiles, b64, unb64
+from lora_cluster.etcd import EtcdCluster, b64, unb64
+from lora_core.etcd_settings import EtcdSettings
+from lora_core.settings import load_settings, read
 
 from .manifest import (
     FORMAT_VERSION,
@@ -32,7 +34,7 @@ from .manifest import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "/lora-classifier/"
+DEFAULT_PREFIX: str = read("ETCD_PREFIX", {})
 
 
 class EtcdDesiredState:
@@ -101,24 +103,29 @@ def import_manifest(manifest: AdapterManifest, store: EtcdDesiredState, replace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(EtcdSettings)  # the ETCD_* settings, each flag's default
+    except ValueError as exc:
+        sys.exit(str(exc))
     parser = argparse.ArgumentParser(
         description="Import a single node's desired state (STATE_DIR/manifest.json) into etcd, to move to many nodes.",
         epilog="From the environment: ETCD_PASSWORD; for https:// endpoints, ETCD_CA_CERT, ETCD_CERT, ETCD_KEY.",
     )
     parser.add_argument("--state-dir", type=Path, required=True, help="the node's STATE_DIR")
-    parser.add_argument("--endpoints", default=os.environ.get("ETCD_ENDPOINTS", ""), help="comma-separated")
-    parser.add_argument("--user", default=os.environ.get("ETCD_USER", ""))
-    parser.add_argument("--prefix", default=os.environ.get("ETCD_PREFIX", DEFAULT_PREFIX))
+    parser.add_argument("--endpoints", default=settings.etcd_endpoints, help="comma-separated")
+    parser.add_argument("--user", default=settings.etcd_user)  # its password only from ETCD_PASSWORD: `ps` shows argv
+    parser.add_argument("--prefix", default=settings.etcd_prefix)
     parser.add_argument("--replace", action="store_true", help="overwrite a desired state etcd already holds")
     args = parser.parse_args(argv)
-    password = os.environ.get("ETCD_PASSWORD", "")  # never on the command line, where `ps` shows it
-    endpoints = [e for e in args.endpoints.split(",") if e]
-    if not endpoints:
+    settings = replace(settings, etcd_endpoints=args.endpoints, etcd_user=args.user, etcd_prefix=args.prefix)
+    try:
+        settings.check_etcd()
+    except ValueError as exc:
+        parser.error(str(exc))
+    cluster = settings.etcd_cluster()
+    if cluster is None:
         parser.error("--endpoints (or ETCD_ENDPOINTS) is required")
-    credentials = Credentials(args.user, password) if args.user else None
-    environ = os.environ
-    tls = TlsFiles(environ.get("ETCD_CA_CERT", ""), environ.get("ETCD_CERT", ""), environ.get("ETCD_KEY", ""))
-    store = EtcdDesiredState(EtcdCluster(endpoints, credentials, tls=tls), args.prefix)
+    store = EtcdDesiredState(cluster, settings.etcd_prefix)
     try:
         count = import_manifest(AdapterManifest(args.state_dir), store, args.replace)
     except AdapterError as exc:

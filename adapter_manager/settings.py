@@ -20,42 +20,18 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 @dataclass(frozen=True)
 class Settings(EtcdSettings):  # ETCD_*: where the desired state of several nodes lives (empty: STATE_DIR)
-    base_model_dir: Path = setting(
-        "BASE_MODEL_DIR", "/models/base", "Local Hugging Face encoder directory (config, weights, tokenizer)."
-    )
-    models_root: Path = setting(
-        "MODELS_ROOT", "/models/outputs", "Directory holding the training outputs; every model_dir is inside it."
-    )
-    state_dir: Path = setting(
-        "STATE_DIR", "/var/lib/lora-classifier", "Where the desired-state manifest of loaded adapters is kept."
-    )
-    max_adapters: int = setting("MAX_ADAPTERS", "1024", "Most adapters resident at once (>= 1).")
-    device: str = setting("DEVICE", "auto", "auto | cpu | cuda; auto picks cuda when a GPU is visible.")
-    dtype: str = setting(
-        "DTYPE", "auto", "auto | float32 | float16 | bfloat16; auto is float32 on CPU and float16 on CUDA."
-    )
-    torch_threads: int = setting(
-        "TORCH_THREADS", "0", "Intra-op threads per CPU model instance; 0 shares the cores among the instances."
-    )
-    max_text_chars: int = setting(
-        "MAX_TEXT_CHARS", "100000", "Longest text accepted, in characters (longer ones are payload_too_large)."
-    )
-    memory_trim_seconds: int = setting(
-        "MEMORY_TRIM_SECONDS", "10", "Every this many seconds, return freed heap memory to the OS (glibc); 0: never."
-    )
-    models_index_seconds: float = setting(
-        "MODELS_INDEX_SECONDS",
-        "5",
-        "Every this many seconds, look for training outputs added or removed under MODELS_ROOT (> 0).",
-    )
-    max_batch_tokens: int = setting(
-        "MAX_BATCH_TOKENS",
-        "16384",
-        "Most padded tokens in one encoder forward; a batch is cut into runs of similar length within it (>= 1).",
-    )
-    control_token: str = setting(
-        "CONTROL_TOKEN", "", "Shared secret every control operation must carry; unset: all control is refused."
-    )
+    base_model_dir: Path = setting("BASE_MODEL_DIR")
+    models_root: Path = setting("MODELS_ROOT")
+    state_dir: Path = setting("STATE_DIR")
+    max_adapters: int = setting("MAX_ADAPTERS")
+    device: str = setting("DEVICE")
+    dtype: str = setting("DTYPE")
+    torch_threads: int = setting("TORCH_THREADS")
+    max_text_chars: int = setting("MAX_TEXT_CHARS")
+    memory_trim_seconds: int = setting("MEMORY_TRIM_SECONDS")
+    models_index_seconds: float = setting("MODELS_INDEX_SECONDS")
+    max_batch_tokens: int = setting("MAX_BATCH_TOKENS")
+    control_token: str = setting("CONTROL_TOKEN")
 
     def __post_init__(self) -> None:
         if self.max_adapters < 1:

@@ -1,16 +1,17 @@
-"""gunicorn settings for the REST shim; every value can be set from the environment.
+"""gunicorn settings for the REST shim; every value can be set from the environment (docs/settings.md).
 
 gunicorn -c api_shim/gunicorn.conf.py api_shim.wsgi:app
 """
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)  # unset or empty: the default
+# gunicorn reads this file before it puts its working directory on sys.path: lora_core is found beside api_shim/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lora_core.settings import read  # standard library only
 
 
 # One worker per core, up to MAX_AUTO_WORKERS: each worker is one Python process (one core's worth of the shim's
@@ -21,8 +22,8 @@ MAX_AUTO_WORKERS = 8
 
 # --- Socket -----------------------------------------------------------------------------------
 # The contract's base URL is http://<host>:8000/api/v1.
-bind = [f"{os.environ.get('API_HOST', '0.0.0.0')}:{_int('API_PORT', 8000)}"]
-backlog = _int("GUNICORN_BACKLOG", 2048)
+bind = [f"{read('API_HOST')}:{read('API_PORT')}"]
+backlog = read("GUNICORN_BACKLOG")
 
 # --- Workers ----------------------------------------------------------------------------------
 # Threaded workers: a request mostly waits on Triton, so threads overlap that waiting cheaply.
@@ -30,18 +31,18 @@ backlog = _int("GUNICORN_BACKLOG", 2048)
 # gthread, closing its listener when a graceful shutdown starts and timing the wait for a thread
 # (api_shim/worker.py).
 worker_class = "api_shim.worker.ShimWorker"
-workers = _int("GUNICORN_WORKERS", min(MAX_AUTO_WORKERS, max(2, len(os.sched_getaffinity(0)))))
-threads = _int("GUNICORN_THREADS", 64)
-max_requests = _int("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle; set it to bound slow leaks
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)
+_workers = read("GUNICORN_WORKERS")
+workers = min(MAX_AUTO_WORKERS, max(2, len(os.sched_getaffinity(0)))) if _workers == "auto" else int(_workers)
+threads = read("GUNICORN_THREADS")
+max_requests = read("GUNICORN_MAX_REQUESTS")  # 0: never recycle; set it to bound slow leaks
+max_requests_jitter = read("GUNICORN_MAX_REQUESTS_JITTER")
 
 # --- Timeouts ---------------------------------------------------------------------------------
 # A worker silent for `timeout` seconds is restarted; keep it above TRITON_TIMEOUT_S.
-timeout = _int("GUNICORN_TIMEOUT", 150)
-# On SIGTERM, new connections are refused and requests in flight get this long to finish (DRAIN_TIMEOUT_S
-# under `make serve`).
-graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+timeout = read("GUNICORN_TIMEOUT")
+# On SIGTERM, new connections are refused and requests in flight get this long to finish.
+graceful_timeout = read("DRAIN_TIMEOUT_S")
+keepalive = read("GUNICORN_KEEPALIVE")
 
 # --- Request limits ---------------------------------------------------------------------------
 # Bodies are bounded by MAX_BODY_BYTES in the app; these bound the request line and headers.
@@ -52,13 +53,13 @@ limit_request_field_size = 8190
 # --- Control socket ---------------------------------------------------------------------------
 # gunicorn's runtime control socket defaults to one fixed path per user, which several shims on one
 # host would share; it is off unless GUNICORN_CONTROL_SOCKET names a path.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket = read("GUNICORN_CONTROL_SOCKET")
 control_socket_disable = not control_socket
 
 # --- Logging ----------------------------------------------------------------------------------
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+accesslog = read("GUNICORN_ACCESS_LOG")
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = read("LOG_LEVEL")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 # --- Metrics ----------------------------------------------------------------------------------
@@ -74,10 +75,10 @@ def on_starting(server) -> None:
     from api_shim import node_load
 
     node_load.prepare()
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not read("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lora-shim-metrics-")
         os.environ[_OWNED_DIR_MARKER] = "1"
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory = Path(read("PROMETHEUS_MULTIPROC_DIR"))
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
@@ -96,4 +97,4 @@ def child_exit(server, worker) -> None:
 
 def on_exit(server) -> None:
     if os.environ.get(_OWNED_DIR_MARKER) == "1":
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        shutil.rmtree(read("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)

@@ -9,7 +9,6 @@ unit tests) the process's own registry answers.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -28,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lora_core.errors import AdapterError
+from lora_core.settings import read
 
 UNMATCHED = "unmatched"  # every path that matches no route: fuzzed paths must not create new series
 
@@ -121,7 +121,7 @@ class AdmissionWait(Collector):
 @metrics_page.get("/metrics")
 def metrics() -> Response:
     counted = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if read("PROMETHEUS_MULTIPROC_DIR"):  # set by gunicorn.conf.py's master
         counted = CollectorRegistry()  # a fresh one per scrape, summing every worker's files
         multiprocess.MultiProcessCollector(counted)
     live = CollectorRegistry()

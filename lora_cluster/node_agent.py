@@ -34,15 +34,11 @@ APPLIED_METRIC = "lora_desired_state_generation"  # set by each model instance (
 
 @dataclass(frozen=True)
 class NodeAgentSettings(EtcdSettings):  # ETCD_* (required): the registry; the user needs write access
-    node_id: str = setting("NODE_ID", "", "This node's id in the registry; empty: the host name.")
-    triton_url: str = setting(
-        "NODE_TRITON_URL", "", "Triton's HTTP host:port as the shim reaches it (advertised; required)."
-    )
-    metrics_url: str = setting(
-        "NODE_METRICS_URL", "", "Triton's metrics URL as the shim reaches it (advertised; required)."
-    )
-    lease_ttl_s: int = setting("NODE_LEASE_TTL_S", "10", "The registry entry lapses this long after the agent stops.")
-    report_s: float = setting("NODE_REPORT_S", "2", "How often the lease is renewed and the entry checked.")
+    node_id: str = setting("NODE_ID")
+    triton_url: str = setting("NODE_TRITON_URL")
+    metrics_url: str = setting("NODE_METRICS_URL")
+    lease_ttl_s: int = setting("NODE_LEASE_TTL_S")
+    report_s: float = setting("NODE_REPORT_S")
 
     def __post_init__(self) -> None:
         for name in ("triton_url", "metrics_url", "etcd_endpoints"):

@@ -20,18 +20,14 @@ if TYPE_CHECKING:
 class EtcdSettings:
     """How a process reaches etcd: the same settings, by the same names, in the model, the shim and the agent."""
 
-    etcd_endpoints: str = setting(
-        "ETCD_ENDPOINTS", "", "Comma-separated etcd members (http://host:2379,...); empty: no etcd (one node)."
-    )
-    etcd_user: str = setting("ETCD_USER", "", "This process's etcd user; empty: no authentication.")
-    etcd_password: str = setting("ETCD_PASSWORD", "", "That user's password.")
-    etcd_prefix: str = setting("ETCD_PREFIX", "/lora-classifier/", "Prefix of every key the service keeps in etcd.")
-    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S", "2", "Longest wait for one etcd member, in seconds (> 0).")
-    etcd_ca_cert: str = setting(
-        "ETCD_CA_CERT", "", "PEM file of the CA that signed the members' certificates (https://); empty: system CAs."
-    )
-    etcd_cert: str = setting("ETCD_CERT", "", "PEM file of this process's client certificate, for https:// members.")
-    etcd_key: str = setting("ETCD_KEY", "", "PEM file of that certificate's private key.")
+    etcd_endpoints: str = setting("ETCD_ENDPOINTS")
+    etcd_user: str = setting("ETCD_USER")
+    etcd_password: str = setting("ETCD_PASSWORD")
+    etcd_prefix: str = setting("ETCD_PREFIX")
+    etcd_timeout_s: float = setting("ETCD_TIMEOUT_S")
+    etcd_ca_cert: str = setting("ETCD_CA_CERT")
+    etcd_cert: str = setting("ETCD_CERT")
+    etcd_key: str = setting("ETCD_KEY")
 
     def check_etcd(self) -> None:
         """Validation, for the __post_init__ of each settings class built on this one."""

@@ -28,13 +28,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve import REPO, demo_or_given_models, post, shim_child, supervision_settings, triton_child
+from serve import REPO, demo_or_given_models, post, settled, shim_child, supervision_settings, triton_child
 from supervisor import Child, StopFlag, Supervisor, log
 
 sys.path.insert(0, str(REPO))  # lora_core: the etcd client and HAProxy's configuration (torch-free)
 
 from lora_cluster.etcd import enable_auth
 from lora_cluster.haproxy_config import render
+from lora_core.settings import read
 
 PREFIX = "/lora-classifier/"
 SECRETS_FILE = "cluster-secrets.json"
@@ -54,11 +55,11 @@ def cluster_secrets(state_dir: Path) -> tuple[dict[str, str], bool]:
     return made, True
 
 
-def port(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        sys.exit(f"cluster: {name} must be a port number, got {raw!r}")
-    return int(raw)
+def port(env: dict[str, str], name: str) -> int:
+    value: int = read(name, env)
+    if not 0 < value < 65536:
+        raise ValueError(f"{name} must be a port number, got {value}")
+    return value
 
 
 def main() -> int:
@@ -66,19 +67,22 @@ def main() -> int:
     demo = demo_or_given_models(env)
     if demo is None:
         return 2
-    nodes = int(env.get("NODES") or 3)
+    try:
+        nodes = read("NODES", env)
+        etcd_port, triton_port, balancer_port = (
+            port(env, name) for name in ("CLUSTER_ETCD_PORT", "CLUSTER_TRITON_PORT", "CLUSTER_BALANCER_PORT")
+        )
+        api_port = settled(env, "API_PORT")
+    except ValueError as exc:
+        sys.exit(f"cluster: {exc}")
     if not 1 <= nodes <= 16:
         sys.exit(f"cluster: NODES must be from 1 to 16, got {nodes}")
-    state_dir = Path(env.get("STATE_DIR") or REPO / "var" / "cluster").resolve()
+    state_dir = Path(env.get("STATE_DIR") or REPO / "var" / "cluster").resolve()  # not the image's /var/lib/...
     state_dir.mkdir(parents=True, exist_ok=True)
     fresh = not (state_dir / "etcd" / "etcd0").exists()  # a new etcd: its authentication is set up below
     keys, made = cluster_secrets(state_dir)
     if made and not fresh:
         sys.exit(f"cluster: {state_dir / 'etcd'} exists but its secrets are gone; remove it to start a new cluster")
-    etcd_port = port(env, "CLUSTER_ETCD_PORT", 23790)
-    triton_port = port(env, "CLUSTER_TRITON_PORT", 8100)
-    balancer_port = port(env, "CLUSTER_BALANCER_PORT", 9000)
-    api_port = env.setdefault("API_PORT", "8000")
     settings = supervision_settings(env)
 
     # ------------------------------------------------------------------------------------- etcd
@@ -152,7 +156,6 @@ def main() -> int:
         "TRITON_URL": data,
         "TRITON_CONTROL_URL": control,
         "CONTROL_TOKEN": keys["control_token"],
-        "GUNICORN_GRACEFUL_TIMEOUT": str(int(settings.drain_s)),
     }
     shim = shim_child(shim_env)
     base = f"http://localhost:{api_port}/api/v1"

@@ -21,7 +21,7 @@ every control operation). Without CONTROL_TOKEN those APIs are closed to everyon
 `--instances auto` (the default) picks the instance count from the cores: see `auto_instances`.
 
 `--watchdog` (the Triton image uses it) keeps tritonserver as a child instead of becoming it, and ends both
-once tritonserver stops answering its health endpoint for TRITON_HANG_TIMEOUT_S (30): a container's restart
+once tritonserver stops answering its health endpoint for TRITON_HANG_TIMEOUT_S: a container's restart
 policy acts on exits only, so a hung server must exit to be replaced. `make serve` supervises on its own.
 """
 
@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from lora_core.control_token import restricted_api_flags  # torch-free
+from lora_core.settings import read
 
 MODEL_NAME = "lora_classifier"
 # Measured on 2 cores (docs/benchmarks.md, "Defaults"): 2 instances of 1 thread served 1-text traffic
@@ -161,20 +162,21 @@ def server_environment(from_wheel: bool, stub_site: Path | None = None) -> dict[
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8010)))
-    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8011)))
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8012)))
+    # Each default is its setting (lora_core/settings_registry.py, docs/settings.md); a flag overrides it.
+    parser.add_argument("--http-port", type=int, default=read("TRITON_HTTP_PORT"))
+    parser.add_argument("--grpc-port", type=int, default=read("TRITON_GRPC_PORT"))
+    parser.add_argument("--metrics-port", type=int, default=read("TRITON_METRICS_PORT"))
     parser.add_argument(
         "--instances",
-        default=os.environ.get("TRITON_INSTANCES") or "auto",
+        default=read("TRITON_INSTANCES"),
         help="instances per device, or auto (the default)",
     )
-    parser.add_argument("--kind", choices=("cpu", "gpu"), default=os.environ.get("TRITON_KIND", "cpu"))
+    parser.add_argument("--kind", choices=("cpu", "gpu"), default=read("TRITON_KIND"))
     parser.add_argument(
         "--bind-address",
-        default=os.environ.get("TRITON_BIND_ADDRESS") or "127.0.0.1",
+        default=read("TRITON_BIND_ADDRESS"),
         help="address of the HTTP, gRPC and metrics ports; 0.0.0.0 opens them to other hosts",
     )
     parser.add_argument("--run-dir", type=Path, default=REPO / "var" / "run" / "triton")
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tritonserver-root",
         type=Path,
-        default=os.environ.get("TRITONSERVER_ROOT") or None,
+        default=read("TRITONSERVER_ROOT") or None,
         help="an installed Triton (bin/, backends/), e.g. /opt/tritonserver; default: the pip wheel",
     )
     parser.add_argument(
@@ -196,21 +198,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watchdog",
         action="store_true",
-        help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S, default 30)",
+        help="stay tritonserver's parent and exit once it hangs (TRITON_HANG_TIMEOUT_S)",
     )
     parser.add_argument(
         "--max-queue-size",
         type=queue_size,
-        default=os.environ.get("TRITON_MAX_QUEUE_SIZE") or None,
-        help="predicts queued in Triton before it refuses more (0: unbounded; default: config.pbtxt's 256)",
+        default=str(read("TRITON_MAX_QUEUE_SIZE")),
+        help="predicts queued in Triton before it refuses more (0: unbounded)",
     )
+    parser.set_defaults(hang_timeout_s=read("TRITON_HANG_TIMEOUT_S"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = arguments()
+    except ValueError as exc:  # a setting that is not of its type, named in the message
+        sys.exit(f"run_triton: {exc}")
     args, extra = parser.parse_known_args(argv)
 
     try:
         instances = instance_count(args.instances, args.kind)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    token = os.environ.get("CONTROL_TOKEN", "")
+    token = read("CONTROL_TOKEN")
     if not token:
         print(
             "run_triton: CONTROL_TOKEN is not set: control operations and the restricted APIs are closed to everyone",
@@ -251,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             command,
             env,
             f"http://{local}:{args.http_port}/v2/health/ready",
-            float(os.environ.get("TRITON_HANG_TIMEOUT_S") or 30),
+            args.hang_timeout_s,
         )
     os.execve(command[0], command, env)
     return 0

@@ -24,7 +24,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from supervisor import Child, SupervisionSettings, Supervisor, log
+from supervisor import Child, SupervisionSettings, Supervisor, log  # puts the checkout on sys.path
+
+from lora_core.settings import read
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN_FILE = "control-token"
@@ -48,22 +50,10 @@ def control_token(state_dir: Path) -> str:
     return token
 
 
-def count(env: dict[str, str], name: str, default: str) -> int:
-    raw = env.get(name) or default
-    if not raw.isdigit() or int(raw) < 1:
-        sys.exit(f"serve: {name} must be a positive integer, got {raw!r}")
-    return int(raw)
-
-
-def seconds(env: dict[str, str], name: str, default: str) -> float:
-    raw = env.get(name) or default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        sys.exit(f"serve: {name} must be a positive number of seconds, got {raw!r}")
-    return value
+def settled(env: dict[str, str], name: str) -> str:
+    """The setting `name` as `env` sets it, else its default, written into `env`: the children read the same."""
+    env[name] = str(read(name, env))
+    return env[name]
 
 
 def post(url: str, body: dict, api_key: str | None) -> None:
@@ -94,12 +84,10 @@ def demo_or_given_models(env: dict[str, str]) -> dict[str, float] | None:
 
 
 def supervision_settings(env: dict[str, str]) -> SupervisionSettings:
-    return SupervisionSettings(
-        hang_timeout_s=seconds(env, "TRITON_HANG_TIMEOUT_S", "15"),
-        start_timeout_s=seconds(env, "TRITON_START_TIMEOUT_S", "600"),
-        drain_s=seconds(env, "DRAIN_TIMEOUT_S", "30"),
-        give_up_after=count(env, "TRITON_GIVE_UP_AFTER", "5"),
-    )
+    try:
+        return SupervisionSettings.from_environment(env)
+    except ValueError as exc:
+        sys.exit(f"{Path(sys.argv[0]).stem}: {exc}")
 
 
 def triton_child(name: str, run_dir: Path, env: dict[str, str], http_port: str | int) -> Child:
@@ -127,18 +115,19 @@ def main() -> int:
     demo = demo_or_given_models(env)
     if demo is None:
         return 2
-    state_dir = Path(env.setdefault("STATE_DIR", str(REPO / "var" / "state")))
-    run_dir = Path(env.setdefault("RUN_DIR", str(REPO / "var" / "run")))
+    state_dir = Path(env.setdefault("STATE_DIR", str(REPO / "var" / "state")))  # not the image's /var/lib/...
+    try:
+        run_dir = REPO / read("RUN_DIR", env)
+        api_port, http_port, metrics_port = (
+            settled(env, name) for name in ("API_PORT", "TRITON_HTTP_PORT", "TRITON_METRICS_PORT")
+        )
+    except ValueError as exc:
+        sys.exit(f"serve: {exc}")
     run_dir.mkdir(parents=True, exist_ok=True)
     env["CONTROL_TOKEN"] = env.get("CONTROL_TOKEN") or control_token(state_dir)
-    api_port = env.setdefault("API_PORT", "8000")
-    http_port = env.setdefault("TRITON_HTTP_PORT", "8010")
-    env.setdefault("TRITON_GRPC_PORT", "8011")
-    metrics_port = env.setdefault("TRITON_METRICS_PORT", "8012")
     env.setdefault("TRITON_URL", f"127.0.0.1:{http_port}")
     env.setdefault("TRITON_METRICS_URL", f"http://127.0.0.1:{metrics_port}/metrics")
     settings = supervision_settings(env)
-    env["GUNICORN_GRACEFUL_TIMEOUT"] = str(int(settings.drain_s))
     state_file = run_dir / "backend.json"
     env["BACKEND_STATE_FILE"] = str(state_file)
 

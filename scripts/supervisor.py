@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import TextIO
 from collections.abc import Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # lora_core, beside scripts/ here and in the image
+from lora_core.settings import read  # standard library only, like this module
+
 DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 HEALTHY_AFTER_S = 60.0  # a child healthy this long resets the backoff; one that dies sooner counts as a failed start
-GIVE_UP_AFTER = 5  # failed starts in a row
+GIVE_UP_AFTER: int = read("TRITON_GIVE_UP_AFTER", {})  # failed starts in a row, by default
 POLL_S = 0.5
 
 
@@ -289,11 +292,32 @@ def _shared_memory_of_group(pgid: int) -> set[Path]:
 
 @dataclass(frozen=True)
 class SupervisionSettings:
-    hang_timeout_s: float = 15.0  # TRITON_HANG_TIMEOUT_S
-    start_timeout_s: float = 600.0  # TRITON_START_TIMEOUT_S
-    drain_s: float = 30.0  # DRAIN_TIMEOUT_S
+    # Defaults: the settings' own (lora_core/settings_registry.py); from_environment reads them as set.
+    hang_timeout_s: float = read("TRITON_HANG_TIMEOUT_S", {})
+    start_timeout_s: float = read("TRITON_START_TIMEOUT_S", {})
+    drain_s: float = read("DRAIN_TIMEOUT_S", {})
     triton_exit_s: float = 15.0  # tritonserver's --exit-timeout-secs plus a margin
-    give_up_after: int = GIVE_UP_AFTER  # TRITON_GIVE_UP_AFTER: failed starts in a row
+    give_up_after: int = GIVE_UP_AFTER
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("TRITON_HANG_TIMEOUT_S", self.hang_timeout_s),
+            ("TRITON_START_TIMEOUT_S", self.start_timeout_s),
+            ("DRAIN_TIMEOUT_S", self.drain_s),
+            ("TRITON_GIVE_UP_AFTER", self.give_up_after),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be above 0, got {value}")
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> SupervisionSettings:
+        """The supervision settings as `environ` sets them (ValueError names one that is wrong)."""
+        return cls(
+            hang_timeout_s=read("TRITON_HANG_TIMEOUT_S", environ),
+            start_timeout_s=read("TRITON_START_TIMEOUT_S", environ),
+            drain_s=read("DRAIN_TIMEOUT_S", environ),
+            give_up_after=read("TRITON_GIVE_UP_AFTER", environ),
+        )
 
 
 class Supervisor:

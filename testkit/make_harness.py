@@ -172,6 +172,29 @@ class Serve(MakeTarget):
         return self.post("/inference/predict", {"model_id": model_id, "texts": list(texts)})
 
 
+class Cluster(Serve):
+    """`make cluster` with `nodes` nodes on a block of ports of its own. Its STATE_DIR (etcd's data, the secrets,
+    the desired state) may be given to successive runs, as one cluster started again and again."""
+
+    def __init__(self, workdir: Path, state_dir: Path, nodes: int = 1, **settings: str) -> None:
+        # One block, carved up: blocks picked one by one could overlap (tests/serve/test_make_cluster.py).
+        first = free_block(1 + 6 + 10 * nodes + 2)
+        self.api_port = first
+        defaults = {
+            "NODES": str(nodes),
+            "STATE_DIR": str(state_dir),
+            "API_PORT": str(first),
+            "CLUSTER_ETCD_PORT": str(first + 1),
+            "CLUSTER_TRITON_PORT": str(first + 7),
+            "CLUSTER_BALANCER_PORT": str(first + 7 + 10 * nodes),
+            "GUNICORN_WORKERS": "1",
+            "GUNICORN_ACCESS_LOG": os.devnull,
+            "TRITON_INSTANCES": "1",
+        }
+        MakeTarget.__init__(self, "cluster", workdir, {**defaults, **settings})
+        self.base = f"http://127.0.0.1:{first}/api/v1"
+
+
 def safely(predicate: Callable[[psutil.Process], bool], process: psutil.Process) -> bool:
     try:
         return predicate(process)

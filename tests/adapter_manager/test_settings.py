@@ -5,6 +5,7 @@ import pytest
 
 from adapter_manager.settings import Settings
 from lora_core.settings import load_settings, setting
+from lora_core.settings_registry import MODEL, Setting
 
 
 def test_defaults_are_documented_and_used_when_nothing_is_set():
@@ -45,30 +46,34 @@ def test_invalid_values_name_the_setting(environ, field):
         Settings.load(environ=environ)
 
 
+TEST_REGISTRY = {
+    "TEST_RATIO": Setting("TEST_RATIO", "number", "0.5", "", "a ratio", (MODEL,)),
+    "TEST_WHERE": Setting("TEST_WHERE", "path", "/tmp", "", "a place", (MODEL,)),
+    "TEST_NAMES": Setting("TEST_NAMES", "list", "a,b", "", "names", (MODEL,)),
+}
+
+
 @dataclass(frozen=True)
 class _Typed:
-    ratio: float = setting("TEST_RATIO", "0.5", "")
-    enabled: bool = setting("TEST_ENABLED", "false", "")
-    where: Path = setting("TEST_WHERE", "/tmp", "")
+    ratio: float = setting("TEST_RATIO")
+    where: Path = setting("TEST_WHERE")
 
 
 def test_settings_convert_on_the_real_type():
-    loaded = load_settings(_Typed, environ={"TEST_RATIO": "2.5", "TEST_ENABLED": "yes"})
-    assert loaded == _Typed(ratio=2.5, enabled=True, where=Path("/tmp"))
-    with pytest.raises(ValueError, match="TEST_ENABLED must be true or false"):
-        load_settings(_Typed, environ={"TEST_ENABLED": "maybe"})
+    loaded = load_settings(_Typed, environ={"TEST_RATIO": "2.5"}, registry=TEST_REGISTRY)
+    assert loaded == _Typed(ratio=2.5, where=Path("/tmp"))
     with pytest.raises(ValueError, match="TEST_RATIO must be a number"):
-        load_settings(_Typed, environ={"TEST_RATIO": "half"})
+        load_settings(_Typed, environ={"TEST_RATIO": "half"}, registry=TEST_REGISTRY)
 
 
 @dataclass(frozen=True)
 class _Unknown:
-    names: list = setting("TEST_NAMES", "a,b", "")
+    names: list = setting("TEST_NAMES")
 
 
 def test_a_setting_of_a_type_without_conversion_is_refused():
-    with pytest.raises(TypeError, match="TEST_NAMES: no conversion"):
-        load_settings(_Unknown, environ={})
+    with pytest.raises(TypeError, match="TEST_NAMES"):
+        load_settings(_Unknown, environ={}, registry=TEST_REGISTRY)
 
 
 def test_cuda_device_index_is_accepted():

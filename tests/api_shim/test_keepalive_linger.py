@@ -31,7 +31,7 @@ def start_shim(tmp_path_factory, threads: int, linger_ms: int = LINGER_MS) -> Sh
         "GUNICORN_WORKERS": "1",
         "GUNICORN_THREADS": str(threads),
         "KEEPALIVE_LINGER_MS": str(linger_ms),
-        "GUNICORN_GRACEFUL_TIMEOUT": "120",  # a stop held by a linger would show, not be cut short
+        "DRAIN_TIMEOUT_S": "120",  # a stop held by a linger would show, not be cut short
     }
     server = ShimServer(tmp_path_factory.mktemp(f"linger-{threads}"), env)
     server.start()
