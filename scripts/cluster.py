@@ -83,6 +83,16 @@ def main() -> int:
     keys, made = cluster_secrets(state_dir)
     if made and not fresh:
         sys.exit(f"cluster: {state_dir / 'etcd'} exists but its secrets are gone; remove it to start a new cluster")
+    # etcd keeps its members' peer URLs in its data: started on other ports, the members never find each other.
+    ports_file = state_dir / "etcd" / "port"
+    made_on = ports_file.read_text().strip() if not fresh and ports_file.exists() else str(etcd_port)
+    if made_on != str(etcd_port):
+        sys.exit(
+            f"cluster: the etcd in {state_dir / 'etcd'} was made on CLUSTER_ETCD_PORT={made_on}; start it on that "
+            f"port again, or remove {state_dir} to start a new cluster on {etcd_port}"
+        )
+    ports_file.parent.mkdir(exist_ok=True)
+    ports_file.write_text(f"{etcd_port}\n")
     settings = supervision_settings(env)
 
     # ------------------------------------------------------------------------------------- etcd
@@ -208,9 +218,15 @@ def main() -> int:
     stopping.wait()
     if stopping.signum is not None:
         log(f"stopping (signal {stopping.signum})")
-    for supervisors, layer_threads in reversed(list(zip(layers, threads))):  # the front first, etcd last
-        for supervisor in supervisors:
+    for layer, (supervisors, layer_threads) in reversed(list(enumerate(zip(layers, threads)))):  # etcd last
+        # etcd's members one after the other: a leader stopped while its followers are still connected hands its
+        # leadership over to one of them, and waits ~7 s for an answer if they are stopping too; one by one, each
+        # hand-over reaches a live member, and the last member has no peer left to wait for.
+        one_by_one = layer == 0
+        for supervisor, thread in zip(supervisors, layer_threads, strict=False):
             supervisor.request_stop(signal.SIGTERM)
+            if one_by_one:
+                thread.join()
         for thread in layer_threads:
             thread.join()
     return outcome[0] if outcome else 0

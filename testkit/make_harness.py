@@ -176,9 +176,10 @@ class Cluster(Serve):
     """`make cluster` with `nodes` nodes on a block of ports of its own. Its STATE_DIR (etcd's data, the secrets,
     the desired state) may be given to successive runs, as one cluster started again and again."""
 
-    def __init__(self, workdir: Path, state_dir: Path, nodes: int = 1, **settings: str) -> None:
-        # One block, carved up: blocks picked one by one could overlap (tests/serve/test_make_cluster.py).
-        first = free_block(1 + 6 + 10 * nodes + 2)
+    def __init__(self, workdir: Path, state_dir: Path, first_port: int, nodes: int = 1, **settings: str) -> None:
+        """`first_port`: the first of `Cluster.ports(nodes)` free ones (a cluster started again keeps its ports:
+        etcd's data holds its members' addresses)."""
+        first = first_port
         self.api_port = first
         defaults = {
             "NODES": str(nodes),
@@ -193,6 +194,12 @@ class Cluster(Serve):
         }
         MakeTarget.__init__(self, "cluster", workdir, {**defaults, **settings})
         self.base = f"http://127.0.0.1:{first}/api/v1"
+
+    @staticmethod
+    def ports(nodes: int = 1) -> int:
+        """The first of a block of free ports for a cluster of `nodes`: one block, carved up, since blocks picked one
+        by one could overlap (tests/serve/test_make_cluster.py)."""
+        return free_block(1 + 6 + 10 * nodes + 2)
 
 
 def safely(predicate: Callable[[psutil.Process], bool], process: psutil.Process) -> bool:

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from lora_core.settings_registry import REGISTRY
+
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_FENCES = {"bash", "sh", "console", "shell"}
@@ -441,7 +443,7 @@ def check_kubectl(words: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # etcdctl: not installed (Debian's etcd-client is not a Makefile system package). The roles grant the prefix the
-# configuration page gives as ETCD_PREFIX's default; the users are root and the ETCD_USER values the deployments
+# settings registry gives as ETCD_PREFIX's default; the users are root and the ETCD_USER values the deployments
 # give (lora-node, lora-shim).
 
 
@@ -459,9 +461,7 @@ def etcd_users() -> set[str]:
 
 def check_etcdctl(words: list[str]) -> None:
     args = [w for w in words[1:] if not w.startswith("--") or w == "--prefix=true"]
-    prefix = re.search(r"^\| `ETCD_PREFIX` \| `([^`]+)`", (REPO / "docs/configuration.md").read_text(), re.M)
-    assert prefix, "docs/configuration.md gives no ETCD_PREFIX default"
-    prefix = prefix.group(1)
+    prefix = REGISTRY["ETCD_PREFIX"].default
     if args[:2] == ["auth", "enable"]:
         return
     if args[:2] == ["role", "add"]:

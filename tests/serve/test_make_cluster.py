@@ -4,9 +4,13 @@ status; restarts a node that dies; and on SIGTERM stops everything, leaving no p
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +20,7 @@ from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, make_training_output
 from testkit.make_harness import MakeTarget, free_block
 
+REPO = Path(__file__).resolve().parents[2]
 NODES = 2
 TEXTS = ["baba dede kiki", "类别 好坏"]
 
@@ -107,3 +112,23 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_cluster_started_on_other_etcd_ports_than_its_data_is_refused_by_name(tmp_path):
+    """etcd keeps its members' peer URLs in its data: started on other ports, the members would wait for each other
+    forever. make cluster says so, before it starts anything."""
+    state = tmp_path / "state"
+    (state / "etcd" / "etcd0").mkdir(parents=True)
+    (state / "etcd" / "port").write_text("23790\n")
+    (state / "cluster-secrets.json").write_text('{"root": "r", "node": "n", "shim": "s", "control_token": "t"}')
+    settings = {"BASE_MODEL_DIR": str(tmp_path), "MODELS_ROOT": str(tmp_path), "STATE_DIR": str(state)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "cluster.py")],
+        env={**os.environ, **settings, "CLUSTER_ETCD_PORT": "24790"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "made on CLUSTER_ETCD_PORT=23790" in done.stderr and "Traceback" not in done.stderr
+    assert "rafthttp" not in done.stderr  # no etcd was started

@@ -104,6 +104,7 @@ def stop_under_load(serve: Serve, round_number: int) -> float:
 @pytest.mark.parametrize("target", ["serve", "cluster"])
 def test_the_stack_stops_under_load_every_time(target, tmp_path, base_dir, triton_models_root) -> None:
     took = []
+    first_port = Cluster.ports()
     for round_number in range(ROUNDS):
         settings = {
             "BASE_MODEL_DIR": str(base_dir),
@@ -112,7 +113,11 @@ def test_the_stack_stops_under_load_every_time(target, tmp_path, base_dir, trito
             "TRITON_INSTANCES": "1",
         }
         workdir = tmp_path / f"round-{round_number}"
-        stack = Serve(workdir, **settings) if target == "serve" else Cluster(workdir, tmp_path / "state", **settings)
+        stack = (
+            Serve(workdir, **settings)
+            if target == "serve"
+            else Cluster(workdir, tmp_path / "state", first_port, **settings)
+        )
         with stack.serving([MODEL]):
             took.append(stop_under_load(stack, round_number))
     print(f"make {target}, {ROUNDS} stops: {min(took):.1f}-{max(took):.1f} s, median {sorted(took)[ROUNDS // 2]:.1f} s")
