@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from lora_core import metric_names
-from lora_core.metric_names import LORA_FAILURES_TOTAL, LORA_LOAD_FAILURES_TOTAL
+from lora_core.metric_names import LORA_FAILURES_TOTAL, LORA_LOAD_FAILURES_TOTAL, LORA_REQUESTS_TOTAL, LORA_TEXTS_TOTAL
 from testkit.conditions import wait_for
 from testkit.etcd_harness import EtcdMembers
 from testkit.promql import PROMETHEUS_OWN, alert_expressions, label_matchers
@@ -28,6 +28,8 @@ GPU_ONLY = metric_names.TRITON_GPU_ONLY
 TARGET_LABELS = {"job", "instance", "node"}
 # Labels prometheus.yml renames on the way in: the stored name and the exposed one.
 RENAMED_LABELS = {"model_instance": "instance"}
+# What the scraped fixture's traffic makes the model count; each instance sends its counts every METRICS_FLUSH_S.
+COUNTED = {LORA_REQUESTS_TOTAL, LORA_TEXTS_TOTAL, LORA_FAILURES_TOTAL, LORA_LOAD_FAILURES_TOTAL}
 # Each exporter's scrape, by the module's group of the names it exports.
 EXPORTERS = {
     "triton": metric_names.MODEL_METRICS | metric_names.TRITON_METRICS,
@@ -92,10 +94,9 @@ def scraped(triton, shim, api, etcd_metrics) -> dict[str, dict[str, list[dict[st
             "api": exposition(requests.get(f"{root}/metrics", timeout=10).text),
             "etcd": exposition(etcd_metrics),
         }
-        counted = {LORA_LOAD_FAILURES_TOTAL, LORA_FAILURES_TOTAL} <= set(found["triton"])
-        return found if counted else None
+        return found if COUNTED <= set(found["triton"]) else None
 
-    return wait_for(scrape, 30, "the load and predict failures in Triton's metrics")
+    return wait_for(scrape, 30, f"{sorted(COUNTED)} in Triton's metrics")
 
 
 def test_every_metric_an_alert_names_is_exposed(scraped):
