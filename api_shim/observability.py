@@ -27,24 +27,32 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lora_core.errors import AdapterError
+from lora_core.metric_names import (
+    LORA_API_ADMISSION_WAIT_SECONDS,
+    LORA_API_BACKEND_READY,
+    LORA_API_REFUSAL_SECONDS,
+    LORA_API_REQUEST_SECONDS,
+    LORA_API_REQUESTS_IN_FLIGHT,
+    LORA_API_REQUESTS_TOTAL,
+)
 from lora_core.settings import read
 
 UNMATCHED = "unmatched"  # every path that matches no route: fuzzed paths must not create new series
 
-REQUESTS = Counter("lora_api_requests", "HTTP requests answered, by route and status", ["endpoint", "status"])
+REQUESTS = Counter(LORA_API_REQUESTS_TOTAL, "HTTP requests answered, by route and status", ["endpoint", "status"])
 REQUEST_SECONDS = Histogram(
-    "lora_api_request_seconds",
+    LORA_API_REQUEST_SECONDS,
     "Seconds from the request reaching a thread to its response, by route",
     ["endpoint"],
     # From a status probe (milliseconds) to a large predict on a CPU (tens of seconds).
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IN_FLIGHT = Gauge(
-    "lora_api_requests_in_flight", "Requests being answered now, over every worker", multiprocess_mode="livesum"
+    LORA_API_REQUESTS_IN_FLIGHT, "Requests being answered now, over every worker", multiprocess_mode="livesum"
 )
 PREDICT_ENDPOINT = "/api/v1/inference/predict"
 REFUSAL_SECONDS = Histogram(
-    "lora_api_refusal_seconds",
+    LORA_API_REFUSAL_SECONDS,
     "Seconds from a predict refused for overload reaching the worker to its 429 being written",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
@@ -101,7 +109,7 @@ class BackendReady(Collector):
         except AdapterError:
             ready = False
         yield GaugeMetricFamily(
-            "lora_api_backend_ready", "1 when the shim reaches Triton and the model is ready", value=float(ready)
+            LORA_API_BACKEND_READY, "1 when the shim reaches Triton and the model is ready", value=float(ready)
         )
 
 
@@ -111,7 +119,7 @@ class AdmissionWait(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(
-            "lora_api_admission_wait_seconds",
+            LORA_API_ADMISSION_WAIT_SECONDS,
             "The least wait (for a thread, then in Triton until the batch starts) of the predicts answered in the "
             "last 100 ms, or the latest one for a second; 0 when none",
             value=current_app.extensions["admission"].measured_wait_s(),

@@ -14,6 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lora_core.errors import AdapterError
+from lora_core.metric_names import (
+    LORA_FAILURES_TOTAL,
+    LORA_REQUESTS_TOTAL,
+    LORA_TEXTS_TOTAL,
+    NV_CPU_MEMORY_TOTAL_BYTES,
+    NV_CPU_MEMORY_USED_BYTES,
+    NV_GPU_MEMORY_TOTAL_BYTES,
+    NV_GPU_MEMORY_USED_BYTES,
+    NV_INFERENCE_PENDING_REQUEST_COUNT,
+)
 
 from lora_core.prometheus import MetricsSnapshot, read_metrics
 
@@ -58,10 +68,10 @@ def worker_entry(worker_id: str, device: str, total_bytes: float | None, used_by
 
 
 def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[int, str]) -> list[dict[str, Any]]:
-    gpu_total = metrics.by_label("nv_gpu_memory_total_bytes", "gpu_uuid")
-    gpu_used = metrics.by_label("nv_gpu_memory_used_bytes", "gpu_uuid")
-    host_total = metrics.value("nv_cpu_memory_total_bytes")
-    host_used = metrics.value("nv_cpu_memory_used_bytes")
+    gpu_total = metrics.by_label(NV_GPU_MEMORY_TOTAL_BYTES, "gpu_uuid")
+    gpu_used = metrics.by_label(NV_GPU_MEMORY_USED_BYTES, "gpu_uuid")
+    host_total = metrics.value(NV_CPU_MEMORY_TOTAL_BYTES)
+    host_used = metrics.value(NV_CPU_MEMORY_USED_BYTES)
     entries = []
     for worker_id, device, gpu in worker_slots(config, gpu_count=len(gpu_uuids) or len(gpu_total)):
         if gpu is None:
@@ -72,7 +82,7 @@ def workers(config: dict[str, Any], metrics: MetricsSnapshot, gpu_uuids: dict[in
     return entries
 
 
-TRAFFIC_METRICS = {"requests": "lora_requests_total", "texts": "lora_texts_total", "failures": "lora_failures_total"}
+TRAFFIC_METRICS = {"requests": LORA_REQUESTS_TOTAL, "texts": LORA_TEXTS_TOTAL, "failures": LORA_FAILURES_TOTAL}
 
 
 def models_traffic(metrics: MetricsSnapshot) -> list[dict[str, Any]]:
@@ -153,7 +163,7 @@ def service_status(
     answer["workers"] = workers(config, metrics, gpu_uuids)
     answer["total_workers"] = len(answer["workers"])
     answer["loaded_models_count"] = instance["loaded_models"]
-    answer["pending_requests"] = int(metrics.value("nv_inference_pending_request_count", model=gateway.model) or 0)
+    answer["pending_requests"] = int(metrics.value(NV_INFERENCE_PENDING_REQUEST_COUNT, model=gateway.model) or 0)
     answer["models_traffic"] = models_traffic(metrics)
     answer["service_status"] = "running"
     return answer

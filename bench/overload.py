@@ -35,6 +35,7 @@ from bench.e2e import ADAPTERS
 from bench.gpu.render import publish
 from bench.revision import head_commit
 from bench.loadgen import LoadResult, run_load
+from lora_core.metric_names import LORA_API_REFUSAL_SECONDS, NV_INFERENCE_PENDING_REQUEST_COUNT
 from lora_core.prometheus import MetricsSnapshot
 from testkit.conditions import wait_for
 from testkit.measure import summary
@@ -81,7 +82,7 @@ def refusal_buckets(stack: Stack) -> dict[float, float]:
     """The shim's lora_api_refusal_seconds histogram: cumulative count by upper bound (seconds)."""
     assert stack.shim is not None
     snapshot = MetricsSnapshot(requests.get(f"{stack.shim.origin}/metrics", timeout=10).text)
-    return {float(le): v for le, v in snapshot.by_label("lora_api_refusal_seconds_bucket", "le").items()}
+    return {float(le): v for le, v in snapshot.by_label(f"{LORA_API_REFUSAL_SECONDS}_bucket", "le").items()}
 
 
 def server_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
@@ -94,7 +95,7 @@ def server_p99_ms(before: dict[float, float], after: dict[float, float]) -> floa
 
 
 def pending(stack: Stack) -> float:
-    return stack.triton.metric("nv_inference_pending_request_count", model="lora_classifier")
+    return stack.triton.metric(NV_INFERENCE_PENDING_REQUEST_COUNT, model="lora_classifier")
 
 
 def flood(stack: Stack, texts: list[str], seconds: float, warmup: float) -> dict[str, float | None]:

@@ -23,13 +23,13 @@ from dataclasses import dataclass, replace
 
 from lora_core.errors import AdapterError
 from lora_core.etcd_settings import EtcdSettings
+from lora_core.metric_names import LORA_DESIRED_STATE_GENERATION, NV_GPU_MEMORY_TOTAL_BYTES
 from lora_core.prometheus import read_metrics
 from lora_core.settings import load_settings, setting
 
 from .node_registry import NodeRecord, NodeRegistry
 
 log = logging.getLogger("lora_cluster.node_agent")
-APPLIED_METRIC = "lora_desired_state_generation"  # set by each model instance (model.py)
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class NodeAgent:
         except AdapterError:
             pass
         else:
-            revisions = metrics.by_label(APPLIED_METRIC, "instance")
+            revisions = metrics.by_label(LORA_DESIRED_STATE_GENERATION, "instance")
             applied = int(min(revisions.values())) if revisions else None
-            gpus = sorted(metrics.by_label("nv_gpu_memory_total_bytes", "gpu_uuid"))
+            gpus = sorted(metrics.by_label(NV_GPU_MEMORY_TOTAL_BYTES, "gpu_uuid"))
             devices = tuple(gpus) or ("cpu",)
         settings = self.settings
         return NodeRecord(self.node_id, settings.triton_url, settings.metrics_url, devices, applied, time.time())

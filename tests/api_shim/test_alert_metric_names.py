@@ -1,8 +1,10 @@
-"""Every metric deploy/monitoring/alerts.yml names is one that our services really expose.
+"""Every metric deploy/monitoring/alerts.yml names, and every one lora_core/metric_names.py defines, is one that our
+services really expose.
 
 promtool accepts an alert on a misspelled metric, which then never fires. So the names (and the labels their
 selectors match on) are read out of each alert's PromQL and looked for in real scrapes: the session's
-tritonserver and shim after the traffic that creates every counter, and a real etcd member.
+tritonserver and shim after the traffic that creates every counter, and a real etcd member. That the alerts name
+only the module's metrics is checked without servers, by tests/monitoring/test_metric_names.py.
 """
 
 from __future__ import annotations
@@ -11,63 +13,32 @@ import re
 
 import pytest
 import requests
-import yaml
 
+from lora_core import metric_names
+from lora_core.metric_names import LORA_FAILURES_TOTAL, LORA_LOAD_FAILURES_TOTAL, LORA_REQUESTS_TOTAL, LORA_TEXTS_TOTAL
 from testkit.conditions import wait_for
 from testkit.etcd_harness import EtcdMembers
-from testkit.triton_harness import REPO
-
-RULES = REPO / "deploy" / "monitoring" / "alerts.yml"
+from testkit.promql import PROMETHEUS_OWN, alert_expressions, label_matchers
+from testkit.promql import metric_names as names_in
 
 # A CPU host has no GPU metrics; Triton exports these per GPU (labelled gpu_uuid) with --allow-gpu-metrics,
 # which run_triton.py sets for --kind=gpu (the Triton image). Named in Triton's metrics documentation.
-GPU_ONLY = {
-    "nv_gpu_memory_used_bytes": "Triton's DCGM metrics exist on GPU hosts only",
-    "nv_gpu_memory_total_bytes": "Triton's DCGM metrics exist on GPU hosts only",
-}
-# Made by Prometheus itself for every scrape target, not by a target.
-PROMETHEUS_OWN = {"up"}
+GPU_ONLY = metric_names.TRITON_GPU_ONLY
 # Labels Prometheus gives every series from its target (prometheus.yml): not in any target's exposition.
 TARGET_LABELS = {"job", "instance", "node"}
 # Labels prometheus.yml renames on the way in: the stored name and the exposed one.
 RENAMED_LABELS = {"model_instance": "instance"}
+# What the scraped fixture's traffic makes the model count; each instance sends its counts every METRICS_FLUSH_S.
+COUNTED = {LORA_REQUESTS_TOTAL, LORA_TEXTS_TOTAL, LORA_FAILURES_TOTAL, LORA_LOAD_FAILURES_TOTAL}
+# Each exporter's scrape, by the module's group of the names it exports.
+EXPORTERS = {
+    "triton": metric_names.MODEL_METRICS | metric_names.TRITON_METRICS,
+    "api": metric_names.SHIM_METRICS,
+    "etcd": metric_names.ETCD_METRICS,
+}
 
-PROMQL_KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "inf", "nan",
-}  # fmt: skip
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]|\d[\w.]*|[A-Za-z_:][\w:]*(?:\s*\()?')
-_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}")
-_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
 _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+\S+")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names an expression selects: every identifier that is not a function or aggregation (followed
-    by `(`), a keyword, a label in a grouping clause or a matcher, a string, a number or a duration."""
-    names = set()
-    for token in _TOKENS.findall(_GROUPING.sub(" ", expr)):
-        if token[0] in '"{[' or token[0].isdigit() or token.endswith("("):
-            continue
-        if token.lower() not in PROMQL_KEYWORDS:
-            names.add(token)
-    return names
-
-
-def label_matchers(expr: str) -> list[tuple[str, str, str, str]]:
-    """(metric, label, operator, value) for every matcher of every selector in `expr`."""
-    return [
-        (metric, *matcher)
-        for metric, body in _SELECTOR.findall(_GROUPING.sub(" ", expr))
-        for matcher in _MATCHER.findall(body)
-    ]
-
-
-def alert_expressions() -> dict[str, str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"] if "alert" in rule}
 
 
 def exposition(text: str) -> dict[str, list[dict[str, str]]]:
@@ -86,28 +57,16 @@ def exposition(text: str) -> dict[str, list[dict[str, str]]]:
     return samples
 
 
-def test_the_name_reader_finds_selectors_and_nothing_else():
-    expr = (
-        'increase(lora_load_failures_total{code!~"a|b"}[15m]) > 0 or (x_total unless y offset 15m) > 0'
-        ' and on () count by (job, le) (up{job="t"} == 1) / 1e6 > bool 0.5 or sum without (pid) (z:rate5m)'
-    )
-    assert metric_names(expr) == {"lora_load_failures_total", "x_total", "y", "up", "z:rate5m"}
-    assert label_matchers(expr) == [("lora_load_failures_total", "code", "!~", "a|b"), ("up", "job", "=", "t")]
-
-
-def test_every_alert_names_a_metric():
-    """The reader cannot come back empty-handed: a rule it reads no name from fails here."""
-    expressions = alert_expressions()
-    assert len(expressions) >= 8
-    for alert, expr in expressions.items():
-        assert metric_names(expr), f"{alert}: no metric name read from {expr!r}"
-
-
 def test_the_gpu_only_names_are_triton_gpu_metrics_the_alerts_use():
     """The one excuse from a real scrape: Triton's GPU metrics, on a CPU host. Nothing else may hide here."""
-    named = {name for expr in alert_expressions().values() for name in metric_names(expr)}
+    named = {name for expr in alert_expressions().values() for name in names_in(expr)}
     assert GPU_ONLY and all(name.startswith("nv_gpu_") for name in GPU_ONLY)
     assert set(GPU_ONLY) <= named, f"no alert uses {sorted(set(GPU_ONLY) - named)}"
+
+
+def test_every_exporter_is_given_its_names():
+    """EXPORTERS covers the module: a group added there without a scrape to look in fails here."""
+    assert set().union(*EXPORTERS.values()) == metric_names.ALL
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +77,13 @@ def etcd_metrics(tmp_path_factory) -> str:
 
 @pytest.fixture
 def scraped(triton, shim, api, etcd_metrics) -> dict[str, dict[str, list[dict[str, str]]]]:
-    """Every target's exposition after a predict and a load refused as invalid_model (a training output whose
-    label map is not a pickle, made by tests/conftest.py), so that every counter exists."""
+    """Every target's exposition after a predict, a predict of a model not loaded, and a load refused as
+    invalid_model (a training output whose label map is not a pickle, made by tests/conftest.py), so that every
+    counter exists."""
     assert api.post("/inference/models/load", json={"model_dir": "alpha"}).status_code == 200
     assert api.post("/inference/predict", json={"model_id": "alpha", "texts": ["kaka lili"]}).status_code == 200
+    unloaded = api.post("/inference/predict", json={"model_id": "never-loaded", "texts": ["kaka"]})
+    assert unloaded.json()["error"] == "model_not_loaded", unloaded.text
     refused = api.post("/inference/models/load", json={"model_dir": "broken"})
     assert (refused.status_code, refused.json()["error"]) == (422, "invalid_model"), refused.text
     root = shim.origin
@@ -132,18 +94,27 @@ def scraped(triton, shim, api, etcd_metrics) -> dict[str, dict[str, list[dict[st
             "api": exposition(requests.get(f"{root}/metrics", timeout=10).text),
             "etcd": exposition(etcd_metrics),
         }
-        return found if "lora_load_failures_total" in found["triton"] else None
+        return found if COUNTED <= set(found["triton"]) else None
 
-    return wait_for(scrape, 30, "lora_load_failures_total in Triton's metrics")
+    return wait_for(scrape, 30, f"{sorted(COUNTED)} in Triton's metrics")
 
 
 def test_every_metric_an_alert_names_is_exposed(scraped):
     exposed = {name for samples in scraped.values() for name in samples}
-    named = {name: alert for alert, expr in alert_expressions().items() for name in metric_names(expr)}
-    missing = [
-        f"{name} ({alert})" for name, alert in named.items() if name not in exposed | set(GPU_ONLY) | PROMETHEUS_OWN
-    ]
+    named = {name: alert for alert, expr in alert_expressions().items() for name in names_in(expr)}
+    missing = [f"{name} ({alert})" for name, alert in named.items() if name not in exposed | GPU_ONLY | PROMETHEUS_OWN]
     assert not missing, f"alerts.yml names metrics no scrape exposes: {sorted(missing)}"
+
+
+def test_every_metric_the_module_defines_is_exposed_by_its_exporter(scraped):
+    """The converse: lora_core/metric_names.py lists no name its exporter does not (a stale or misspelled one)."""
+    missing = [
+        f"{name} ({exporter})"
+        for exporter, names in EXPORTERS.items()
+        for name in sorted(names - GPU_ONLY)
+        if name not in scraped[exporter]
+    ]
+    assert not missing, f"defined in lora_core/metric_names.py but not exposed: {missing}"
 
 
 def test_every_label_an_alert_matches_on_is_exposed(scraped):

@@ -16,6 +16,7 @@ import pytest
 import requests
 import torch
 
+from lora_core.metric_names import LORA_TEXTS_TOTAL
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, make_training_output
 from testkit.tolerance import assert_same_predictions
@@ -140,7 +141,7 @@ def _served_by_both_instances(triton, shim, model_id: str) -> None:
     """Send predicts until each Triton instance has served `model_id` (so each holds it in memory)."""
 
     def count(instance: str) -> float:
-        return triton.metric("lora_texts_total", model_id=model_id, instance=instance)
+        return triton.metric(LORA_TEXTS_TOTAL, model_id=model_id, instance=instance)
 
     def predict(_):
         with requests.Session() as session:

@@ -29,6 +29,7 @@ import psutil
 import pytest
 import requests
 
+from lora_core.metric_names import LORA_API_REFUSAL_SECONDS, LORA_API_REQUESTS_TOTAL
 from testkit.api_shim_env import shim_env
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, make_training_output
@@ -181,9 +182,9 @@ def test_with_every_thread_held_a_predict_that_would_wait_is_refused_at_once_by_
         assert control.result().status_code == 200  # waited for a thread; never refused
     assert raw_predict(kept, TEXTS[:1])[0] == 200  # room again: the same connection is served
     metrics = requests.get(f"{admitting_shim.origin}/metrics", timeout=10).text
-    refused = metric_value(metrics, 'lora_api_requests_total{endpoint="/api/v1/inference/predict",status="429"}')
+    refused = metric_value(metrics, f'{LORA_API_REQUESTS_TOTAL}{{endpoint="/api/v1/inference/predict",status="429"}}')
     assert refused >= 3
-    assert metric_value(metrics, "lora_api_refusal_seconds_count") >= 3
+    assert metric_value(metrics, f"{LORA_API_REFUSAL_SECONDS}_count") >= 3
 
 
 def metric_value(text: str, series: str) -> float:

@@ -12,6 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from lora_core.metric_names import LORA_API_REQUESTS_IN_FLIGHT, LORA_API_REQUESTS_TOTAL
 from testkit.api_shim_env import shim_env
 from testkit.conditions import wait_for
 from testkit.shim_harness import ShimServer
@@ -34,7 +35,7 @@ def answered(server: ShimServer, endpoint: str, status: str = "200") -> float:
     text = requests.get(f"{server.origin}/metrics", timeout=30, headers={"Connection": "close"}).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "lora_api_requests_total" and sample.labels == {"endpoint": endpoint, "status": status}:
+            if sample.name == LORA_API_REQUESTS_TOTAL and sample.labels == {"endpoint": endpoint, "status": status}:
                 return sample.value
     return 0.0
 
@@ -76,4 +77,4 @@ def test_a_dead_workers_counts_are_kept(counted):
     wait_for(lambda: len(workers(server)) == 2 and victim not in workers(server), 30, "gunicorn replaced the worker")
     assert answered(server, LIVE) == total
     text = requests.get(f"{server.origin}/metrics", timeout=30).text
-    assert "lora_api_requests_in_flight 1.0" in text  # the scrape itself, over both workers
+    assert f"{LORA_API_REQUESTS_IN_FLIGHT} 1.0" in text  # the scrape itself, over both workers

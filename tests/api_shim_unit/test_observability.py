@@ -11,6 +11,14 @@ from api_shim.app import create_app
 from api_shim.pages import NO_KEY_PATHS
 from api_shim.settings import ShimSettings
 from api_shim.status import merge_traffic, models_traffic
+from lora_core.metric_names import (
+    LORA_API_BACKEND_READY,
+    LORA_API_REQUEST_SECONDS,
+    LORA_API_REQUESTS_IN_FLIGHT,
+    LORA_API_REQUESTS_TOTAL,
+    LORA_REQUESTS_TOTAL,
+    LORA_TEXTS_TOTAL,
+)
 from lora_core.prometheus import MetricsSnapshot
 from testkit.process_harness import free_port
 
@@ -36,7 +44,7 @@ def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def count(samples, endpoint: str, status: str) -> float:
-    return samples.get(("lora_api_requests_total", (("endpoint", endpoint), ("status", status))), 0.0)
+    return samples.get((LORA_API_REQUESTS_TOTAL, (("endpoint", endpoint), ("status", status))), 0.0)
 
 
 def test_requests_are_counted_by_route_and_status_never_by_raw_path(client):
@@ -49,15 +57,15 @@ def test_requests_are_counted_by_route_and_status_never_by_raw_path(client):
     assert count(after, "unmatched", "404") - count(before, "unmatched", "404") == 3
     assert count(after, "/api/v1/inference/models", "401") - count(before, "/api/v1/inference/models", "401") == 1
     assert count(after, "/api/v1/health/live", "200") - count(before, "/api/v1/health/live", "200") == 1
-    endpoints = {dict(labels).get("endpoint") for name, labels in after if name == "lora_api_requests_total"}
+    endpoints = {dict(labels).get("endpoint") for name, labels in after if name == LORA_API_REQUESTS_TOTAL}
     assert not {e for e in endpoints if e and "fuzz" in e or e and "nowhere" in e}
-    histogram = ("lora_api_request_seconds_count", (("endpoint", "/api/v1/health/live"),))
+    histogram = (f"{LORA_API_REQUEST_SECONDS}_count", (("endpoint", "/api/v1/health/live"),))
     assert after[histogram] - before.get(histogram, 0.0) == 1
-    assert ("lora_api_requests_in_flight", ()) in after
+    assert (LORA_API_REQUESTS_IN_FLIGHT, ()) in after
 
 
 def test_backend_readiness_is_asked_at_scrape_time(client):
-    assert scrape(client)[("lora_api_backend_ready", ())] == 0.0  # Triton is absent
+    assert scrape(client)[(LORA_API_BACKEND_READY, ())] == 0.0  # Triton is absent
 
 
 def test_no_key_paths_answer_without_the_key_and_others_do_not(client):
@@ -86,10 +94,10 @@ def test_swagger_ui_is_served_locally_and_calls_no_other_host(client):
 
 def test_counters_are_found_with_or_without_total():
     text = '# TYPE nv_inference_count counter\nnv_inference_count{model="m"} 5\n'
-    text += '# TYPE lora_requests_total counter\nlora_requests_total{model_id="a"} 3\n'
+    text += f'# TYPE {LORA_REQUESTS_TOTAL} counter\n{LORA_REQUESTS_TOTAL}{{model_id="a"}} 3\n'
     snapshot = MetricsSnapshot(text)
     assert snapshot.value("nv_inference_count", model="m") == 5
-    assert snapshot.value("lora_requests_total", model_id="a") == 3
+    assert snapshot.value(LORA_REQUESTS_TOTAL, model_id="a") == 3
 
 
 def test_a_malformed_scrape_keeps_the_families_read_before_it():
@@ -100,10 +108,12 @@ def test_a_malformed_scrape_keeps_the_families_read_before_it():
 
 def test_traffic_is_summed_over_instances_and_nodes():
     text = (
-        "# TYPE lora_requests_total counter\n"
-        'lora_requests_total{model_id="a",instance="i0"} 2\nlora_requests_total{model_id="a",instance="i1"} 3\n'
-        "# TYPE lora_texts_total counter\n"
-        'lora_texts_total{model_id="a",instance="i0"} 7\nlora_texts_total{model_id="b",instance="i1"} 1\n'
+        f"# TYPE {LORA_REQUESTS_TOTAL} counter\n"
+        f'{LORA_REQUESTS_TOTAL}{{model_id="a",instance="i0"}} 2\n'
+        f'{LORA_REQUESTS_TOTAL}{{model_id="a",instance="i1"}} 3\n'
+        f"# TYPE {LORA_TEXTS_TOTAL} counter\n"
+        f'{LORA_TEXTS_TOTAL}{{model_id="a",instance="i0"}} 7\n'
+        f'{LORA_TEXTS_TOTAL}{{model_id="b",instance="i1"}} 1\n'
     )
     one_node = models_traffic(MetricsSnapshot(text))
     assert one_node == [

@@ -13,12 +13,20 @@ from api_shim.app import create_app
 from api_shim.backend_watch import BackendWatch
 from api_shim.gateway import Prediction, TritonGateway
 from lora_core.prometheus import MetricsSnapshot
+from lora_core.metric_names import (
+    LORA_TEXTS_TOTAL,
+    NV_CPU_MEMORY_TOTAL_BYTES,
+    NV_GPU_MEMORY_USED_BYTES,
+    NV_INFERENCE_PENDING_REQUEST_COUNT,
+)
 from api_shim.responses import listing_body, predict_body
 from api_shim.settings import ShimSettings
 from api_shim.status import worker_slots, workers
 from testkit.process_harness import free_port
 from testkit.triton_harness import REPO
 
+# Triton's exposition as it reads, kept verbatim: the assertions look its names up by the constants, so a
+# misspelled constant fails here.
 METRICS = """# HELP nv_cpu_memory_total_bytes CPU total memory (RAM), in bytes
 nv_cpu_memory_total_bytes 25325268992
 nv_cpu_memory_used_bytes 929181696
@@ -33,10 +41,10 @@ lora_texts_total{instance="lora_classifier_0_0",model_id="a \\"quoted\\" id"} 3
 
 def test_metrics_are_parsed_with_labels():
     metrics = MetricsSnapshot(METRICS)
-    assert metrics.value("nv_cpu_memory_total_bytes") == 25325268992
-    assert metrics.value("nv_inference_pending_request_count", model="lora_classifier") == 5
-    assert metrics.by_label("nv_gpu_memory_used_bytes", "gpu_uuid") == {"GPU-aaaa": 3e10, "GPU-bbbb": 7.5e10}
-    assert metrics.value("lora_texts_total", model_id='a "quoted" id') == 3
+    assert metrics.value(NV_CPU_MEMORY_TOTAL_BYTES) == 25325268992
+    assert metrics.value(NV_INFERENCE_PENDING_REQUEST_COUNT, model="lora_classifier") == 5
+    assert metrics.by_label(NV_GPU_MEMORY_USED_BYTES, "gpu_uuid") == {"GPU-aaaa": 3e10, "GPU-bbbb": 7.5e10}
+    assert metrics.value(LORA_TEXTS_TOTAL, model_id='a "quoted" id') == 3
     assert metrics.value("absent") is None
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from lora_core.metric_names import LORA_API_BACKEND_READY
 from testkit.etcd_harness import EtcdMembers
 from testkit.process_harness import ManagedProcess, free_port
 from testkit.triton_harness import REPO
@@ -129,7 +130,7 @@ def test_the_shim_starts_and_answers_without_etcd(api_image, tmp_path) -> None:
         ready = requests.get(f"{base}/health/ready", timeout=30)
         assert ready.status_code == 503 and ready.json()["error"] == "backend_unavailable"
         metrics = requests.get(f"{base.removesuffix('/api/v1')}/metrics", timeout=10)
-        assert metrics.status_code == 200 and "lora_api_backend_ready 0.0" in metrics.text
+        assert metrics.status_code == 200 and f"{LORA_API_BACKEND_READY} 0.0" in metrics.text
     finally:
         server.stop()
     assert "Traceback" not in server.log_tail(400)

@@ -1,7 +1,8 @@
 """deploy/monitoring: Prometheus' configuration and alert rules pass promtool, and every alert is unit-tested.
 
 promtool comes from Debian's `prometheus` package (`make venv` installs it). It checks syntax and PromQL, not
-metric names: tests/api_shim/test_alert_metric_names.py checks those against real scrapes.
+metric names: tests/monitoring/test_metric_names.py checks those against lora_core/metric_names.py, and
+tests/api_shim/test_alert_metric_names.py against real scrapes.
 """
 
 from __future__ import annotations

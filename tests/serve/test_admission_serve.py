@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from bench.loadgen import LoadResult, run_load
+from lora_core.metric_names import NV_INFERENCE_PENDING_REQUEST_COUNT
 from testkit.conditions import wait_for
 from testkit.make_harness import Serve
 from testkit.texts import make_texts
@@ -68,7 +69,7 @@ def assert_every_crowd_served(serve: Serve) -> None:
 
 def pending_in_triton(serve: Serve) -> float:
     metrics = requests.get(f"http://127.0.0.1:{serve.env['TRITON_METRICS_PORT']}/metrics", timeout=10).text
-    found = re.search(r'^nv_inference_pending_request_count\{model="lora_classifier".*\} (\S+)$', metrics, re.M)
+    found = re.search(rf'^{NV_INFERENCE_PENDING_REQUEST_COUNT}\{{model="lora_classifier".*\}} (\S+)$', metrics, re.M)
     assert found, "Triton's pending count is missing from its metrics"
     return float(found.group(1))
 

@@ -6,6 +6,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from lora_core.errors import AdapterError
+from lora_core.metric_names import LORA_FAILURES_TOTAL, LORA_TEXTS_TOTAL
 from testkit.conditions import settled, wait_for
 from testkit.factories import random_text
 from testkit.triton_harness import LoraClient
@@ -25,7 +26,7 @@ def predict_from_a_fresh_client(url: str, texts, ids):
 
 
 def texts_served(triton, model_id: str) -> dict[str, float]:
-    return {i: triton.metric("lora_texts_total", model_id=model_id, instance=i) for i in INSTANCES}
+    return {i: triton.metric(LORA_TEXTS_TOTAL, model_id=model_id, instance=i) for i in INSTANCES}
 
 
 def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, client, reference, triton_models_root):
@@ -50,14 +51,14 @@ def test_loaded_once_served_by_every_instance_then_unloaded_everywhere(triton, c
 
     client.control({"op": "unload", "model_id": "alpha"})
     failures_before = settled(
-        lambda: {i: triton.metric("lora_failures_total", instance=i) for i in INSTANCES}, 1.5, 30, "failure counts"
+        lambda: {i: triton.metric(LORA_FAILURES_TOTAL, instance=i) for i in INSTANCES}, 1.5, 30, "failure counts"
     )
     with ThreadPoolExecutor(max_workers=40) as pool:
         results = list(pool.map(lambda texts: predict_from_a_fresh_client(triton.url, texts, ["alpha"] * 4), batches))
     assert all(isinstance(r, AdapterError) and r.code == "model_not_loaded" for r in results)
 
     def failed() -> dict[str, float]:
-        return {i: triton.metric("lora_failures_total", instance=i) - failures_before[i] for i in INSTANCES}
+        return {i: triton.metric(LORA_FAILURES_TOTAL, instance=i) - failures_before[i] for i in INSTANCES}
 
     wait_for(lambda: sum(failed().values()) >= len(batches), 10, "every failure counted")
     assert all(count > 0 for count in failed().values()), f"an instance never saw the unload: {failed()}"

@@ -44,6 +44,14 @@ from lora_core.control_token import authorize_control
 from adapter_manager.counters import PendingCounts
 from adapter_manager.engine import AdapterEngine
 from lora_core.errors import AdapterError, InternalError, InvalidRequest, Unauthorized, to_wire
+from lora_core.metric_names import (
+    LORA_DESIRED_STATE_GENERATION,
+    LORA_FAILURES_TOTAL,
+    LORA_LOAD_FAILURES_TOTAL,
+    LORA_LOAD_SECONDS,
+    LORA_REQUESTS_TOTAL,
+    LORA_TEXTS_TOTAL,
+)
 from adapter_manager.desired_state import desired_state_store
 from adapter_manager.memory import start_memory_trimmer
 from adapter_manager.outputs_index import IndexRefresher
@@ -139,16 +147,16 @@ class TritonPythonModel:
     def _setup_metrics(self) -> None:
         counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
         self._families = {
-            "requests": pb_utils.MetricFamily("lora_requests_total", "Requests per model_id and instance", counter),
-            "texts": pb_utils.MetricFamily("lora_texts_total", "Texts classified per model_id and instance", counter),
+            "requests": pb_utils.MetricFamily(LORA_REQUESTS_TOTAL, "Requests per model_id and instance", counter),
+            "texts": pb_utils.MetricFamily(LORA_TEXTS_TOTAL, "Texts classified per model_id and instance", counter),
             "failures": pb_utils.MetricFamily(
-                "lora_failures_total", "Failed requests per model_id and instance", counter
+                LORA_FAILURES_TOTAL, "Failed requests per model_id and instance", counter
             ),
             "load_seconds": pb_utils.MetricFamily(
-                "lora_load_seconds", "Duration of the last load per model_id and instance", gauge
+                LORA_LOAD_SECONDS, "Duration of the last load per model_id and instance", gauge
             ),
             "load_failures": pb_utils.MetricFamily(
-                "lora_load_failures_total", "Loads that failed per instance and error code (the alert's)", counter
+                LORA_LOAD_FAILURES_TOTAL, "Loads that failed per instance and error code (the alert's)", counter
             ),
         }
         self._load_failures_published: Counter = Counter()
@@ -156,7 +164,7 @@ class TritonPythonModel:
         # The node agent reports the least of these as the node's applied revision (lora_cluster.node_agent).
         # A family must outlive its metrics: Triton refuses a metric whose family was collected.
         self._families["applied"] = pb_utils.MetricFamily(
-            "lora_desired_state_generation", "Generation (etcd: revision) of the desired state applied", gauge
+            LORA_DESIRED_STATE_GENERATION, "Generation (etcd: revision) of the desired state applied", gauge
         )
         self._applied = self._families["applied"].Metric(labels={"instance": self.instance})
         self._applied_published = -1
