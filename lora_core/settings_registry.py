@@ -46,11 +46,12 @@ class Setting:
     unit: str  # "" when the value has none
     help: str  # one line
     readers: tuple[str, ...]
-    container: str | None = None  # the value the images or compose set instead, and why, where it differs
+    # Where the images or compose set another value than the default: (that value, why).
+    container: tuple[str, str] | None = None
 
 
 def _s(
-    name: str, kind: str, default: str, unit: str, help: str, *readers: str, container: str | None = None
+    name: str, kind: str, default: str, unit: str, help: str, *readers: str, container: tuple[str, str] | None = None
 ) -> Setting:
     return Setting(name, kind, default, unit, help, readers, container)
 
@@ -70,7 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("MAX_ADAPTERS", "integer", "1024", "adapters", "Most adapters resident at once (>= 1).", MODEL),
     _s("DEVICE", "text", "auto", "", "auto | cpu | cuda | cuda:N; auto picks cuda when a GPU is visible.", MODEL),
     _s("DTYPE", "text", "auto", "", "auto | float32 | float16 | bfloat16; auto is float32 on CPU and float16 on "
-       "CUDA, whose probabilities differ from float32's by at most 1.25e-2 (measured on an H200; top-1 unchanged).",
+       "CUDA, whose probabilities differ from float32's by at most 1.25e-2 (H200, at ebb3565; top-1 unchanged).",
        MODEL),
     _s("TORCH_THREADS", "integer", "0", "threads", "Intra-op threads per CPU model instance; 0 shares the cores "
        "among the instances.", MODEL),
@@ -107,11 +108,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("ETCD_KEY", "text", "", "", "PEM file of that certificate's private key.", *_ETCD),
     # ----------------------------------------------------------------------------------------- the REST shim
     _s("TRITON_URL", "text", "localhost:8010", "", "Triton's HTTP endpoint (host:port).", SHIM,
-       container="triton:8000: the Triton container's own port, on the compose network"),
+       container=("triton:8000", "the Triton container's own port, on the compose network")),
     _s("TRITON_CONTROL_URL", "text", "", "", "Where control operations go (host:port); empty: TRITON_URL. Behind "
        "HAProxy, its control frontend, which never retries a request that reached a node.", SHIM),
     _s("TRITON_METRICS_URL", "text", "http://localhost:8012/metrics", "", "Triton's Prometheus metrics endpoint.",
-       SHIM, container="http://triton:8002/metrics: the Triton container's own metrics port"),
+       SHIM, container=("http://triton:8002/metrics", "the Triton container's own metrics port")),
     _s("TRITON_TIMEOUT_S", "integer", "120", "s", "Longest wait for one Triton call (>= 1).", SHIM),
     _s("TRITON_STALL_S", "integer", "5", "s", "A Triton call in flight this long makes new calls first check that "
        "Triton answers its health endpoint (>= 1).", SHIM),
@@ -141,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("API_HOST", "text", "0.0.0.0", "", "Address the REST API listens on.", GUNICORN),
     _s("API_PORT", "integer", "8000", "", "Port of the REST API (docker-compose: the host port it is published on).",
        GUNICORN, SERVE, CLUSTER, COMPOSE,
-       container="8080: the host port deploy/compose/gpu-node.yml publishes, since the node's Triton takes 8000"),
+       container=("8080", "the host port deploy/compose/gpu-node.yml publishes, since the node's Triton takes 8000")),
     _s("GUNICORN_WORKERS", "text", "auto", "processes", "Shim worker processes; auto: one per core, 2 to 8.",
        GUNICORN),
     _s("GUNICORN_THREADS", "integer", "64", "threads", "Threads per worker (a request mostly waits on Triton).",
@@ -163,22 +164,23 @@ SETTINGS: tuple[Setting, ...] = (
        GUNICORN, SERVE, CLUSTER),
     # ------------------------------------------------------------------------- Triton's launcher (run_triton)
     _s("TRITON_HTTP_PORT", "integer", "8010", "", "Triton's HTTP port.", RUN_TRITON, SERVE, COMPOSE,
-       container="8000, Triton's own, inside the container (deploy/compose/gpu-node.yml publishes it on the host "
-       "under this name, default 8000)"),
+       container=("8000", "Triton's own, inside the container (deploy/compose/gpu-node.yml publishes it on the "
+       "host under this name, default 8000)")),
     _s("TRITON_GRPC_PORT", "integer", "8011", "", "Triton's gRPC port.", RUN_TRITON, SERVE,
-       container="8001, Triton's own, inside the container"),
+       container=("8001", "Triton's own, inside the container")),
     _s("TRITON_METRICS_PORT", "integer", "8012", "", "Triton's Prometheus metrics port.", RUN_TRITON, SERVE,
-       COMPOSE, container="8002, Triton's own, inside the container (gpu-node.yml publishes it under this name, "
-       "default 8002)"),
+       COMPOSE, container=("8002", "Triton's own, inside the container (gpu-node.yml publishes it under this name, "
+       "default 8002)")),
     _s("TRITON_BIND_ADDRESS", "text", "127.0.0.1", "", "Address of Triton's three ports; 0.0.0.0 opens them to "
-       "other hosts.", RUN_TRITON, SERVE, container="0.0.0.0: the compose network reaches it; no port is published"),
+       "other hosts.", RUN_TRITON, SERVE,
+       container=("0.0.0.0", "the compose network reaches it; no port is published")),
     _s("TRITON_INSTANCES", "text", "auto", "instances", "Model instances per device; auto: one per GPU, or on CPU "
-       "one per core, at most 4.", RUN_TRITON, SERVE, CLUSTER, container="1 per GPU (the image's CMD)"),
+       "one per core, at most 4.", RUN_TRITON, SERVE, CLUSTER, container=("1", "per GPU (the image's CMD)")),
     _s("TRITON_KIND", "text", "cpu", "", "cpu | gpu: where the model instances run.", RUN_TRITON, SERVE,
-       container="gpu (the image's CMD)"),
+       container=("gpu", "the image's CMD")),
     _s("TRITONSERVER_ROOT", "text", "", "", "An installed Triton (bin/, backends/); empty: the one from the "
        "nvidia-pytriton wheel, unpacked under var/triton-runtime.", RUN_TRITON,
-       container="/opt/tritonserver, the NGC image's"),
+       container=("/opt/tritonserver", "the NGC image's")),
     _s("TRITON_MAX_QUEUE_SIZE", "integer", "256", "requests", "Predicts queued in Triton before it refuses more "
        "(429 overloaded through the shim); 0: unbounded.", RUN_TRITON, SERVE),
     _s("TRITON_HANG_TIMEOUT_S", "number", "30", "s", "Seconds Triton's health endpoint may stay silent before it "

@@ -54,7 +54,7 @@ def render() -> str:
                 entry.unit,
                 ", ".join(entry.readers),
                 entry.help,
-                entry.container or "",
+                f"`{entry.container[0]}`: {entry.container[1]}" if entry.container else "",
             )
             rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         sections.append(f"## {title}\n\n" + "\n".join(rows) + "\n")

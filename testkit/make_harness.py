@@ -186,7 +186,7 @@ class Cluster(Serve):
             "STATE_DIR": str(state_dir),
             "API_PORT": str(first),
             "CLUSTER_ETCD_PORT": str(first + 1),
-            "CLUSTER_TRITON_PORT": str(first + 7),
+            "CLUSTER_TRITON_PORT": str(first + 7),  # after the shim's and etcd's 6
             "CLUSTER_BALANCER_PORT": str(first + 7 + 10 * nodes),
             "GUNICORN_WORKERS": "1",
             "GUNICORN_ACCESS_LOG": os.devnull,
@@ -194,6 +194,7 @@ class Cluster(Serve):
         }
         MakeTarget.__init__(self, "cluster", workdir, {**defaults, **settings})
         self.base = f"http://127.0.0.1:{first}/api/v1"
+        self.triton_port = first + 7  # node i's http, grpc and metrics ports at +10i
 
     @staticmethod
     def ports(nodes: int = 1) -> int:

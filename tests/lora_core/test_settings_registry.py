@@ -21,6 +21,7 @@ from lora_core.etcd_settings import EtcdSettings
 from lora_core.settings import load_settings, read
 from lora_core.settings_registry import (
     AGENT,
+    BEFORE_IMPORT,
     COMPOSE,
     KINDS,
     MODEL,
@@ -122,7 +123,7 @@ def test_the_code_reads_no_environment_name_the_registry_does_not_define():
             if name not in REGISTRY and name not in NOT_SETTINGS:
                 unknown.append(where)
             # os.environ itself only before the registry can be imported, and for the names that are no settings.
-            early = "model, before any import" in REGISTRY[name].readers if name in REGISTRY else False
+            early = name in REGISTRY and BEFORE_IMPORT in REGISTRY[name].readers
             if how.startswith(("os.", "environ")) and not early and name not in NOT_SETTINGS:
                 direct.append(where)
     assert not unknown, "read but not in lora_core/settings_registry.py:\n" + "\n".join(unknown)
@@ -149,9 +150,7 @@ def test_every_setting_is_read_somewhere():
 def _agrees(entry_name: str, value: str) -> bool:
     """Whether `value` is the setting's default, or the value the registry says the images use instead."""
     entry = REGISTRY[entry_name]
-    return value == entry.default or (
-        entry.container is not None and re.match(re.escape(value) + "[:, ]", entry.container) is not None
-    )
+    return value in (entry.default, entry.container and entry.container[0])
 
 
 def test_dot_env_sets_registered_settings_at_their_defaults():

@@ -18,7 +18,7 @@ import requests
 
 from testkit.conditions import wait_for
 from testkit.factories import OutputSpec, make_training_output
-from testkit.make_harness import MakeTarget, free_block
+from testkit.make_harness import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 2
@@ -30,25 +30,12 @@ def cluster(tmp_path_factory, base_dir):
     work = tmp_path_factory.mktemp("make-cluster")
     root = work / "models"
     make_training_output(root, "alpha", base_dir, OutputSpec(num_labels=3, seed=80))
-    # One block, carved up: blocks picked one by one are each free when picked, so two of them could overlap, and
-    # one member's port then takes another's (CI: node1's gRPC port held by an etcd member's).
-    first = free_block(1 + 6 + 10 * NODES + 2)
-    api_port, etcd_port, triton_port, balancer_port = first, first + 1, first + 7, first + 7 + 10 * NODES
-    settings = {
-        "NODES": str(NODES),
-        "BASE_MODEL_DIR": str(base_dir),
-        "MODELS_ROOT": str(root),
-        "STATE_DIR": str(work / "state"),
-        "API_PORT": str(api_port),
-        "CLUSTER_ETCD_PORT": str(etcd_port),
-        "CLUSTER_TRITON_PORT": str(triton_port),
-        "CLUSTER_BALANCER_PORT": str(balancer_port),
-        "GUNICORN_WORKERS": "1",
-        "TRITON_INSTANCES": "1",
-    }
-    with MakeTarget("cluster", work, settings) as target:  # stopped as a user would, even when a test fails
+    target = Cluster(
+        work, work / "state", Cluster.ports(NODES), NODES, BASE_MODEL_DIR=str(base_dir), MODELS_ROOT=str(root)
+    )
+    with target:  # stopped as a user would, even when a test fails
         target.wait_ready()
-        yield target.process, f"http://127.0.0.1:{api_port}/api/v1", target.output, work / "state", triton_port
+        yield target.process, target.base, target.output, work / "state", target.triton_port
 
 
 def test_it_serves_through_the_shim_with_every_node_in_status(cluster):
