@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import hmac
-import logging
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from lora_core.errors import (
-    AdapterError,
-    BackendUnavailable,
-    InternalError,
-    InvalidRequest,
-    Overloaded,
-    PayloadTooLarge,
-    Unauthorized,
-)
-
+from lora_core.errors import BackendUnavailable
 
 from . import node_load, observability, pages
 from .admission import Admission
+from .api_key import require_api_key
+from .error_answers import error_answer
 from .gateway import TritonGateway
 from .node_load import NodeLoad
+from .predict_route import PredictRoute
 from .routes import inference
 from .settings import ShimSettings
-from .worker import arrived_at
 
 if TYPE_CHECKING:
     from .cluster_status import ClusterStatus
 
-log = logging.getLogger("api_shim")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
 meta = Blueprint("meta", __name__, url_prefix="/api/v1")
@@ -101,6 +88,10 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
     if settings.api_key:
         app.before_request(_require_api_key)
     app.register_error_handler(Exception, _error_response)
+    # Predict, the hot path, is answered before Flask (its own module says why); every other request goes on to it.
+    app.wsgi_app = PredictRoute(  # type: ignore[method-assign]
+        app.wsgi_app, settings, app.extensions["triton_gateway"], app.extensions["admission"]
+    )
     return app
 
 
@@ -121,42 +112,12 @@ def _require_api_key() -> None:
     if request.path in pages.NO_KEY_PATHS:
         return  # probes, scrapers and the pages carry no credentials and get no model data
     expected = current_app.extensions["shim_settings"].api_key
-    supplied = request.headers.get("X-API-Key", "")
-    authorization = request.headers.get("Authorization", "")
-    if not supplied and authorization.lower().startswith("bearer "):
-        supplied = authorization[7:].strip()
-    if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
-        raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
+    require_api_key(expected, request.headers.get("X-API-Key", ""), request.headers.get("Authorization", ""))
 
 
 def _error_response(exc: Exception) -> tuple[Response, int]:
     """Every failure becomes the contract's body {"error", "message"}; nothing else reaches the client."""
-    error = _as_domain_error(exc)
-    if isinstance(error, InternalError) and not isinstance(exc, AdapterError):
-        reference = uuid.uuid4().hex[:12]
-        log.exception("internal error %s on %s %s", reference, request.method, request.path, exc_info=exc)
-        error = InternalError(f"internal error (reference {reference}); the details are in the service log")
-    elif error.http_status >= 500:
-        log.warning("%s on %s %s: %s", error.code, request.method, request.path, error.message)
-    response = jsonify(error.to_dict())
-    if isinstance(error, Unauthorized):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    if isinstance(error, Overloaded):
-        response.headers["Retry-After"] = str(error.retry_after_s)
-        arrived = arrived_at()
-        if arrived is not None:
-            observability.REFUSAL_SECONDS.observe(time.monotonic() - arrived)
-    return response, error.http_status
-
-
-def _as_domain_error(exc: Exception) -> AdapterError:
-    if isinstance(exc, AdapterError):
-        return exc
-    if isinstance(exc, RequestEntityTooLarge):
-        limit = current_app.extensions["shim_settings"].max_body_bytes
-        return PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    if isinstance(exc, HTTPException):
-        error = InvalidRequest(f"{request.method} {request.path}: {exc.description or exc.name}")
-        error.http_status = exc.code or 400  # 404 unknown path, 405 wrong method: their own statuses
-        return error
-    return InternalError(str(type(exc).__name__))
+    answer = error_answer(exc, request.method, request.path, current_app.extensions["shim_settings"].max_body_bytes)
+    response = jsonify(answer.document)
+    response.headers.update(answer.headers)
+    return response, answer.status

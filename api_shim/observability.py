@@ -83,10 +83,14 @@ def _started() -> None:
 def _answered(response: Response) -> Response:
     started = g.get("metrics_started")
     if started is not None:
-        endpoint = endpoint_label()
-        REQUESTS.labels(endpoint, str(response.status_code)).inc()
-        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+        count_answer(endpoint_label(), response.status_code, time.perf_counter() - started)
     return response
+
+
+def count_answer(endpoint: str, status: int, seconds: float) -> None:
+    """A request of `endpoint` (its route rule) answered with `status` after `seconds`."""
+    REQUESTS.labels(endpoint, str(status)).inc()
+    REQUEST_SECONDS.labels(endpoint).observe(seconds)
 
 
 def count_refusal(seconds: float) -> None:

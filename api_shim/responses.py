@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from collections.abc import Sequence
 
 from .gateway import Prediction
+
+
+def json_bytes(document: Any) -> bytes:
+    """`document` as the shim's JSON bodies are written (Flask's jsonify with api_shim.app.ContractJSON): compact,
+    keys in their order, non-ASCII as UTF-8, a newline at the end."""
+    return (json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def predict_body(model_id: str, predictions: Sequence[Prediction], top_n: int) -> dict[str, Any]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, current_app, jsonify, request
 
 from lora_core.commands import LISTING_STATUSES, MAX_MODEL_DIR_CHARS
-from lora_core.errors import InvalidRequest
+from lora_core.errors import InternalError, InvalidRequest
 
-from .responses import listing_body, predict_body
+from .responses import listing_body
 from .status import service_status
-from .worker import reservation, thread_wait_s
 from .validation import (
     bool_field,
     int_field,
@@ -69,22 +66,9 @@ def unload_model():
 
 @inference.post("/predict")
 def predict():
-    settings = _settings()
-    body = json_object(request)
-    model_id = string_field(body, "model_id", max_chars=MAX_MODEL_ID_CHARS)
-    texts = string_list_field(body, "texts", settings.max_texts_per_request, settings.max_text_chars)
-    top_n = int_field(body, "top_n", 3, 1, settings.max_top_n)
-    batch_size = int_field(body, "batch_size", 16, 1, settings.max_batch_size)
-    chunks = [
-        (texts[start : start + batch_size], [model_id] * len(texts[start : start + batch_size]))
-        for start in range(0, len(texts), batch_size)
-    ]
-    # Admitted after validation (cheap), before Triton: a refusal costs the client milliseconds, not a queue.
-    with current_app.extensions["admission"].admit(len(texts), thread_wait_s(), reservation()) as ticket:
-        sent = time.perf_counter()
-        predicted = _gateway().predict(chunks)
-        ticket.answered(time.perf_counter() - sent, predicted.execute_s)
-    return jsonify(predict_body(model_id, [p for chunk in predicted.chunks for p in chunk], top_n))
+    """Answered by api_shim.predict_route before Flask sees the request; the rule stays so that other methods on
+    the path are a 405."""
+    raise InternalError("POST /predict reached Flask: api_shim.predict_route must answer it")
 
 
 @inference.get("/models")
