@@ -31,11 +31,19 @@ class Group:
     model_ids: Sequence[str]
 
 
+def _closed_gate() -> threading.Lock:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
 @dataclass(eq=False)
 class _Waiting(Generic[Answer]):
     group: Group
-    wake: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False  # woken to send the next call
+    # Opened (released) exactly once: when the predict's answer is in, or when it is handed a slot to lead. A bare
+    # lock, not an Event: an Event's Condition costs a few Python calls on each side, per predict.
+    wake: threading.Lock = field(default_factory=_closed_gate)
+    lead: bool = False  # handed a slot: it sends the next call
     answer: Answer | None = None
     error: BaseException | None = None
 
@@ -56,14 +64,15 @@ class Coalescer(Generic[Answer]):
         """`group`'s answer, from a call it shares with the groups that waited beside it."""
         mine: _Waiting[Answer] = _Waiting(group)
         with self._lock:
-            self._waiting.append(mine)
+            # A free slot means that nothing waits: a call that comes back hands its slot to a waiting predict.
             if self._in_flight < self.max_in_flight:
                 self._in_flight += 1
                 mine.lead = True
-        while not mine.lead:
-            mine.wake.wait()
-            mine.wake.clear()
-            if mine.answer is not None or mine.error is not None:
+            else:
+                self._waiting.append(mine)
+        if not mine.lead:
+            mine.wake.acquire()
+            if not mine.lead:  # answered by a call another predict sent
                 return self._result(mine)
         self._lead(mine)
         return self._result(mine)
@@ -84,22 +93,23 @@ class Coalescer(Generic[Answer]):
                 waiting.error = exc
         finally:
             with self._lock:
-                successor = self._waiting[0] if self._waiting else None
+                # Taken out of the queue at once: another call coming back before it leads must not hand it a
+                # second slot (one slot would be lost for good).
+                successor = self._waiting.popleft() if self._waiting else None
                 if successor is None:
                     self._in_flight -= 1
                 else:
                     successor.lead = True
             for waiting in batch:
                 if waiting is not mine:
-                    waiting.wake.set()
+                    waiting.wake.release()
             if successor is not None:
-                successor.wake.set()
+                successor.wake.release()
 
     def _take(self, mine: _Waiting[Answer]) -> list[_Waiting[Answer]]:
-        """`mine` and the predicts waiting before and after it, in arrival order, up to max_rows rows (always
-        `mine`, whatever its size). Under the lock."""
+        """`mine` (no longer queued) and the predicts waiting after it, in arrival order, up to max_rows rows
+        (always `mine`, whatever its size). Under the lock."""
         batch = [mine]
-        self._waiting.remove(mine)
         rows = len(mine.group.texts)
         kept: deque[_Waiting[Answer]] = deque()
         while self._waiting:

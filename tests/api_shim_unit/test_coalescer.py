@@ -86,6 +86,29 @@ def test_every_call_carries_the_predict_of_the_thread_that_sends_it():
         assert thread in names
     assert sorted(n for names, _ in backend.calls for n in names) == sorted(f"p{i}" for i in range(200))
     assert backend.most_in_flight <= 2
+    assert coalescer._in_flight == 0 and not coalescer._waiting  # every slot given back
+
+
+@pytest.mark.parametrize("attempt", range(20))  # the race is likely, not certain, in any one attempt
+def test_a_slot_is_handed_to_one_waiting_predict_once(attempt):
+    """Both calls come back while the predict the first hands its slot to has not yet taken its batch: the second
+    must hand its slot to another predict, or free it. Handed the same predict twice, one slot was lost for good,
+    and the worker kept one call in flight instead of two from then on."""
+    backend = Backend()
+    backend.hold.clear()
+    coalescer = Coalescer(backend.send, max_in_flight=2, max_rows=1)  # one predict per call: none is taken along
+    with ThreadPoolExecutor(5) as pool:
+        first = [pool.submit(run_named, coalescer, f"first-{i}") for i in range(2)]
+        wait_for(lambda: backend.in_flight == 2, 10, "both slots taken")
+        later = [pool.submit(run_named, coalescer, f"later-{i}") for i in range(3)]
+        wait_for(lambda: len(coalescer._waiting) == 3, 10, "three predicts waiting")
+        with coalescer._lock:  # both calls come back and queue for the lock, ahead of any predict they wake
+            backend.hold.set()
+            wait_for(lambda: backend.in_flight == 0, 10, "both calls back")
+        answers = [f.result(10) for f in first + later]
+    assert answers == [f"answer to {n} (1 rows)" for n in ("first-0", "first-1", "later-0", "later-1", "later-2")]
+    assert coalescer._in_flight == 0 and not coalescer._waiting, "a slot was lost"
+    assert backend.most_in_flight <= 2
 
 
 def test_a_call_never_holds_more_rows_than_the_bound_unless_one_predict_alone_does():
