@@ -12,6 +12,7 @@ from pathlib import Path
 # gunicorn reads this file before it puts its working directory on sys.path: lora_core is found beside api_shim/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lora_core.settings import read  # standard library only
+from api_shim.access_log import ACCESS_LOG_FORMAT  # gunicorn's and the standard library's only
 
 
 # One worker per core, up to MAX_AUTO_WORKERS: each worker is one Python process (one core's worth of the shim's
@@ -60,7 +61,8 @@ control_socket_disable = not control_socket
 accesslog = read("GUNICORN_ACCESS_LOG")
 errorlog = "-"
 loglevel = read("LOG_LEVEL")
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = ACCESS_LOG_FORMAT
+logger_class = "api_shim.access_log.ShimLogger"  # the same line, without the atoms it does not use
 
 # --- Metrics ----------------------------------------------------------------------------------
 # prometheus_client's multiprocess mode (api_shim/observability.py): the workers write their samples under
