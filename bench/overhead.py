@@ -255,7 +255,8 @@ def overhead_section(result: dict[str, Any]) -> list[str]:
         )
     lines += ["", *targets_section(result["bases"].get("tiny"))]
     lines += ["", *floors_section(result["floors"])]
-    lines += ["", f"Rerun: `.venv/bin/python -m bench.overhead --rounds {result['rounds']} --into docs/benchmarks.md`."]
+    rerun = f"--rounds {result['rounds']} --seconds {result['seconds']:g} --bases {','.join(result['bases'])}"
+    lines += ["", f"Rerun: `.venv/bin/python -m bench.overhead {rerun} --into docs/benchmarks.md`."]
     return lines
 
 
