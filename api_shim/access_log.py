@@ -3,7 +3,8 @@
 gunicorn builds every atom it offers for each access line: one per request header, per response header and per
 environ variable, each key lowercased and formatted, then a copy that escapes quotes. For a predict that was
 about a tenth of a shim worker's CPU (py-spy, bench/levers.md). The line here is the same, quotes escaped the same
-way; a format an operator changes goes back to gunicorn's way.
+way; a format an operator changes goes back to gunicorn's way. (With a logger class of its own, gunicorn does not
+switch to its statsd logger when `--statsd-host` is given: the shim's metrics are Prometheus's, at /metrics.)
 """
 
 from __future__ import annotations

@@ -89,9 +89,9 @@ def create_app(settings: ShimSettings | None = None) -> Flask:
         app.before_request(_require_api_key)
     app.register_error_handler(Exception, _error_response)
     # Predict, the hot path, is answered before Flask (its own module says why); every other request goes on to it.
-    app.wsgi_app = PredictRoute(  # type: ignore[method-assign]
-        app.wsgi_app, settings, app.extensions["triton_gateway"], app.extensions["admission"]
-    )
+    route = PredictRoute(app.wsgi_app, settings, app.extensions["triton_gateway"], app.extensions["admission"])
+    app.extensions["predict_route"] = route
+    app.wsgi_app = route  # type: ignore[method-assign]
     return app
 
 

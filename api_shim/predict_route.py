@@ -6,15 +6,17 @@ route costs about twice a bare gthread request (docs/benchmarks.md, floors). Her
 else. Its behaviour is Flask's route's, one piece of code with it where there is any to share: the API key
 check (api_shim/api_key.py), the body's checks (api_shim/validation.py), the error answers
 (api_shim/error_answers.py), the counts (api_shim/observability.py) and the JSON writer. Every other path and
-method goes to Flask, where the predict rule stays so that GET on it is a 405, as before.
+method goes to Flask, where the predict rule answers with this module's code what only Flask's routing finds
+(`//api/v1/inference/predict`, a lowercase method), and other methods on the path are a 405, as before.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
+
+from werkzeug.http import HTTP_STATUS_CODES
 
 from lora_core.errors import InvalidRequest, PayloadTooLarge
 
@@ -58,7 +60,7 @@ class PredictRoute:
         finally:
             observability.IN_FLIGHT.dec()
         start_response(
-            f"{status} {HTTPStatus(status).phrase}",
+            f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as werkzeug writes it
             [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()],
         )
         return [body]
@@ -99,10 +101,26 @@ class PredictRoute:
                 raise InvalidRequest("Content-Length is not a number") from None
             if length > limit:
                 raise too_large
-            return environ["wsgi.input"].read(length) if length > 0 else b""
+            data = _read(environ, length) if length > 0 else b""
+            if len(data) < length:
+                raise _cut_short()
+            return data
         if not environ.get("wsgi.input_terminated"):
             return b""  # no length and no end the server vouches for: no body, as werkzeug reads it
-        data = environ["wsgi.input"].read(limit + 1)
+        data = _read(environ, limit + 1)
         if len(data) > limit:
             raise too_large
         return data
+
+
+def _cut_short() -> InvalidRequest:
+    # werkzeug answered a body cut short (the client gone mid-body) 400, a client's fault, never a 500. A new
+    # object each time: threads must not raise one exception object together.
+    return InvalidRequest("the request body ended before it was complete")
+
+
+def _read(environ: dict[str, Any], size: int) -> bytes:
+    try:
+        return environ["wsgi.input"].read(size)
+    except (OSError, ValueError):  # the connection reset, or a chunked body cut off (gunicorn's NoMoreData)
+        raise _cut_short() from None

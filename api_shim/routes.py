@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from lora_core.commands import LISTING_STATUSES, MAX_MODEL_DIR_CHARS
-from lora_core.errors import InternalError, InvalidRequest
+from lora_core.errors import InvalidRequest
 
 from .responses import listing_body
 from .status import service_status
@@ -66,9 +66,9 @@ def unload_model():
 
 @inference.post("/predict")
 def predict():
-    """Answered by api_shim.predict_route before Flask sees the request; the rule stays so that other methods on
-    the path are a 405."""
-    raise InternalError("POST /predict reached Flask: api_shim.predict_route must answer it")
+    """Answered by api_shim.predict_route before Flask sees the request, but for the spellings only Flask's routing
+    matches (`//api/v1/inference/predict`, a lowercase method): answered here by the same code."""
+    return jsonify(current_app.extensions["predict_route"].answer(request.environ))
 
 
 @inference.get("/models")

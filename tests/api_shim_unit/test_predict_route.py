@@ -96,31 +96,74 @@ def test_other_methods_on_the_path_go_to_flask(app):
     assert "POST" in client.options(PREDICT, headers=KEY).headers["Allow"]
 
 
-def chunked(app, body: bytes) -> tuple[str, dict]:
-    """POST predict with `body` and no Content-Length, as gunicorn passes a chunked body (wsgi.input_terminated)."""
+def call(app, body: bytes | io.RawIOBase, **environ) -> tuple[str, dict]:
+    """The status line and JSON body of POST predict sent straight to the WSGI app, `environ` on top: with no
+    CONTENT_LENGTH, as gunicorn passes a chunked body (wsgi.input_terminated)."""
     environ = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": PREDICT,
         "CONTENT_TYPE": "application/json",
         "HTTP_X_API_KEY": "the-key",
-        "wsgi.input": io.BytesIO(body),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body) if isinstance(body, bytes) else body,
         "wsgi.input_terminated": True,
+        **environ,
     }
     started: list[str] = []
-    parts = app.wsgi_app(environ, lambda status, headers: started.extend([status, headers]))
+    parts = app(environ, lambda status, headers: started.extend([status, headers]))
     return started[0], json.loads(b"".join(parts))
 
 
 def test_a_chunked_body_is_read_to_the_limit_and_no_further(app):
     fits = json.dumps({"model_id": "a", "texts": []}).encode()
     fits += b" " * (LIMIT - len(fits))
-    status, body = chunked(app, fits)
-    assert status.startswith("400") and body["message"] == "texts must not be empty"  # read whole, then judged
-    status, body = chunked(app, fits + b" ")
-    assert status.startswith("413") and body == {
+    status, body = call(app, fits)
+    assert status == "400 BAD REQUEST" and body["message"] == "texts must not be empty"  # read whole, then judged
+    status, body = call(app, fits + b" ")
+    assert status == "413 REQUEST ENTITY TOO LARGE" and body == {
         "error": "payload_too_large",
         "message": f"the request body is larger than {LIMIT} bytes",
     }
+
+
+class Dropped(io.RawIOBase):
+    """A request body whose client went away: reading it fails as gunicorn's does then."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise ConnectionResetError("connection reset by peer")
+
+
+@pytest.mark.parametrize(
+    "body, environ",
+    [
+        pytest.param(Dropped(), {}, id="reset-mid-chunked-body"),
+        pytest.param(Dropped(), {"CONTENT_LENGTH": "40"}, id="reset-mid-body"),
+        pytest.param(b'{"model_id": "a"', {"CONTENT_LENGTH": "40"}, id="shorter-than-its-length"),
+    ],
+)
+def test_a_body_cut_short_is_the_clients_fault_not_a_500(app, body, environ, caplog):
+    status, answer = call(app, body, **environ)
+    assert status == "400 BAD REQUEST" and answer == {
+        "error": "invalid_request",
+        "message": "the request body ended before it was complete",
+    }
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+
+
+@pytest.mark.parametrize(
+    "environ", [{"PATH_INFO": "//" + PREDICT.lstrip("/")}, {"REQUEST_METHOD": "post"}], ids=["double-slash", "post"]
+)
+def test_a_spelling_only_flasks_routing_matches_is_answered_by_the_same_code(app, environ):
+    invalid = json.dumps({"model_id": "a", "texts": []}).encode()
+    canonical = call(app, invalid, CONTENT_LENGTH=str(len(invalid)))
+    assert canonical == ("400 BAD REQUEST", {"error": "invalid_request", "message": "texts must not be empty"})
+    assert call(app, invalid, CONTENT_LENGTH=str(len(invalid)), **environ) == canonical
+    valid = json.dumps({"model_id": "a", "texts": ["x"]}).encode()
+    status, answer = call(app, valid, CONTENT_LENGTH=str(len(valid)), **environ)
+    assert status == "503 SERVICE UNAVAILABLE" and answer["error"] == "backend_unavailable"  # on to Triton
 
 
 def samples(app) -> dict:

@@ -119,7 +119,7 @@ def _environment_reads(tree: ast.AST) -> list[tuple[int, str, str]]:
 # calls `environ`: its names are the request's, never the process's.
 WSGI_REQUEST_NAMES = re.compile(
     r"(REQUEST_METHOD|SCRIPT_NAME|PATH_INFO|QUERY_STRING|CONTENT_TYPE|CONTENT_LENGTH|SERVER_NAME|SERVER_PORT"
-    r"|SERVER_PROTOCOL|REMOTE_ADDR|RAW_URI|HTTP_[A-Z0-9_]+|wsgi\.[a-z_]+)"
+    r"|SERVER_PROTOCOL|REMOTE_ADDR|RAW_URI|HTTP_(?!PROXY$)[A-Z0-9_]+|wsgi\.[a-z_]+)"  # HTTP_PROXY: a process's too
 )
 
 
