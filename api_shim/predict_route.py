@@ -4,7 +4,7 @@ Predict is the one route on the hot path, and on a GPU node the shim's CPU per r
 Through Flask it paid for a request context, URL matching, three hooks and a response object: a bare Flask
 route costs about twice a bare gthread request (docs/benchmarks.md, floors). Here it is the route and nothing
 else. Its behaviour is Flask's route's, one piece of code with it where there is any to share: the API key
-check (api_shim/api_key.py), the body's checks (api_shim/validation.py), the error answers
+check (api_shim/api_key.py), the body's reading and checks (api_shim/validation.py), the error answers
 (api_shim/error_answers.py), the counts (api_shim/observability.py) and the JSON writer. Every other path and
 method goes to Flask, where the predict rule answers with this module's code what only Flask's routing finds
 (`//api/v1/inference/predict`, a lowercase method), and other methods on the path are a 405, as before.
@@ -18,8 +18,6 @@ from typing import Any
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from lora_core.errors import InvalidRequest, PayloadTooLarge
-
 from . import observability
 from .admission import Admission
 from .api_key import require_api_key
@@ -28,7 +26,7 @@ from .gateway import TritonGateway
 from .responses import json_bytes, predict_body
 from .routes import MAX_MODEL_ID_CHARS
 from .settings import ShimSettings
-from .validation import NOT_JSON, int_field, is_json_mimetype, parse_json_object, string_field, string_list_field
+from .validation import int_field, json_body, string_field, string_list_field
 from .worker import reservation, thread_wait_s
 
 PREDICT_PATH = observability.PREDICT_ENDPOINT
@@ -70,7 +68,7 @@ class PredictRoute:
         settings = self.settings
         if settings.api_key:
             require_api_key(settings.api_key, environ.get("HTTP_X_API_KEY", ""), environ.get("HTTP_AUTHORIZATION", ""))
-        body = parse_json_object(self.body_bytes(environ))
+        body = json_body(environ, settings.max_body_bytes)
         model_id = string_field(body, "model_id", max_chars=MAX_MODEL_ID_CHARS)
         texts = string_list_field(body, "texts", settings.max_texts_per_request, settings.max_text_chars)
         top_n = int_field(body, "top_n", 3, 1, settings.max_top_n)
@@ -85,42 +83,3 @@ class PredictRoute:
             predicted = self.gateway.predict(chunks)
             ticket.answered(time.perf_counter() - sent, predicted.execute_s)
         return predict_body(model_id, [p for chunk in predicted.chunks for p in chunk], top_n)
-
-    def body_bytes(self, environ: dict[str, Any]) -> bytes:
-        """The body, if it is JSON and at most MAX_BODY_BYTES long, as Flask's `json_object` reads it: a
-        Content-Length over the limit is refused unread, a chunked body once it has given more than the limit."""
-        if not is_json_mimetype(environ.get("CONTENT_TYPE", "")):
-            raise InvalidRequest(NOT_JSON)
-        limit = self.settings.max_body_bytes
-        too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        declared = environ.get("CONTENT_LENGTH")
-        if declared:
-            try:
-                length = int(declared)
-            except ValueError:
-                raise InvalidRequest("Content-Length is not a number") from None
-            if length > limit:
-                raise too_large
-            data = _read(environ, length) if length > 0 else b""
-            if len(data) < length:
-                raise _cut_short()
-            return data
-        if not environ.get("wsgi.input_terminated"):
-            return b""  # no length and no end the server vouches for: no body, as werkzeug reads it
-        data = _read(environ, limit + 1)
-        if len(data) > limit:
-            raise too_large
-        return data
-
-
-def _cut_short() -> InvalidRequest:
-    # werkzeug answered a body cut short (the client gone mid-body) 400, a client's fault, never a 500. A new
-    # object each time: threads must not raise one exception object together.
-    return InvalidRequest("the request body ended before it was complete")
-
-
-def _read(environ: dict[str, Any], size: int) -> bytes:
-    try:
-        return environ["wsgi.input"].read(size)
-    except (OSError, ValueError):  # the connection reset, or a chunked body cut off (gunicorn's NoMoreData)
-        raise _cut_short() from None

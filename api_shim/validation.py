@@ -19,16 +19,23 @@ MAX_QUERY_COUNT = 999_999_999  # a paging parameter's largest value (nine digits
 NAME_MAX_BYTES = 255
 
 
-def json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON body, which must be an object."""
-    if not request.is_json:
-        raise InvalidRequest(NOT_JSON)
-    if _chunked_body_over_limit(request):
-        raise PayloadTooLarge(f"the request body is larger than {request.max_content_length} bytes")
-    return parse_json_object(request.get_data(cache=True))  # over Content-Length's limit: werkzeug's 413
-
-
 NOT_JSON = "the body must be JSON (Content-Type: application/json)"
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The JSON object a Flask route's request carries, at most MAX_CONTENT_LENGTH bytes (`json_body`)."""
+    limit = request.max_content_length
+    assert limit is not None  # api_shim.app sets MAX_CONTENT_LENGTH
+    return json_body(request.environ, limit)
+
+
+def json_body(environ: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The JSON object a WSGI request carries, for every route (Flask's and api_shim/predict_route.py): declared
+    JSON, at most `limit` bytes (a Content-Length over it refused unread, a chunked body once it has given more),
+    whole (a body cut short is the client's fault, a 400)."""
+    if not is_json_mimetype(environ.get("CONTENT_TYPE", "")):
+        raise InvalidRequest(NOT_JSON)
+    return parse_json_object(_body_bytes(environ, limit))
 
 
 def is_json_mimetype(content_type: str) -> bool:
@@ -52,15 +59,42 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     return body
 
 
-def _chunked_body_over_limit(request: Request) -> bool:
-    """A body without Content-Length (chunked) is cut at MAX_CONTENT_LENGTH by werkzeug without an error,
-    which would surface as "not valid JSON"; a body that fills the limit and has more to give is too large."""
-    limit = request.max_content_length
-    if request.content_length is not None or limit is None:
-        return False  # with a Content-Length, werkzeug refuses an oversized body itself (413)
-    if len(request.get_data(cache=True)) < limit:
-        return False
-    return request.environ["wsgi.input"].read(1) != b""
+def _body_bytes(environ: dict[str, Any], limit: int) -> bytes:
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidRequest("Content-Length is not a number") from None
+        if length > limit:
+            raise _too_large(limit)
+        data = _read(environ, length) if length > 0 else b""
+        if len(data) < length:
+            raise _cut_short()
+        return data
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length and no end the server vouches for: no body, as werkzeug reads it
+    data = _read(environ, limit + 1)
+    if len(data) > limit:
+        raise _too_large(limit)
+    return data
+
+
+# New objects each time: threads must not raise one exception object together.
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit} bytes")
+
+
+def _cut_short() -> InvalidRequest:
+    # werkzeug answered a body cut short (the client gone mid-body) 400, a client's fault, never a 500.
+    return InvalidRequest("the request body ended before it was complete")
+
+
+def _read(environ: dict[str, Any], size: int) -> bytes:
+    try:
+        return environ["wsgi.input"].read(size)
+    except (OSError, ValueError):  # the connection reset, or a chunked body cut off (gunicorn's NoMoreData)
+        raise _cut_short() from None
 
 
 def string_field(body: dict[str, Any], name: str, max_chars: int = 1024) -> str:

@@ -21,10 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.overhead import LOADS
 from bench.stack import REPO
 
 TREES = REPO / "var" / "bench" / "ab"
-LOADS = {"32 clients": (32, 2), "lone": (1, 1)}
 
 # Run with each tree's own code (its bench/, testkit/, api_shim/, model_repository/): a fresh interpreter whose
 # sys.path starts at the tree. The encoder and adapters are bench/overhead.py's, made once in this checkout.
@@ -51,7 +51,7 @@ print("FIGURES " + json.dumps(figures))
 
 
 def tree_for(rev: str) -> Path:
-    """A worktree at `rev` (made once, moved to `rev` again each run), or this checkout for '.'."""
+    """A worktree at `rev`'s commit (made once: it is named by the commit), or this checkout for '.'."""
     if rev == ".":
         return REPO
     commit = subprocess.run(
